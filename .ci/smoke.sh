@@ -1,0 +1,87 @@
+#!/usr/bin/env bash
+# Smoke test of the real binary with real clients: starts `call-outcome serve` on a free
+# loopback port, then checks reflection, health and the RPCs with grpcurl, the CLI's
+# classify/report/check-config, and a clean exit on SIGTERM.
+# Usage: .ci/smoke.sh path/to/call-outcome   (grpcurl must be on PATH)
+set -euo pipefail
+BIN=$(realpath "$1")
+cd "$(dirname "$0")/.."
+WORK=$(mktemp -d)
+LOG="$WORK/server.log"
+PID=
+cleanup() { [ -n "$PID" ] && kill "$PID" 2>/dev/null || true; rm -rf "$WORK"; }
+trap cleanup EXIT
+
+fail() { echo "SMOKE FAIL: $*" >&2; echo "--- server log" >&2; cat "$LOG" >&2 || true; exit 1; }
+expect() { # expect <description> <haystack> <needle>
+  grep -qF -- "$3" <<<"$2" || fail "$1: expected '$3' in: $2"
+  echo "ok - $1"
+}
+
+"$BIN" serve --listen 127.0.0.1:0 >"$LOG" 2>&1 &
+PID=$!
+# Synchronise on the server's own "serving" log line (bounded wait).
+for _ in $(seq 1 200); do
+  grep -q "serving calloutcome" "$LOG" 2>/dev/null && break
+  kill -0 "$PID" 2>/dev/null || fail "server exited early"
+  sleep 0.05
+done
+ADDR=$(grep -o 'listen=[0-9.:]*' "$LOG" | head -n1 | cut -d= -f2)
+[ -n "$ADDR" ] || fail "no listen address in log"
+echo "server at $ADDR"
+
+out=$(grpcurl -plaintext "$ADDR" list)
+expect "reflection lists the service" "$out" "calloutcome.v1.CallOutcomeService"
+expect "reflection lists health" "$out" "grpc.health.v1.Health"
+out=$(grpcurl -plaintext "$ADDR" describe calloutcome.v1.CallOutcomeService)
+expect "describe shows ReportOutcome" "$out" "rpc ReportOutcome"
+out=$(grpcurl -plaintext -d '{"service":"calloutcome.v1.CallOutcomeService"}' "$ADDR" grpc.health.v1.Health/Check)
+expect "health is SERVING" "$out" '"SERVING"'
+
+out=$(grpcurl -plaintext -d '{"outcome":{"sip":{"code":603}}}' "$ADDR" calloutcome.v1.CallOutcomeService/Classify)
+expect "Classify 603 is declined" "$out" '"CATEGORY_DECLINED"'
+expect "Classify 603 is the callee's choice" "$out" '"FAULT_CALLEE_CHOICE"'
+out=$(grpcurl -plaintext -d '{"outcome":{"sip":{"code":503,"retryAfterHeader":"120"}}}' "$ADDR" calloutcome.v1.CallOutcomeService/Classify)
+expect "503 + Retry-After is route-scoped" "$out" '"RETRY_AFTER_SCOPE_ROUTE"'
+
+req='{"outcome":{"callId":"smoke-1","attempt":1,"to":"+1 (555) 010-4477","sip":{"code":486}}}'
+out=$(grpcurl -plaintext -d "$req" "$ADDR" calloutcome.v1.CallOutcomeService/ReportOutcome)
+expect "ReportOutcome 486 is busy" "$out" '"CATEGORY_BUSY"'
+expect "destination is normalised" "$out" '"+15550104477"'
+out=$(grpcurl -plaintext -d "$req" "$ADDR" calloutcome.v1.CallOutcomeService/ReportOutcome)
+expect "a repeated report is a duplicate" "$out" '"duplicate": true'
+
+if out=$(grpcurl -plaintext -d '{"outcome":{"callId":"x","to":"+15550104477","sip":{"code":180}}}' "$ADDR" calloutcome.v1.CallOutcomeService/ReportOutcome 2>&1); then
+  fail "a 180 report was accepted: $out"
+fi
+expect "1xx is INVALID_ARGUMENT" "$out" "InvalidArgument"
+expect "the violation names the field" "$out" "outcome.sip.code"
+
+out=$("$BIN" classify --sip-code 603)
+expect "CLI classify explains 603" "$out" "declined"
+out=$("$BIN" classify --sip-code 603 --json)
+python3 -c 'import json,sys; d=json.loads(sys.argv[1]); assert d["category"]=="declined" and d["fault"]=="callee_choice" and d["retryable"]=="no", d' "$out" \
+  || fail "classify --json: $out"
+echo "ok - CLI classify --json uses the reference vocabulary"
+if "$BIN" classify --sip-code 180 >/dev/null 2>&1; then fail "classify accepted 180"; fi
+echo "ok - CLI classify rejects 180"
+
+out=$("$BIN" report --server "http://$ADDR" --call-id smoke-cli --attempt 1 --to 15550104477 --sip-code 603 --label campaign=spring --json)
+python3 -c 'import json,sys; d=json.loads(sys.argv[1]); assert d["category"]=="declined" and d["duplicate"] is False and d["destination"]=="+15550104477", d' "$out" \
+  || fail "report --json: $out"
+echo "ok - CLI report"
+
+printf 'version = 1\n\n[[rules]]\nname = "x"\naction = "teleport"\nexplanation = "x"\n' >"$WORK/bad.toml"
+if out=$("$BIN" check-config "$WORK/bad.toml" 2>&1); then fail "bad policy accepted"; fi
+expect "check-config points at the line" "$out" "bad.toml:5:"
+out=$("$BIN" check-config examples/policy.toml)
+expect "the example policy is valid" "$out" "valid policy"
+
+kill -TERM "$PID"
+for _ in $(seq 1 200); do kill -0 "$PID" 2>/dev/null || break; sleep 0.05; done
+if kill -0 "$PID" 2>/dev/null; then fail "server still running after SIGTERM"; fi
+wait "$PID" && rc=0 || rc=$?
+PID=
+[ "$rc" -eq 0 ] || fail "server exit code $rc after SIGTERM"
+echo "ok - SIGTERM drains and exits 0"
+echo "smoke: all passed"

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Runs every test of the project on a fresh Debian machine with only Rust installed:
+# installs the external tools it needs into .tools/, then formatting, lints, unit and
+# integration tests, the proto lint, and smoke tests of the real binary with grpcurl.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TERM_COLOR=never
+
+step() { printf '\n==> %s\n' "$*"; }
+
+step "tools"
+TOOLS=$(.ci/tools.sh buf grpcurl)
+export PATH="$TOOLS/bin:$PATH"
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cargo clippy --all-targets -- -D warnings"
+cargo clippy --all-targets --locked -- -D warnings
+
+step "cargo test (unit, integration, CLI, doc)"
+cargo test --all-targets --locked
+cargo test --doc --locked
+
+step "buf lint (STANDARD)"
+buf lint
+
+step "smoke test: the binary with grpcurl"
+.ci/smoke.sh target/debug/call-outcome
+
+step "all tests passed"

@@ -1,0 +1,263 @@
+//! The classification vocabulary: closed sets from the reference's section 1.
+//!
+//! Every enum serialises (serde, `Display`, `FromStr`) as the lower-case snake_case name
+//! the reference uses (`declined`, `callee_choice`, `now_alternate_route`), which is also
+//! the vocabulary of policy files and of the CLI's JSON output.
+
+use serde::{Deserialize, Serialize};
+use std::borrow::Cow;
+use std::fmt;
+use std::str::FromStr;
+
+/// Declares a closed vocabulary enum with its snake_case names.
+macro_rules! vocabulary {
+    ($(#[$meta:meta])* $name:ident { $($(#[$vmeta:meta])* $variant:ident => $text:literal),+ $(,)? }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+        #[serde(rename_all = "snake_case")]
+        pub enum $name { $($(#[$vmeta])* $variant),+ }
+
+        impl $name {
+            /// Every value, in declaration order.
+            pub const ALL: &'static [$name] = &[$($name::$variant),+];
+
+            /// The reference's lower-case name.
+            pub fn as_str(self) -> &'static str {
+                match self { $($name::$variant => $text),+ }
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = UnknownName;
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                match s {
+                    $($text => Ok($name::$variant),)+
+                    _ => Err(UnknownName {
+                        kind: stringify!($name),
+                        name: s.to_owned(),
+                        expected: &[$($text),+],
+                    }),
+                }
+            }
+        }
+    };
+}
+
+/// A name that is not part of a vocabulary.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown {kind} `{name}`; expected one of: {}", expected.join(", "))]
+pub struct UnknownName {
+    pub kind: &'static str,
+    pub name: String,
+    pub expected: &'static [&'static str],
+}
+
+vocabulary! {
+    /// What happened to the call.
+    Category {
+        /// Answered (2xx or a provider status saying it connected; includes voicemail).
+        Answered => "answered",
+        /// The callee's line or terminal is busy.
+        Busy => "busy",
+        /// The callee was reached or alerted but did not answer before a timer ran out.
+        NoAnswer => "no_answer",
+        /// The callee is temporarily unreachable.
+        Unavailable => "unavailable",
+        /// The callee explicitly refused this call.
+        Declined => "declined",
+        /// The callee (607) or an intermediary's analytics (608, 603+) marked the call unwanted.
+        RejectedUnwanted => "rejected_unwanted",
+        /// The destination does not exist, is incomplete, ambiguous or has changed.
+        InvalidNumber => "invalid_number",
+        /// A 3xx final response reported instead of being followed.
+        Redirect => "redirect",
+        /// Terminated by a caller-side CANCEL or BYE.
+        Canceled => "canceled",
+        /// A problem the calling side must fix.
+        ConfigError => "config_error",
+        /// A transient failure of a route, gateway or server.
+        NetworkError => "network_error",
+        /// Too little information to classify.
+        Other => "other",
+    }
+}
+
+vocabulary! {
+    /// Who is at fault.
+    Fault {
+        None => "none",
+        CalleeChoice => "callee_choice",
+        CalleeDevice => "callee_device",
+        Network => "network",
+        CallerConfig => "caller_config",
+        CallerData => "caller_data",
+        CallerAction => "caller_action",
+        Unknown => "unknown",
+    }
+}
+
+vocabulary! {
+    /// Whether and how to retry.
+    Retryable {
+        /// Do not redial automatically.
+        No => "no",
+        /// Redial the same destination after a delay.
+        Later => "later",
+        /// Retry at once through another trunk, gateway or route (never for 6xx).
+        NowAlternateRoute => "now_alternate_route",
+    }
+}
+
+vocabulary! {
+    /// What a valid Retry-After refers to (RFC 3261 §20.33).
+    RetryAfterScope {
+        /// When the called party anticipates being available again.
+        Callee => "callee",
+        /// How long the server is unavailable to us.
+        Route => "route",
+    }
+}
+
+vocabulary! {
+    /// Which input decided the classification (the reference's rules).
+    Basis {
+        /// The SIP status code (R1, R5, R7).
+        SipCode => "sip_code",
+        /// A specific Q.850 cause in the Reason header (R4).
+        Q850Reason => "q850_reason",
+        /// A 603+ analytics block (R3).
+        AnalyticsBlock => "analytics_block",
+        /// A provider cause with timer/cancel semantics overriding the SIP code (R2).
+        ProviderOverride => "provider_override",
+        /// A provider cause used because no SIP code was reported (R2).
+        ProviderCause => "provider_cause",
+    }
+}
+
+vocabulary! {
+    /// Where the reported Q.850 cause came from.
+    Q850Source {
+        ReasonHeader => "reason_header",
+        Provider => "provider",
+        SipMapping => "sip_mapping",
+    }
+}
+
+impl Category {
+    /// Decline events: what the event stream delivers by default.
+    pub fn is_decline(self) -> bool {
+        matches!(self, Category::Declined | Category::RejectedUnwanted)
+    }
+}
+
+/// The three-part outcome of a classification table row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Verdict {
+    pub category: Category,
+    pub fault: Fault,
+    pub retryable: Retryable,
+}
+
+impl Verdict {
+    pub const fn new(category: Category, fault: Fault, retryable: Retryable) -> Self {
+        Verdict {
+            category,
+            fault,
+            retryable,
+        }
+    }
+}
+
+/// A valid Retry-After that applies to the effective code (R6).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AppliedRetryAfter {
+    pub seconds: u32,
+    pub scope: RetryAfterScope,
+}
+
+/// The classification of one outcome. Pure data; no tonic types.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Classification {
+    pub category: Category,
+    pub fault: Fault,
+    pub retryable: Retryable,
+    /// Effective SIP code: the reported one, or the x00 of its class when unregistered (R1).
+    pub sip_code: Option<u16>,
+    /// The code as reported (equal to `sip_code` for registered codes).
+    pub reported_sip_code: Option<u16>,
+    /// Registered reason phrase of the effective code ("" when there is none).
+    pub sip_phrase: Cow<'static, str>,
+    /// Q.850 cause (1–127) when known.
+    pub q850_cause: Option<u8>,
+    pub q850_source: Option<Q850Source>,
+    /// RFC 8606 location of the Q.850 Reason value, when sent (e.g. "U", "LN").
+    pub q850_location: Option<String>,
+    /// Text of the Reason value that refined the outcome (audit, 603+ redress).
+    pub reason_text: Option<String>,
+    pub retry_after: Option<AppliedRetryAfter>,
+    /// One-line human summary, e.g. "The call was declined by the recipient."
+    pub summary: Cow<'static, str>,
+    pub basis: Basis,
+}
+
+impl Classification {
+    pub fn verdict(&self) -> Verdict {
+        Verdict::new(self.category, self.fault, self.retryable)
+    }
+}
+
+/// A provider's hangup cause as reported.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProviderInput<'a> {
+    /// telnyx, twilio, freeswitch, asterisk (case-insensitive); unknown names are ignored.
+    pub name: &'a str,
+    pub cause: &'a str,
+}
+
+/// What the classifier reads from a reported outcome. Empty strings mean "not sent".
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ClassifyInput<'a> {
+    /// The SIP status code as reported (validated by R0 inside the classifier).
+    pub sip_code: Option<i64>,
+    pub reason_phrase: &'a str,
+    /// Reason header value(s); several values may be comma-separated.
+    pub reason_header: &'a str,
+    pub retry_after_header: &'a str,
+    /// A raw SIP response to parse; explicit fields above override its headers.
+    pub raw_sip_response: Option<&'a [u8]>,
+    pub provider: Option<ProviderInput<'a>>,
+}
+
+/// Why an outcome cannot be classified (R0). Each names the input field at fault.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ClassifyError {
+    #[error("SIP code {0} is provisional (1xx), not a final outcome")]
+    ProvisionalCode(i64),
+    #[error("SIP code {0} is out of range: a final response code is 200 to 699")]
+    CodeOutOfRange(i64),
+    #[error("the outcome has neither a SIP code nor a provider cause")]
+    NothingToClassify,
+    #[error("raw SIP response: {0}")]
+    RawSipResponse(String),
+    #[error("SIP code {explicit} conflicts with the raw response's status code {raw}")]
+    ConflictingCode { explicit: i64, raw: u16 },
+}
+
+impl ClassifyError {
+    /// The input field at fault, as a path relative to the outcome (`sip.code`).
+    pub fn field(&self) -> &'static str {
+        match self {
+            ClassifyError::ProvisionalCode(_)
+            | ClassifyError::CodeOutOfRange(_)
+            | ClassifyError::ConflictingCode { .. } => "sip.code",
+            ClassifyError::NothingToClassify => "sip.code",
+            ClassifyError::RawSipResponse(_) => "raw_sip_response",
+        }
+    }
+}

@@ -1,0 +1,379 @@
+//! The command line: `serve`, `classify` (offline), `report` (against a server) and
+//! `check-config`. Owns argument parsing and output; the work is done by the library.
+
+mod output;
+mod subscribe;
+
+use crate::config::{self, Config, ConfigError, LogFormat};
+use crate::outcome::Outcome;
+use crate::pipeline::Pipeline;
+use crate::policy::Policy;
+use crate::proto as pb;
+use crate::proto::call_outcome_service_client::CallOutcomeServiceClient;
+use clap::{Args, Parser, Subcommand};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+/// Classifies SIP call outcomes and decides how to handle them.
+#[derive(Debug, Parser)]
+#[command(name = "call-outcome", version, about, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the gRPC service (embedded backend by default).
+    Serve(ServeArgs),
+    /// Classify an outcome offline and show the decision the policy would take.
+    Classify(ClassifyArgs),
+    /// Report an outcome to a running service.
+    Report(ReportArgs),
+    /// Stream decline events (or other categories) as JSON lines, resuming on reconnect.
+    Subscribe(subscribe::SubscribeArgs),
+    /// Validate a policy file or a service config file (and the policy it names).
+    CheckConfig(CheckConfigArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on [default: 127.0.0.1:50051].
+    #[arg(long, env = "CALL_OUTCOME_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// Service config file (TOML).
+    #[arg(long, env = "CALL_OUTCOME_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Policy file (TOML); overrides the config's `policy_file`.
+    #[arg(long)]
+    pub policy: Option<PathBuf>,
+    /// Log format [default: text].
+    #[arg(long, value_enum)]
+    pub log_format: Option<LogFormat>,
+}
+
+/// What happened on the call: the flags shared by `classify` and `report`.
+#[derive(Debug, Args)]
+pub struct OutcomeArgs {
+    /// SIP final response code (200–699).
+    #[arg(long, allow_negative_numbers = true)]
+    pub sip_code: Option<i64>,
+    /// Reason phrase of the status line (e.g. "Network Blocked").
+    #[arg(long)]
+    pub reason_phrase: Option<String>,
+    /// Reason header value, e.g. 'Q.850;cause=21;location=U'.
+    #[arg(long)]
+    pub reason_header: Option<String>,
+    /// Retry-After header value, e.g. '120 (in a meeting)'.
+    #[arg(long)]
+    pub retry_after: Option<String>,
+    /// Provider whose cause is given: telnyx, twilio, freeswitch, asterisk.
+    #[arg(long, requires = "provider_cause")]
+    pub provider: Option<String>,
+    /// The provider's cause, e.g. call_rejected, no-answer, USER_BUSY, 21.
+    #[arg(long, requires = "provider")]
+    pub provider_cause: Option<String>,
+    /// File holding a raw SIP response to parse ("-" reads standard input).
+    #[arg(long)]
+    pub raw_file: Option<PathBuf>,
+    /// Print one JSON object instead of the readable explanation.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ClassifyArgs {
+    #[command(flatten)]
+    pub outcome: OutcomeArgs,
+    /// Policy file for the decision [default: the built-in policy].
+    #[arg(long)]
+    pub policy: Option<PathBuf>,
+    /// Tenant whose policy rules apply.
+    #[arg(long, default_value = "default")]
+    pub tenant: String,
+}
+
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// Server URL.
+    #[arg(
+        long,
+        env = "CALL_OUTCOME_SERVER_URL",
+        default_value = "http://127.0.0.1:50051"
+    )]
+    pub server: String,
+    #[command(flatten)]
+    pub outcome: OutcomeArgs,
+    /// The call's id (idempotency key with --attempt).
+    #[arg(long)]
+    pub call_id: String,
+    /// Attempt number (1-based; omit to let the service derive it).
+    #[arg(long)]
+    pub attempt: Option<u32>,
+    /// Calling party.
+    #[arg(long, default_value = "")]
+    pub from: String,
+    /// Called party.
+    #[arg(long)]
+    pub to: String,
+    /// Label as key=value (repeatable).
+    #[arg(long = "label", value_parser = parse_label)]
+    pub labels: Vec<(String, String)>,
+    /// Tenant to report into [default: the server's default tenant].
+    #[arg(long, default_value = "")]
+    pub tenant: String,
+}
+
+#[derive(Debug, Args)]
+pub struct CheckConfigArgs {
+    /// Policy file or service config file (TOML).
+    pub file: PathBuf,
+}
+
+pub(crate) fn parse_label(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_owned(), v.to_owned())),
+        _ => Err(format!("`{s}` is not key=value")),
+    }
+}
+
+/// Why a command failed; each maps to an exit code.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    /// The outcome cannot be classified or the server rejected the request (exit 2).
+    #[error("invalid outcome: {0}")]
+    Invalid(String),
+    /// Bad configuration or policy (exit 78, EX_CONFIG).
+    #[error("{0}")]
+    Config(#[from] ConfigError),
+    /// A file could not be read (exit 66, EX_NOINPUT).
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// The server could not be reached or failed (exit 69, EX_UNAVAILABLE).
+    #[error("{0}")]
+    Rpc(String),
+    /// The server failed while running (exit 1).
+    #[error("{0}")]
+    Server(#[from] crate::server::ServerError),
+}
+
+impl CliError {
+    pub fn exit_code(&self) -> ExitCode {
+        ExitCode::from(match self {
+            CliError::Invalid(_) => 2,
+            CliError::Config(_) => 78,
+            CliError::Io { .. } => 66,
+            CliError::Rpc(_) => 69,
+            CliError::Server(crate::server::ServerError::Config(_)) => 78,
+            CliError::Server(_) => 1,
+        })
+    }
+}
+
+/// Runs a parsed command.
+pub async fn run(cli: Cli) -> Result<(), CliError> {
+    match cli.command {
+        Command::Serve(args) => serve(args).await,
+        Command::Classify(args) => classify(args).await,
+        Command::Report(args) => report(args).await,
+        Command::Subscribe(args) => subscribe::run(args).await,
+        Command::CheckConfig(args) => check_config(args),
+    }
+}
+
+async fn serve(args: ServeArgs) -> Result<(), CliError> {
+    let mut config = Config::load(args.config.as_deref())?;
+    if let Some(listen) = args.listen {
+        config.listen = listen;
+    }
+    if let Some(policy) = args.policy {
+        config.policy_file = Some(policy);
+    }
+    if let Some(format) = args.log_format {
+        config.log.format = format;
+    }
+    crate::telemetry::init(config.log.format, &config.log.level);
+    // Validate everything before binding, so a bad policy never takes traffic.
+    config.policy()?;
+    let listener = crate::server::bind(config.listen).await?;
+    crate::server::serve(config, listener, crate::server::shutdown_signal()).await?;
+    Ok(())
+}
+
+impl OutcomeArgs {
+    fn outcome(&self) -> Result<Outcome, CliError> {
+        let raw_sip_response = match &self.raw_file {
+            None => None,
+            Some(path) if path.as_os_str() == "-" => {
+                let mut buf = Vec::new();
+                std::io::Read::read_to_end(&mut std::io::stdin(), &mut buf).map_err(|source| {
+                    CliError::Io {
+                        path: path.clone(),
+                        source,
+                    }
+                })?;
+                Some(buf)
+            }
+            Some(path) => Some(std::fs::read(path).map_err(|source| CliError::Io {
+                path: path.clone(),
+                source,
+            })?),
+        };
+        Ok(Outcome {
+            sip_code: self.sip_code,
+            reason_phrase: self.reason_phrase.clone().unwrap_or_default(),
+            reason_header: self.reason_header.clone().unwrap_or_default(),
+            retry_after_header: self.retry_after.clone().unwrap_or_default(),
+            raw_sip_response,
+            provider: match (&self.provider, &self.provider_cause) {
+                (Some(p), Some(c)) => Some((p.clone(), c.clone())),
+                _ => None,
+            },
+            ..Outcome::default()
+        })
+    }
+}
+
+async fn classify(args: ClassifyArgs) -> Result<(), CliError> {
+    let policy = match &args.policy {
+        Some(path) => config::load_policy(path)?,
+        None => Policy::builtin(),
+    };
+    let outcome = args.outcome.outcome()?;
+    let config = Config::default();
+    let pipeline = Pipeline::new(
+        Arc::new(crate::store::memory::MemoryStore::new(config.store.clone())),
+        Arc::new(crate::events::memory::MemoryEventLog::new(
+            config.events.clone(),
+        )),
+        Arc::new(policy),
+        config.region()?,
+    );
+    let result = pipeline
+        .classify(&args.tenant, &outcome)
+        .await
+        .map_err(|e| match e {
+            crate::pipeline::PipelineError::Invalid(e) => {
+                CliError::Invalid(format!("{}: {e}", e.field()))
+            }
+            other => CliError::Rpc(other.to_string()),
+        })?;
+    if args.outcome.json {
+        output::print_json(&output::result_json(
+            &result.classification,
+            &result.decision,
+            None,
+        ));
+    } else {
+        print!(
+            "{}",
+            output::explain(&result.classification, &result.decision)
+        );
+    }
+    Ok(())
+}
+
+async fn report(args: ReportArgs) -> Result<(), CliError> {
+    let mut outcome = args.outcome.outcome()?;
+    outcome.call_id = args.call_id.clone();
+    outcome.attempt = args.attempt;
+    outcome.from = args.from.clone();
+    outcome.to = args.to.clone();
+    outcome.labels = args.labels.iter().cloned().collect::<BTreeMap<_, _>>();
+    let request = pb::ReportOutcomeRequest {
+        outcome: Some(pb::CallOutcome::from(&outcome)),
+        tenant: args.tenant.clone(),
+    };
+    let mut client = CallOutcomeServiceClient::connect(args.server.clone())
+        .await
+        .map_err(|e| CliError::Rpc(format!("cannot connect to {}: {e}", args.server)))?;
+    let response = client
+        .report_outcome(request)
+        .await
+        .map_err(status_error)?
+        .into_inner();
+    let classification = response
+        .classification
+        .as_ref()
+        .map(crate::classify::Classification::from)
+        .ok_or_else(|| CliError::Rpc("the server sent no classification".into()))?;
+    let decision = response
+        .decision
+        .as_ref()
+        .map(crate::policy::Decision::from)
+        .ok_or_else(|| CliError::Rpc("the server sent no decision".into()))?;
+    let report = output::ReportInfo {
+        event_id: response.event_id.clone(),
+        duplicate: response.duplicate,
+        destination: response.destination.clone(),
+    };
+    if args.outcome.json {
+        output::print_json(&output::result_json(
+            &classification,
+            &decision,
+            Some(&report),
+        ));
+    } else {
+        print!("{}", output::explain(&classification, &decision));
+        println!(
+            "Recorded as event {} for {}{}",
+            report.event_id,
+            report.destination,
+            if report.duplicate {
+                " (duplicate: the first report's result)"
+            } else {
+                ""
+            }
+        );
+    }
+    Ok(())
+}
+
+fn status_error(status: tonic::Status) -> CliError {
+    use tonic_types::StatusExt;
+    let mut message = format!("{:?}: {}", status.code(), status.message());
+    if let Some(bad) = status.get_details_bad_request() {
+        for v in bad.field_violations {
+            message.push_str(&format!("\n  {}: {}", v.field, v.description));
+        }
+    }
+    match status.code() {
+        tonic::Code::InvalidArgument => CliError::Invalid(message),
+        _ => CliError::Rpc(message),
+    }
+}
+
+fn check_config(args: CheckConfigArgs) -> Result<(), CliError> {
+    let text = std::fs::read_to_string(&args.file).map_err(|source| CliError::Io {
+        path: args.file.clone(),
+        source,
+    })?;
+    if config::looks_like_service_config(&text) {
+        let config = Config::load(Some(&args.file))?;
+        let policy = config.policy()?;
+        println!(
+            "{}: valid service config; policy {}: {} rules",
+            args.file.display(),
+            config
+                .policy_file
+                .as_ref()
+                .map_or("built-in".to_owned(), |p| p.display().to_string()),
+            policy.rule_count()
+        );
+    } else {
+        let policy =
+            Policy::parse(&text, &args.file.display().to_string()).map_err(ConfigError::from)?;
+        println!(
+            "{}: valid policy: {} rules",
+            args.file.display(),
+            policy.rule_count()
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,214 @@
+//! `call-outcome subscribe`: prints one JSON line per event, reconnects with its last
+//! resume token when the connection drops, and says so on standard error when a gap is
+//! signalled.
+
+use super::CliError;
+use super::output::result_json;
+use crate::api::convert::system_time;
+use crate::classify::{Category, Classification};
+use crate::policy::Decision;
+use crate::proto as pb;
+use crate::proto::call_outcome_service_client::CallOutcomeServiceClient;
+use clap::Args;
+use serde_json::json;
+use std::time::Duration;
+use tokio_stream::StreamExt;
+
+#[derive(Debug, Args)]
+pub struct SubscribeArgs {
+    /// Server URL.
+    #[arg(
+        long,
+        env = "CALL_OUTCOME_SERVER_URL",
+        default_value = "http://127.0.0.1:50051"
+    )]
+    pub server: String,
+    /// Categories to receive (comma-separated) [default: declined,rejected_unwanted].
+    #[arg(long, value_delimiter = ',')]
+    pub categories: Vec<Category>,
+    /// Only these effective SIP codes (comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    pub sip_codes: Vec<i32>,
+    /// Only these destinations (repeatable).
+    #[arg(long = "destination")]
+    pub destinations: Vec<String>,
+    /// Only events with this label, as key=value (repeatable; all must match).
+    #[arg(long = "label", value_parser = super::parse_label)]
+    pub labels: Vec<(String, String)>,
+    /// Tenant [default: the server's default tenant].
+    #[arg(long, default_value = "")]
+    pub tenant: String,
+    /// Resume right after the event this token names.
+    #[arg(long, conflicts_with = "from_oldest")]
+    pub from_token: Option<String>,
+    /// Start from the oldest retained event (default: new events only).
+    #[arg(long)]
+    pub from_oldest: bool,
+    /// Exit after this many events (default: run until interrupted).
+    #[arg(long)]
+    pub max_events: Option<u64>,
+    /// Print heartbeats as JSON lines too.
+    #[arg(long)]
+    pub heartbeats: bool,
+}
+
+/// Whether a failed stream is worth reconnecting.
+fn retryable(code: tonic::Code) -> bool {
+    matches!(
+        code,
+        tonic::Code::Unavailable
+            | tonic::Code::Unknown
+            | tonic::Code::Internal
+            | tonic::Code::Cancelled
+            | tonic::Code::DeadlineExceeded
+            | tonic::Code::ResourceExhausted
+            | tonic::Code::Aborted
+    )
+}
+
+pub async fn run(args: SubscribeArgs) -> Result<(), CliError> {
+    let mut token = args.from_token.clone().unwrap_or_default();
+    let mut delivered = 0_u64;
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        let request = pb::SubscribeOutcomesRequest {
+            tenant: args.tenant.clone(),
+            categories: args.categories.iter().map(|c| i32::from(*c)).collect(),
+            sip_codes: args.sip_codes.clone(),
+            destinations: args.destinations.clone(),
+            labels: args.labels.iter().cloned().collect(),
+            start: if args.from_oldest {
+                pb::StartPosition::Oldest as i32
+            } else {
+                pb::StartPosition::New as i32
+            },
+            resume_token: token.clone(),
+        };
+        let failure = match CallOutcomeServiceClient::connect(args.server.clone()).await {
+            Err(e) => format!("cannot connect to {}: {e}", args.server),
+            Ok(mut client) => match client.subscribe_outcomes(request).await {
+                Err(status) if !retryable(status.code()) => {
+                    return Err(CliError::Rpc(format!(
+                        "{:?}: {}",
+                        status.code(),
+                        status.message()
+                    )));
+                }
+                Err(status) => format!("{:?}: {}", status.code(), status.message()),
+                Ok(response) => {
+                    backoff = Duration::from_millis(100);
+                    let mut stream = response.into_inner();
+                    loop {
+                        match stream.next().await {
+                            None => break "the server ended the stream".to_owned(),
+                            Some(Err(status)) => {
+                                if let Some(t) = status
+                                    .metadata()
+                                    .get(crate::api::subscribe::RESUME_TOKEN_METADATA)
+                                    .and_then(|v| v.to_str().ok())
+                                {
+                                    token = t.to_owned();
+                                }
+                                if !retryable(status.code()) {
+                                    return Err(CliError::Rpc(format!(
+                                        "{:?}: {}",
+                                        status.code(),
+                                        status.message()
+                                    )));
+                                }
+                                break format!("{:?}: {}", status.code(), status.message());
+                            }
+                            Some(Ok(message)) => {
+                                use pb::subscribe_outcomes_response::Kind;
+                                match message.kind {
+                                    Some(Kind::Event(event)) => {
+                                        token = event.resume_token.clone();
+                                        println!("{}", event_json(&event));
+                                        delivered += 1;
+                                        if args.max_events.is_some_and(|max| delivered >= max) {
+                                            return Ok(());
+                                        }
+                                    }
+                                    Some(Kind::Heartbeat(h)) => {
+                                        token = h.resume_token.clone();
+                                        if args.heartbeats {
+                                            println!(
+                                                "{}",
+                                                json!({"heartbeat": {"resume_token": h.resume_token}})
+                                            );
+                                        }
+                                    }
+                                    Some(Kind::Gap(gap)) => {
+                                        token = gap.resume_token.clone();
+                                        if gap.first_sequence <= gap.last_sequence {
+                                            eprintln!(
+                                                "gap: events {}..={} were not delivered ({}); continuing",
+                                                gap.first_sequence, gap.last_sequence, gap.reason
+                                            );
+                                        } else {
+                                            eprintln!(
+                                                "gap: events after sequence {} were not delivered ({}); continuing from the oldest retained event",
+                                                gap.first_sequence.saturating_sub(1),
+                                                gap.reason
+                                            );
+                                        }
+                                    }
+                                    None => {}
+                                }
+                            }
+                        }
+                    }
+                }
+            },
+        };
+        eprintln!(
+            "connection lost ({failure}); reconnecting in {} ms{}",
+            backoff.as_millis(),
+            if token.is_empty() {
+                String::new()
+            } else {
+                " with the last resume token".to_owned()
+            }
+        );
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+}
+
+fn event_json(e: &pb::OutcomeEvent) -> serde_json::Value {
+    let classification = e.classification.as_ref().map(Classification::from);
+    let decision = e.decision.as_ref().map(Decision::from);
+    let mut value = match (&classification, &decision) {
+        (Some(c), Some(d)) => result_json(c, d, None),
+        _ => json!({}),
+    };
+    let outcome = e.outcome.clone().unwrap_or_default();
+    if let Some(map) = value.as_object_mut() {
+        map.insert("event_id".into(), json!(e.event_id));
+        map.insert("sequence".into(), json!(e.sequence));
+        map.insert("resume_token".into(), json!(e.resume_token));
+        map.insert("tenant".into(), json!(e.tenant));
+        map.insert("destination".into(), json!(e.destination));
+        map.insert(
+            "recorded_at".into(),
+            json!(
+                e.recorded_at
+                    .as_ref()
+                    .and_then(system_time)
+                    .map(|t| humantime::format_rfc3339_millis(t).to_string())
+            ),
+        );
+        map.insert(
+            "outcome".into(),
+            json!({
+                "call_id": outcome.call_id,
+                "attempt": outcome.attempt,
+                "from": outcome.from,
+                "to": outcome.to,
+                "sip_code": outcome.sip.as_ref().and_then(|s| s.code),
+                "labels": outcome.labels,
+            }),
+        );
+    }
+    value
+}

@@ -1,0 +1,389 @@
+//! Service configuration: defaults < TOML file < `CALL_OUTCOME_*` environment < flags.
+//!
+//! Owns loading and validating the configuration before anything binds a port, and
+//! reporting a bad file with its path, line and column. It does not start anything.
+//!
+//! Environment variables name a key with the `CALL_OUTCOME_` prefix and `__` between
+//! table and key: `CALL_OUTCOME_LISTEN=0.0.0.0:50051`,
+//! `CALL_OUTCOME_STORE__HISTORY_WINDOW=12h`.
+
+use crate::api::subscribe::SubscriptionConfig;
+use crate::api::validate::RequestLimits;
+use crate::events::memory::EventRetention;
+use crate::policy::{Policy, PolicyError};
+use crate::store::StoreLimits;
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// The whole service configuration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// gRPC listen address.
+    pub listen: SocketAddr,
+    /// Tenant of requests that name none.
+    pub default_tenant: String,
+    /// ISO 3166 region used to read national numbers (e.g. "US"); "" reads only
+    /// international (+) numbers.
+    pub default_region: String,
+    /// Policy file (TOML). Relative paths are read from the config file's folder.
+    /// Unset: the built-in default policy.
+    pub policy_file: Option<PathBuf>,
+    /// How long a shutdown waits for in-flight requests and streams.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_grace: Duration,
+    pub server: ServerTuning,
+    pub limits: RequestLimits,
+    pub store: StoreLimits,
+    pub events: EventRetention,
+    pub subscriptions: SubscriptionConfig,
+    pub log: LogConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 50051)),
+            default_tenant: "default".to_owned(),
+            default_region: "US".to_owned(),
+            policy_file: None,
+            shutdown_grace: Duration::from_secs(20),
+            server: ServerTuning::default(),
+            limits: RequestLimits::default(),
+            store: StoreLimits::default(),
+            events: EventRetention::default(),
+            subscriptions: SubscriptionConfig::default(),
+            log: LogConfig::default(),
+        }
+    }
+}
+
+/// gRPC server tuning.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerTuning {
+    /// Largest request message accepted, in bytes.
+    pub max_message_bytes: usize,
+    /// Server-side ceiling on a unary request's time (the shorter of this and the
+    /// client's deadline applies).
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
+    /// HTTP/2 keepalive ping interval (detects dead peers; keeps idle streams alive).
+    #[serde(with = "humantime_serde")]
+    pub http2_keepalive_interval: Duration,
+    /// How long to wait for a keepalive ping's answer.
+    #[serde(with = "humantime_serde")]
+    pub http2_keepalive_timeout: Duration,
+    /// Most concurrent HTTP/2 streams per connection.
+    pub max_concurrent_streams: u32,
+    /// Serve gRPC server reflection (v1 and v1alpha).
+    pub reflection: bool,
+}
+
+impl Default for ServerTuning {
+    fn default() -> Self {
+        ServerTuning {
+            max_message_bytes: 256 * 1024,
+            request_timeout: Duration::from_secs(10),
+            http2_keepalive_interval: Duration::from_secs(30),
+            http2_keepalive_timeout: Duration::from_secs(10),
+            max_concurrent_streams: 1024,
+            reflection: true,
+        }
+    }
+}
+
+/// Log output.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// `text` (for terminals) or `json`.
+    pub format: LogFormat,
+    /// Filter in `RUST_LOG` syntax; `RUST_LOG` wins when set.
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            format: LogFormat::Text,
+            level: "info".to_owned(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Why a configuration cannot be used. Each names where the problem is.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{path}: cannot read: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}:{line}:{column}: {message}")]
+    Syntax {
+        path: PathBuf,
+        line: usize,
+        column: usize,
+        message: String,
+    },
+    #[error("configuration: {0}")]
+    Invalid(String),
+    #[error("{0}")]
+    Policy(#[from] PolicyError),
+}
+
+impl Config {
+    /// Loads defaults, then `file` (when given), then the `CALL_OUTCOME_*` environment.
+    pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(path) = file {
+            let text = read(path)?;
+            // Parse the file on its own first: figment reports type errors by key only,
+            // while toml's spans give the line and column a person needs.
+            parse_file(&text, path)?;
+            figment = figment.merge(Toml::string(&text));
+        }
+        figment = figment.merge(
+            Env::prefixed("CALL_OUTCOME_")
+                .split("__")
+                // The CLI's own variables share the prefix but are not service settings.
+                .ignore(&["config", "token", "server_url"]),
+        );
+        let mut config: Config = figment
+            .extract()
+            .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        if let (Some(policy), Some(path)) = (&config.policy_file, file)
+            && policy.is_relative()
+            && let Some(dir) = path.parent()
+        {
+            config.policy_file = Some(dir.join(policy));
+        }
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks what serde cannot.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let mut violations = Vec::new();
+        crate::api::validate::tenant(
+            &self.default_tenant,
+            "default_tenant",
+            &self.limits,
+            &mut violations,
+        );
+        if self.default_tenant.is_empty() {
+            violations.push(crate::api::validate::FieldViolation::new(
+                "default_tenant",
+                "must not be empty",
+            ));
+        }
+        if let Some(v) = violations.first() {
+            return Err(ConfigError::Invalid(format!(
+                "{}: {}",
+                v.field, v.description
+            )));
+        }
+        self.region()?;
+        if self.server.max_message_bytes < 1024 {
+            return Err(ConfigError::Invalid(
+                "server.max_message_bytes: must be at least 1024".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The default region for national numbers.
+    pub fn region(&self) -> Result<Option<phonenumber::country::Id>, ConfigError> {
+        if self.default_region.is_empty() {
+            return Ok(None);
+        }
+        self.default_region
+            .to_ascii_uppercase()
+            .parse()
+            .map(Some)
+            .map_err(|_| {
+                ConfigError::Invalid(format!(
+                    "default_region: `{}` is not an ISO 3166 region code (e.g. US, GB, DE)",
+                    self.default_region
+                ))
+            })
+    }
+
+    /// The policy: the configured file, or the built-in default.
+    pub fn policy(&self) -> Result<Policy, ConfigError> {
+        match &self.policy_file {
+            None => Ok(Policy::builtin()),
+            Some(path) => load_policy(path),
+        }
+    }
+}
+
+/// Reads and parses a policy file; errors name the file, line and column.
+pub fn load_policy(path: &Path) -> Result<Policy, ConfigError> {
+    let text = read(path)?;
+    Ok(Policy::parse(&text, &path.display().to_string())?)
+}
+
+fn read(path: &Path) -> Result<String, ConfigError> {
+    std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+/// Parses a config file on its own, reporting errors with line and column.
+pub fn parse_file(text: &str, path: &Path) -> Result<Config, ConfigError> {
+    toml::from_str::<Config>(text).map_err(|e| {
+        let (line, column) = e
+            .span()
+            .map(|span| line_column(text, span.start))
+            .unwrap_or((1, 1));
+        ConfigError::Syntax {
+            path: path.to_owned(),
+            line,
+            column,
+            message: e.message().trim().to_owned(),
+        }
+    })
+}
+
+/// 1-based line and column of a byte offset.
+pub fn line_column(text: &str, offset: usize) -> (usize, usize) {
+    let before = text.get(..offset.min(text.len())).unwrap_or(text);
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, column)
+}
+
+/// Whether a TOML document looks like a service config rather than a policy: its top
+/// level has a key only a service config has.
+pub fn looks_like_service_config(text: &str) -> bool {
+    const KEYS: &[&str] = &[
+        "listen",
+        "default_tenant",
+        "default_region",
+        "policy_file",
+        "shutdown_grace",
+        "server",
+        "limits",
+        "store",
+        "events",
+        "subscriptions",
+        "log",
+    ];
+    toml::from_str::<toml::Table>(text)
+        .map(|t| t.keys().any(|k| KEYS.contains(&k.as_str())))
+        .unwrap_or(false)
+}
+
+#[cfg(test)]
+// figment's Jail API fixes the closure's error type.
+#[allow(clippy::result_large_err)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    #[test]
+    fn defaults_are_valid() {
+        Config::default().validate().expect("valid defaults");
+        assert_eq!(Config::default().listen.to_string(), "127.0.0.1:50051");
+    }
+
+    #[test]
+    fn errors_name_file_line_and_column() {
+        let text = "listen = \"127.0.0.1:1\"\n\n[store]\nhistory_window = 12\n";
+        let err = parse_file(text, Path::new("svc.toml")).expect_err("bad type");
+        let msg = err.to_string();
+        assert!(msg.starts_with("svc.toml:4:"), "{msg}");
+
+        let err = parse_file("listen = \"x\"\nunknown_key = 1\n", Path::new("svc.toml"))
+            .expect_err("bad");
+        assert!(err.to_string().starts_with("svc.toml:1:"), "{err}");
+        let err = parse_file(
+            "[log]\nformat = \"text\"\nlevle = \"debug\"\n",
+            Path::new("a.toml"),
+        )
+        .expect_err("unknown key");
+        assert!(err.to_string().starts_with("a.toml:3:1:"), "{err}");
+    }
+
+    #[test]
+    fn file_values_load_and_policy_path_is_relative_to_the_file() {
+        // In a Jail: figment's jail serialises tests that touch the environment.
+        figment::Jail::expect_with(|_jail| {
+            let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+            let path = dir.path().join("svc.toml");
+            let mut f = std::fs::File::create(&path).map_err(|e| e.to_string())?;
+            writeln!(
+                f,
+                "listen = \"127.0.0.1:6000\"\npolicy_file = \"p.toml\"\n[store]\nhistory_window = \"12h\""
+            )
+            .map_err(|e| e.to_string())?;
+            let config = Config::load(Some(&path)).map_err(|e| e.to_string())?;
+            assert_eq!(config.listen.port(), 6000);
+            assert_eq!(config.store.history_window, Duration::from_secs(12 * 3600));
+            assert_eq!(config.policy_file, Some(dir.path().join("p.toml")));
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn environment_overrides_the_file_and_cli_variables_are_ignored() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "svc.toml",
+                "listen = \"127.0.0.1:6000\"\n[store]\nmax_entries_per_destination = 8\n",
+            )?;
+            jail.set_env("CALL_OUTCOME_LISTEN", "127.0.0.1:7000");
+            jail.set_env("CALL_OUTCOME_STORE__HISTORY_WINDOW", "2h");
+            jail.set_env("CALL_OUTCOME_SERVER_URL", "http://elsewhere:1");
+            jail.set_env("CALL_OUTCOME_TOKEN", "secret");
+            let config = Config::load(Some(Path::new("svc.toml"))).map_err(|e| e.to_string())?;
+            assert_eq!(config.listen.port(), 7000);
+            assert_eq!(config.store.history_window, Duration::from_secs(7200));
+            assert_eq!(config.store.max_entries_per_destination, 8);
+            jail.set_env("CALL_OUTCOME_STORE__HISTORY_WINDOW", "soon");
+            let err = Config::load(Some(Path::new("svc.toml"))).expect_err("bad duration");
+            assert!(
+                err.to_string().to_lowercase().contains("history_window"),
+                "{err}"
+            );
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn regions_are_checked() {
+        let mut c = Config {
+            default_region: "gb".into(),
+            ..Config::default()
+        };
+        assert!(c.region().expect("gb").is_some());
+        c.default_region = "XX1".into();
+        assert!(c.validate().is_err());
+    }
+
+    #[test]
+    fn line_column_counts_from_one() {
+        assert_eq!(line_column("ab\ncd", 0), (1, 1));
+        assert_eq!(line_column("ab\ncd", 4), (2, 2));
+    }
+
+    #[test]
+    fn service_configs_are_told_from_policies() {
+        assert!(looks_like_service_config("listen = \"127.0.0.1:1\""));
+        assert!(!looks_like_service_config("[[rule]]\nname = \"x\""));
+    }
+}

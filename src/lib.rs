@@ -1,0 +1,44 @@
+//! call-outcome: classifies SIP call outcomes exactly as the RFCs and real stacks mean
+//! them, decides how to handle each one, and streams decline events to subscribers.
+//!
+//! # Layout
+//! A report flows one way: [`api`] validates → [`classify`] → [`store`] (idempotency +
+//! history snapshot) → [`policy`] decides → [`events`] publish → response.
+//!
+//! - [`proto`]: the generated `calloutcome.v1` contract.
+//! - [`sip`]: pure protocol knowledge — status codes, Reason/Q.850, Retry-After, raw
+//!   response parsing.
+//! - [`providers`]: Telnyx / Twilio / FreeSWITCH / Asterisk causes in SIP/Q.850 terms.
+//! - [`classify`]: outcome → [`classify::Classification`] (pure, synchronous).
+//! - [`policy`]: TOML policy + history snapshot → [`policy::Decision`] (pure).
+//! - [`outcome`]: the domain form of a report and of a destination's history.
+//! - [`store`]: history and idempotency behind a trait (embedded memory backend).
+//! - [`events`]: the outcome event log behind a trait (embedded ring).
+//! - [`pipeline`]: the order of the steps above and their failure handling.
+//! - [`api`]: tonic service implementations (validation, conversion, error mapping).
+//! - [`server`]: wiring — health, reflection, limits, graceful shutdown.
+//! - [`config`], [`telemetry`], [`cli`]: configuration, logging, the command line.
+
+pub mod api;
+pub mod classify;
+pub mod cli;
+pub mod config;
+pub mod events;
+pub mod outcome;
+pub mod pipeline;
+pub mod policy;
+pub mod providers;
+pub mod server;
+pub mod sip;
+pub mod store;
+pub mod telemetry;
+
+/// The generated `calloutcome.v1` messages, client and server.
+#[allow(clippy::all, clippy::pedantic, missing_docs)]
+pub mod proto {
+    tonic::include_proto!("calloutcome.v1");
+
+    /// Encoded file descriptor set of the contract, served by reflection.
+    pub const FILE_DESCRIPTOR_SET: &[u8] =
+        tonic::include_file_descriptor_set!("calloutcome_v1_descriptor");
+}

@@ -1,0 +1,18 @@
+//! The `call-outcome` binary: parses the command line and hands over to the library.
+
+use clap::Parser;
+use std::process::ExitCode;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = call_outcome::cli::Cli::parse();
+    match call_outcome::cli::run(cli).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            let code = error.exit_code();
+            // anyhow renders the error chain ("caused by ...") for people.
+            eprintln!("error: {:#}", anyhow::Error::from(error));
+            code
+        }
+    }
+}

@@ -1,0 +1,89 @@
+//! The handling decision returned for every outcome.
+
+use serde::{Deserialize, Serialize};
+use std::time::SystemTime;
+
+macro_rules! names {
+    ($(#[$meta:meta])* $name:ident { $($(#[$vmeta:meta])* $variant:ident => $text:literal),+ $(,)? }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+        #[serde(rename_all = "snake_case")]
+        pub enum $name { $($(#[$vmeta])* $variant),+ }
+
+        impl $name {
+            pub const ALL: &'static [$name] = &[$($name::$variant),+];
+            pub fn as_str(self) -> &'static str {
+                match self { $($name::$variant => $text),+ }
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
+}
+
+names! {
+    /// The primary thing the dialer should do next.
+    Action {
+        /// Nothing to do (answered).
+        None => "none",
+        /// Redial the same destination no earlier than `retry.not_before`.
+        RetryLater => "retry_later",
+        /// Retry at once through another route; if none, `retry.not_before` applies.
+        RetryNowAlternateRoute => "retry_now_alternate_route",
+        /// Do not redial automatically.
+        Stop => "stop",
+        /// The number is wrong or obsolete.
+        FixNumber => "fix_number",
+        /// The calling side's configuration must be fixed.
+        FixConfiguration => "fix_configuration",
+    }
+}
+
+names! {
+    /// Another way to reach the callee.
+    Alternative {
+        Sms => "sms",
+        Callback => "callback",
+        Email => "email",
+        Voicemail => "voicemail",
+        /// The Contact target of a redirect.
+        ContactTarget => "contact_target",
+    }
+}
+
+/// When and how to retry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RetryPlan {
+    pub not_before: SystemTime,
+    pub delay_seconds: u32,
+    pub next_attempt: u32,
+    pub max_attempts: u32,
+    /// True when `not_before` comes from the Retry-After header rather than backoff.
+    pub honours_retry_after: bool,
+}
+
+/// The handling decision for one outcome.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Decision {
+    pub action: Action,
+    pub notify_user: bool,
+    /// Rendered user message ("" when `notify_user` is false).
+    pub user_message: String,
+    pub alternatives: Vec<Alternative>,
+    pub retry: Option<RetryPlan>,
+    /// Route-scope Retry-After: avoid the answering route this long (clamped by policy).
+    pub avoid_route_seconds: u32,
+    pub alert_operator: bool,
+    /// The destination is suppressed by its recent history.
+    pub suppressed: bool,
+    /// Name of the rule that decided, e.g. "declined" or "tenant:acme/vip-busy".
+    pub rule: String,
+    /// One line explaining the decision.
+    pub explanation: String,
+    /// Attempt number of the reported outcome (sent or derived).
+    pub attempt: u32,
+}

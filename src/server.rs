@@ -1,0 +1,247 @@
+//! Wiring: builds the backends, the pipeline and the gRPC server, and runs it until a
+//! shutdown signal, then drains under a deadline.
+//!
+//! Owns the server's shape (services, health, reflection, limits, keepalive, shutdown
+//! order). It holds no business rules and parses no requests.
+//!
+//! Shutdown order: health flips to NOT_SERVING (load balancers stop sending), the
+//! shutdown token is cancelled (streams end with their last token), the listener stops
+//! accepting and in-flight requests drain; whatever is still running after
+//! `shutdown_grace` is cut off so the process always exits.
+
+use crate::api::CallOutcomeApi;
+use crate::config::{Config, ConfigError};
+use crate::events::EventLog;
+use crate::events::memory::MemoryEventLog;
+use crate::pipeline::Pipeline;
+use crate::proto::call_outcome_service_server::CallOutcomeServiceServer;
+use crate::store::Store;
+use crate::store::memory::MemoryStore;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tonic::codec::CompressionEncoding;
+use tonic::transport::server::TcpIncoming;
+
+/// The fully qualified name of the public service.
+pub const SERVICE_NAME: &str = "calloutcome.v1.CallOutcomeService";
+
+/// Errors that stop the server.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("reflection: {0}")]
+    Reflection(String),
+    #[error("gRPC server: {0}")]
+    Transport(#[from] tonic::transport::Error),
+    #[error("server task failed: {0}")]
+    Task(String),
+}
+
+/// Builds the pipeline on the embedded backends.
+pub fn pipeline(config: &Config) -> Result<Pipeline, ConfigError> {
+    let policy = Arc::new(config.policy()?);
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new(config.store.clone()));
+    let events: Arc<dyn EventLog> = Arc::new(MemoryEventLog::new(config.events.clone()));
+    Ok(Pipeline::new(store, events, policy, config.region()?))
+}
+
+/// Binds the configured address.
+pub async fn bind(addr: SocketAddr) -> Result<TcpListener, ServerError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServerError::Bind { addr, source })
+}
+
+/// Serves on `listener` until `shutdown` completes, then drains within
+/// `config.shutdown_grace`.
+pub async fn serve(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), ServerError> {
+    let pipeline = pipeline(&config)?;
+    let local = listener.local_addr().ok();
+    let streams = CancellationToken::new();
+    let api = CallOutcomeApi::new(
+        pipeline,
+        config.limits.clone(),
+        config.default_tenant.clone(),
+        config.subscriptions.clone(),
+        streams.clone(),
+    );
+    let service = CallOutcomeServiceServer::new(api)
+        .max_decoding_message_size(config.server.max_message_bytes)
+        .max_encoding_message_size(config.server.max_message_bytes.max(4 * 1024 * 1024))
+        .accept_compressed(CompressionEncoding::Gzip)
+        .send_compressed(CompressionEncoding::Gzip);
+
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health
+        .set_serving::<CallOutcomeServiceServer<CallOutcomeApi>>()
+        .await;
+
+    let (reflection_v1, reflection_v1alpha) = if config.server.reflection {
+        let v1 = reflection_builder()
+            .build_v1()
+            .map_err(|e| ServerError::Reflection(e.to_string()))?;
+        let v1alpha = reflection_builder()
+            .build_v1alpha()
+            .map_err(|e| ServerError::Reflection(e.to_string()))?;
+        (Some(v1), Some(v1alpha))
+    } else {
+        (None, None)
+    };
+
+    let (stop_accepting, stopped) = oneshot::channel::<()>();
+    let tuning = &config.server;
+    let router = tonic::transport::Server::builder()
+        .timeout(tuning.request_timeout)
+        .http2_keepalive_interval(Some(tuning.http2_keepalive_interval))
+        .http2_keepalive_timeout(Some(tuning.http2_keepalive_timeout))
+        .max_concurrent_streams(tuning.max_concurrent_streams)
+        .tcp_nodelay(true)
+        .add_service(health_service)
+        .add_optional_service(reflection_v1)
+        .add_optional_service(reflection_v1alpha)
+        .add_service(service);
+    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    let mut serving: JoinHandle<Result<(), tonic::transport::Error>> =
+        tokio::spawn(router.serve_with_incoming_shutdown(incoming, async move {
+            let _ = stopped.await;
+        }));
+    tracing::info!(
+        listen = %local.map_or_else(|| "?".to_owned(), |a| a.to_string()),
+        reflection = config.server.reflection,
+        "serving {SERVICE_NAME}"
+    );
+
+    tokio::select! {
+        result = &mut serving => {
+            // The server stopped on its own: a transport error or a panic.
+            return match result {
+                Ok(r) => r.map_err(ServerError::from),
+                Err(e) => Err(ServerError::Task(e.to_string())),
+            };
+        }
+        () = shutdown => {}
+    }
+
+    tracing::info!(grace = ?config.shutdown_grace, "shutting down: draining");
+    health
+        .set_service_status("", tonic_health::ServingStatus::NotServing)
+        .await;
+    health
+        .set_not_serving::<CallOutcomeServiceServer<CallOutcomeApi>>()
+        .await;
+    streams.cancel();
+    let _ = stop_accepting.send(());
+    match tokio::time::timeout(config.shutdown_grace, &mut serving).await {
+        Ok(Ok(result)) => result.map_err(ServerError::from)?,
+        Ok(Err(e)) => tracing::error!(error = %e, "server task failed during drain"),
+        Err(_) => {
+            tracing::warn!(grace = ?config.shutdown_grace, "drain deadline passed: closing remaining connections");
+            serving.abort();
+        }
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+fn reflection_builder() -> tonic_reflection::server::Builder<'static> {
+    tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+}
+
+/// Waits for SIGINT or SIGTERM (what Kubernetes sends).
+pub async fn shutdown_signal() {
+    let interrupt = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::error!(error = %e, "cannot listen for SIGINT");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = interrupt => tracing::info!("SIGINT received"),
+        () = terminate => tracing::info!("SIGTERM received"),
+    }
+}
+
+/// A server running in the background (tests, benchmarks, embedding).
+#[derive(Debug)]
+pub struct RunningServer {
+    pub addr: SocketAddr,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<Result<(), ServerError>>>,
+}
+
+impl RunningServer {
+    /// Binds `config.listen` (use port 0 for a free port) and serves in the background.
+    pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
+        let listener = bind(config.listen).await?;
+        let addr = listener.local_addr().map_err(|source| ServerError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+        // Fail fast on configuration errors instead of inside the task.
+        config.policy()?;
+        let (tx, rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(serve(config, listener, async move {
+            let _ = rx.await;
+        }));
+        Ok(RunningServer {
+            addr,
+            shutdown: Some(tx),
+            task: Some(task),
+        })
+    }
+
+    /// `http://addr`, for clients.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Triggers a graceful shutdown and waits for it.
+    pub async fn stop(mut self) -> Result<(), ServerError> {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        match self.task.take() {
+            Some(task) => task.await.map_err(|e| ServerError::Task(e.to_string()))?,
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for RunningServer {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}

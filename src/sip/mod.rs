@@ -1,0 +1,18 @@
+//! Pure SIP protocol knowledge: the IANA status-code registry, the Reason header
+//! (RFC 3326 / RFC 8606) and its Q.850 causes, Retry-After (RFC 3261 §20.33), and a
+//! tolerant parser for raw SIP responses.
+//!
+//! This module owns parsing and static tables only. It must not classify outcomes
+//! (that is `crate::classify`), know about providers, do I/O, or use tonic/prost types.
+//! Every parser here is total: malformed input yields `None`/`Err`, never a panic.
+
+pub mod message;
+pub mod q850;
+pub mod reason;
+pub mod retry_after;
+pub mod status;
+
+pub use message::{ParseError, SipResponse, parse_response};
+pub use reason::{Location, ReasonValue, parse_reason_header, reason_values};
+pub use retry_after::{RetryAfter, parse_retry_after};
+pub use status::{REGISTERED, StatusCode, effective_code, lookup};

@@ -1,0 +1,917 @@
+//! The embedded, in-process [`Store`]: one replica, zero setup, nothing survives a
+//! restart.
+//!
+//! Owns the in-memory idempotency keys, in-flight claims and destination histories. It
+//! must not block the runtime: every lock is a short `parking_lot` critical section
+//! that is never held across an `.await`.
+//!
+//! Memory bounds, in plain words:
+//! - Completed report keys: at most `max_report_keys`, each forgotten `idempotency_ttl`
+//!   after completion (moka cache, least recently used evicted first). This is the
+//!   largest per-item cost: a key keeps its whole [`StoredReport`] (roughly 1 KB each
+//!   with the cache's own overhead).
+//! - In-flight claims: one small marker per report being processed. A marker expires
+//!   after its lease (`3 × in_flight_wait`, at least one second) and expired markers are
+//!   swept as the map grows, so abandoned claims cannot accumulate.
+//! - Histories: at most `max_destinations` destinations (rounded up to a multiple of
+//!   64), each with at most `max_entries_per_destination` entries. A destination is kept
+//!   as a single packed byte buffer (key + entries + call ids, about 17 bytes per entry
+//!   plus its call id), about 150 bytes per destination with one entry including the
+//!   hash map slot. Destinations not touched for `history_window` are swept; when full,
+//!   the least recently used eighth of a shard is evicted.
+//!
+//! Cancellation: `claim` has no await point after it marks a key in flight, so a
+//! cancelled `claim` never leaves a marker behind. A caller that got [`Claim::New`] and
+//! is then dropped before `complete`/`abandon` leaves a marker that holds duplicates off
+//! for at most its lease: waiters give up with [`StoreError::InProgress`] after
+//! `in_flight_wait`, and the first claim after the lease takes the key over. A cancelled
+//! waiter holds nothing. `abandon` and `complete` release whatever marker the key has
+//! (claims carry no token), and the first `complete` of a key wins.
+
+use super::{Claim, ReportKey, Store, StoreError, StoreLimits, StoredReport};
+use crate::classify::Category;
+use crate::outcome::{HistoryEntry, HistorySnapshot};
+use parking_lot::Mutex;
+use std::borrow::Borrow;
+use std::collections::HashMap;
+use std::hash::{BuildHasher, Hash, Hasher, RandomState};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+/// Number of history shards: enough to keep lock contention negligible.
+const SHARDS: usize = 64;
+/// An in-flight marker lives this many times `in_flight_wait`...
+const LEASE_FACTOR: u32 = 3;
+/// ...and at least this long.
+const MIN_LEASE: Duration = Duration::from_secs(1);
+/// moka refuses expirations over 1000 years; configuration cannot make it panic.
+const MAX_TTL: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+/// The in-flight map is swept of expired markers when it reaches this size (then twice
+/// its live size).
+const MIN_SWEEP_AT: usize = 1024;
+
+/// The embedded store. Cheap to clone; clones share the same data.
+#[derive(Clone)]
+pub struct MemoryStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    limits: StoreLimits,
+    lease: Duration,
+    done: moka::sync::Cache<ReportKey, Arc<StoredReport>>,
+    in_flight: Mutex<InFlight>,
+    shards: Box<[Mutex<Shard>]>,
+    shard_cap: usize,
+    hasher: RandomState,
+    started: Instant,
+}
+
+struct InFlight {
+    markers: HashMap<ReportKey, Marker>,
+    sweep_at: usize,
+}
+
+/// A key being processed. Dropping the marker drops the sender, which wakes waiters.
+struct Marker {
+    expires: Instant,
+    wake: watch::Sender<()>,
+}
+
+impl MemoryStore {
+    pub fn new(limits: StoreLimits) -> Self {
+        let done = moka::sync::Cache::builder()
+            .max_capacity(limits.max_report_keys)
+            .time_to_live(
+                limits
+                    .idempotency_ttl
+                    .clamp(Duration::from_nanos(1), MAX_TTL),
+            )
+            // LRU rather than TinyLFU: admission must never refuse a fresh key.
+            .eviction_policy(moka::policy::EvictionPolicy::lru())
+            .build();
+        let shard_cap =
+            usize::try_from(limits.max_destinations.div_ceil(SHARDS as u64)).unwrap_or(usize::MAX);
+        let shards = (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect();
+        let lease = limits
+            .in_flight_wait
+            .saturating_mul(LEASE_FACTOR)
+            .max(MIN_LEASE);
+        MemoryStore {
+            inner: Arc::new(Inner {
+                limits,
+                lease,
+                done,
+                in_flight: Mutex::new(InFlight {
+                    markers: HashMap::new(),
+                    sweep_at: MIN_SWEEP_AT,
+                }),
+                shards,
+                shard_cap,
+                hasher: RandomState::new(),
+                started: Instant::now(),
+            }),
+        }
+    }
+
+    fn done(&self, key: &ReportKey) -> Option<Claim> {
+        self.inner
+            .done
+            .get(key)
+            .map(|report| Claim::Done(Box::new(StoredReport::clone(&report))))
+    }
+
+    fn release(&self, key: &ReportKey) {
+        let marker = self.inner.in_flight.lock().markers.remove(key);
+        // Waking waiters happens here, outside the lock.
+        drop(marker);
+    }
+
+    fn shard(&self, key: &[u8]) -> &Mutex<Shard> {
+        let index = self.inner.hasher.hash_one(key) as usize % SHARDS;
+        &self.inner.shards[index]
+    }
+
+    /// Seconds since the store started: the clock of idle expiry.
+    fn now_secs(&self) -> u32 {
+        u32::try_from(self.inner.started.elapsed().as_secs()).unwrap_or(u32::MAX)
+    }
+
+    fn window_secs(&self) -> u32 {
+        u32::try_from(self.inner.limits.history_window.as_secs()).unwrap_or(u32::MAX)
+    }
+
+    /// Entries at or after this instant (nanoseconds since the epoch) are in the window.
+    fn cutoff(&self) -> u64 {
+        let window = u64::try_from(self.inner.limits.history_window.as_nanos()).unwrap_or(u64::MAX);
+        to_nanos(SystemTime::now()).saturating_sub(window)
+    }
+}
+
+#[async_trait::async_trait]
+impl Store for MemoryStore {
+    async fn claim(&self, key: &ReportKey) -> Result<Claim, StoreError> {
+        let deadline = Instant::now() + self.inner.limits.in_flight_wait;
+        loop {
+            if let Some(done) = self.done(key) {
+                return Ok(done);
+            }
+            let (mut woken, expires) = {
+                let mut in_flight = self.inner.in_flight.lock();
+                let now = Instant::now();
+                match in_flight.markers.get(key) {
+                    Some(marker) if marker.expires > now => {
+                        (marker.wake.subscribe(), marker.expires)
+                    }
+                    _ => {
+                        // `complete` stores the result before it releases the marker, so
+                        // a key that just completed is seen here.
+                        if let Some(done) = self.done(key) {
+                            return Ok(done);
+                        }
+                        in_flight.insert(key.clone(), now + self.inner.lease, now);
+                        // No await point from here on: a cancelled claim leaves nothing.
+                        return Ok(Claim::New);
+                    }
+                }
+            };
+            let until = expires.min(deadline);
+            // `changed` fails when the marker (and so the sender) is dropped: the first
+            // report completed or abandoned, or another claimer replaced an expired one.
+            if tokio::time::timeout_at(until, woken.changed())
+                .await
+                .is_err()
+            {
+                let now = Instant::now();
+                if now >= deadline && now < expires {
+                    return Err(StoreError::InProgress);
+                }
+                // The lease ran out: the next turn of the loop takes the key over.
+            }
+        }
+    }
+
+    async fn abandon(&self, key: &ReportKey) {
+        self.release(key);
+    }
+
+    async fn complete(&self, key: &ReportKey, report: &StoredReport) -> Result<(), StoreError> {
+        // The first result wins: a report retried after its lease ran out must not
+        // change what duplicates of the first one are told.
+        self.inner
+            .done
+            .entry(key.clone())
+            .or_insert_with(|| Arc::new(report.clone()));
+        self.release(key);
+        Ok(())
+    }
+
+    async fn record(
+        &self,
+        tenant: &str,
+        destination: &str,
+        entry: HistoryEntry,
+    ) -> Result<HistorySnapshot, StoreError> {
+        let key = history_key(tenant, destination)?;
+        if entry.call_id.len() > usize::from(u16::MAX) {
+            return Err(StoreError::Backend(
+                "call id too long for the history".into(),
+            ));
+        }
+        let cutoff = self.cutoff();
+        let max_entries = self.inner.limits.max_entries_per_destination;
+        let now = self.now_secs();
+        let mut shard = self.shard(&key).lock();
+        shard.sweep_idle(now, self.window_secs());
+
+        let (snapshot, packed) = {
+            let mut rows = shard
+                .map
+                .get_key_value(key.as_slice())
+                .map(|(packed, _)| packed.rows())
+                .unwrap_or_default();
+            // A retried report replaces its own entry rather than counting twice.
+            rows.retain(|r| {
+                r.at >= cutoff && !(r.attempt == entry.attempt && r.call_id == entry.call_id)
+            });
+            let new = Row::of(&entry);
+            if new.at >= cutoff {
+                let at = rows.partition_point(|r| r.at <= new.at);
+                rows.insert(at, new);
+            }
+            let excess = rows.len().saturating_sub(max_entries);
+            rows.drain(..excess);
+            let snapshot = snapshot(destination, &rows);
+            let packed = (!rows.is_empty()).then(|| Packed::encode(&key, &rows));
+            (snapshot, packed)
+        };
+
+        let existed = shard.map.remove(key.as_slice()).is_some();
+        if let Some(packed) = packed
+            && (existed || shard.make_room(self.inner.shard_cap, now, self.window_secs()))
+        {
+            let tick = shard.tick();
+            shard.map.insert(packed, Meta { tick, touched: now });
+        }
+        Ok(snapshot)
+    }
+
+    async fn history(
+        &self,
+        tenant: &str,
+        destination: &str,
+    ) -> Result<HistorySnapshot, StoreError> {
+        let key = history_key(tenant, destination)?;
+        let cutoff = self.cutoff();
+        let now = self.now_secs();
+        let mut shard = self.shard(&key).lock();
+        shard.sweep_idle(now, self.window_secs());
+        let tick = shard.tick();
+        let Some((packed, _)) = shard.map.get_key_value(key.as_slice()) else {
+            return Ok(HistorySnapshot {
+                destination: destination.to_owned(),
+                entries: Vec::new(),
+            });
+        };
+        let mut rows = packed.rows();
+        rows.retain(|r| r.at >= cutoff);
+        let snapshot = snapshot(destination, &rows);
+        // Reading counts as use, for idle expiry and LRU eviction alike.
+        if let Some(meta) = shard.map.get_mut(key.as_slice()) {
+            *meta = Meta { tick, touched: now };
+        }
+        Ok(snapshot)
+    }
+}
+
+impl InFlight {
+    fn insert(&mut self, key: ReportKey, expires: Instant, now: Instant) {
+        if self.markers.len() >= self.sweep_at {
+            self.markers.retain(|_, m| m.expires > now);
+            self.sweep_at = (self.markers.len() * 2).max(MIN_SWEEP_AT);
+        }
+        let (wake, _) = watch::channel(());
+        self.markers.insert(key, Marker { expires, wake });
+    }
+}
+
+/// `u16 tenant length, tenant, destination`: the length prefix keeps tenants apart.
+fn history_key(tenant: &str, destination: &str) -> Result<Vec<u8>, StoreError> {
+    let too_long = || StoreError::Backend("tenant or destination too long for the history".into());
+    let tenant_len = u16::try_from(tenant.len()).map_err(|_| too_long())?;
+    let total = 2 + tenant.len() + destination.len();
+    if total > usize::from(u16::MAX) {
+        return Err(too_long());
+    }
+    let mut key = Vec::with_capacity(total);
+    key.extend_from_slice(&tenant_len.to_le_bytes());
+    key.extend_from_slice(tenant.as_bytes());
+    key.extend_from_slice(destination.as_bytes());
+    Ok(key)
+}
+
+fn snapshot(destination: &str, rows: &[Row<'_>]) -> HistorySnapshot {
+    HistorySnapshot {
+        destination: destination.to_owned(),
+        entries: rows.iter().map(Row::to_entry).collect(),
+    }
+}
+
+/// Nanoseconds since the epoch: exact from 1970 to 2554; earlier instants read as the
+/// epoch (always outside any window) and later ones as 2554.
+fn to_nanos(at: SystemTime) -> u64 {
+    at.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+}
+
+#[derive(Default)]
+struct Shard {
+    map: HashMap<Packed, Meta>,
+    /// Logical clock: unique per access, so LRU eviction removes exactly what it must.
+    clock: u64,
+    next_idle_sweep: u32,
+}
+
+#[derive(Clone, Copy)]
+struct Meta {
+    tick: u64,
+    /// Seconds since the store started.
+    touched: u32,
+}
+
+impl Shard {
+    fn tick(&mut self) -> u64 {
+        self.clock += 1;
+        self.clock
+    }
+
+    /// Drops destinations idle for a whole window, at most every quarter window.
+    fn sweep_idle(&mut self, now: u32, window: u32) {
+        if now < self.next_idle_sweep {
+            return;
+        }
+        self.map
+            .retain(|_, meta| now.saturating_sub(meta.touched) < window);
+        self.next_idle_sweep = now.saturating_add((window / 4).max(1));
+    }
+
+    /// Makes room for one new destination; false when the capacity is zero.
+    fn make_room(&mut self, cap: usize, now: u32, window: u32) -> bool {
+        if cap == 0 {
+            return false;
+        }
+        if self.map.len() < cap {
+            return true;
+        }
+        self.next_idle_sweep = 0;
+        self.sweep_idle(now, window);
+        if self.map.len() < cap {
+            return true;
+        }
+        // Evict the least recently used eighth at once, so that this O(n) pass runs at
+        // most once per cap/8 insertions.
+        let keep = (cap - cap / 8).max(1);
+        // At least one goes: len >= cap >= keep.
+        let evict = (self.map.len() + 1).saturating_sub(keep).max(1);
+        let mut ticks: Vec<u64> = self.map.values().map(|m| m.tick).collect();
+        if evict >= ticks.len() {
+            self.map.clear();
+            return true;
+        }
+        let (_, &mut threshold, _) = ticks.select_nth_unstable(evict - 1);
+        self.map.retain(|_, meta| meta.tick > threshold);
+        true
+    }
+}
+
+/// A destination's key and entries in one allocation:
+/// `u16 key length, key, entries`, each entry being
+/// `u64 at (ns since epoch), u32 attempt, u16 sip code, u8 flags, u16 id length, id`.
+/// Flags: bits 0–6 the category's index in [`Category::ALL`], bit 7 "has a SIP code".
+struct Packed(Box<[u8]>);
+
+const ENTRY_HEADER: usize = 8 + 4 + 2 + 1 + 2;
+const HAS_CODE: u8 = 0x80;
+
+impl Packed {
+    fn encode(key: &[u8], rows: &[Row<'_>]) -> Packed {
+        let size = 2
+            + key.len()
+            + rows
+                .iter()
+                .map(|r| ENTRY_HEADER + r.call_id.len())
+                .sum::<usize>();
+        let mut out = Vec::with_capacity(size);
+        // Lengths were checked against u16 by `history_key` and `record`.
+        out.extend_from_slice(&(key.len() as u16).to_le_bytes());
+        out.extend_from_slice(key);
+        for r in rows {
+            let category = Category::ALL
+                .iter()
+                .position(|c| *c == r.category)
+                .unwrap_or_default() as u8;
+            let flags = category | if r.sip_code.is_some() { HAS_CODE } else { 0 };
+            out.extend_from_slice(&r.at.to_le_bytes());
+            out.extend_from_slice(&r.attempt.to_le_bytes());
+            out.extend_from_slice(&r.sip_code.unwrap_or(0).to_le_bytes());
+            out.push(flags);
+            out.extend_from_slice(&(r.call_id.len() as u16).to_le_bytes());
+            out.extend_from_slice(r.call_id.as_bytes());
+        }
+        Packed(out.into_boxed_slice())
+    }
+
+    fn split(&self) -> (&[u8], &[u8]) {
+        let len = self
+            .0
+            .first_chunk::<2>()
+            .map_or(0, |b| usize::from(u16::from_le_bytes(*b)));
+        let body = self.0.get(2..).unwrap_or_default();
+        body.split_at_checked(len).unwrap_or((body, &[]))
+    }
+
+    fn key(&self) -> &[u8] {
+        self.split().0
+    }
+
+    /// The entries, oldest first. The buffer is only ever written by `encode`; a
+    /// malformed tail (impossible) would end the list rather than panic.
+    fn rows(&self) -> Vec<Row<'_>> {
+        let mut rest = self.split().1;
+        let mut rows = Vec::new();
+        while let Some((row, tail)) = Row::decode(rest) {
+            rows.push(row);
+            rest = tail;
+        }
+        rows
+    }
+}
+
+// The map is keyed by the key part of the buffer, so lookups take a borrowed `&[u8]`.
+impl Borrow<[u8]> for Packed {
+    fn borrow(&self) -> &[u8] {
+        self.key()
+    }
+}
+
+impl Hash for Packed {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.key().hash(state);
+    }
+}
+
+impl PartialEq for Packed {
+    fn eq(&self, other: &Self) -> bool {
+        self.key() == other.key()
+    }
+}
+
+impl Eq for Packed {}
+
+/// One history entry, borrowing its call id.
+struct Row<'a> {
+    at: u64,
+    attempt: u32,
+    sip_code: Option<u16>,
+    category: Category,
+    call_id: &'a str,
+}
+
+impl<'a> Row<'a> {
+    fn of(entry: &'a HistoryEntry) -> Self {
+        Row {
+            at: to_nanos(entry.at),
+            attempt: entry.attempt,
+            sip_code: entry.sip_code,
+            category: entry.category,
+            call_id: &entry.call_id,
+        }
+    }
+
+    fn to_entry(&self) -> HistoryEntry {
+        HistoryEntry {
+            at: UNIX_EPOCH + Duration::from_nanos(self.at),
+            call_id: self.call_id.to_owned(),
+            attempt: self.attempt,
+            category: self.category,
+            sip_code: self.sip_code,
+        }
+    }
+
+    fn decode(buf: &'a [u8]) -> Option<(Self, &'a [u8])> {
+        let (at, buf) = buf.split_first_chunk::<8>()?;
+        let (attempt, buf) = buf.split_first_chunk::<4>()?;
+        let (code, buf) = buf.split_first_chunk::<2>()?;
+        let (&flags, buf) = buf.split_first()?;
+        let (id_len, buf) = buf.split_first_chunk::<2>()?;
+        let (id, rest) = buf.split_at_checked(usize::from(u16::from_le_bytes(*id_len)))?;
+        let row = Row {
+            at: u64::from_le_bytes(*at),
+            attempt: u32::from_le_bytes(*attempt),
+            sip_code: (flags & HAS_CODE != 0).then(|| u16::from_le_bytes(*code)),
+            category: *Category::ALL.get(usize::from(flags & !HAS_CODE))?,
+            call_id: std::str::from_utf8(id).ok()?,
+        };
+        Some((row, rest))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::classify::Category;
+    use std::time::SystemTime;
+
+    fn limits() -> StoreLimits {
+        StoreLimits {
+            in_flight_wait: Duration::from_secs(5),
+            max_entries_per_destination: 4,
+            ..StoreLimits::default()
+        }
+    }
+
+    fn key(call_id: &str) -> ReportKey {
+        ReportKey {
+            tenant: "acme".into(),
+            call_id: call_id.into(),
+            attempt: 1,
+        }
+    }
+
+    fn report(event_id: &str) -> StoredReport {
+        use crate::classify::{Basis, Classification, Fault, Retryable};
+        use crate::policy::{Action, Decision};
+        StoredReport {
+            classification: Classification {
+                category: Category::Busy,
+                fault: Fault::CalleeDevice,
+                retryable: Retryable::Later,
+                sip_code: Some(486),
+                reported_sip_code: Some(486),
+                sip_phrase: "Busy Here".into(),
+                q850_cause: Some(17),
+                q850_source: None,
+                q850_location: None,
+                reason_text: None,
+                retry_after: None,
+                summary: "The line was busy.".into(),
+                basis: Basis::SipCode,
+            },
+            decision: Decision {
+                action: Action::RetryLater,
+                notify_user: false,
+                user_message: String::new(),
+                alternatives: Vec::new(),
+                retry: None,
+                avoid_route_seconds: 0,
+                alert_operator: false,
+                suppressed: false,
+                rule: "busy".into(),
+                explanation: "busy: retry later".into(),
+                attempt: 1,
+            },
+            event_id: event_id.into(),
+            destination: "+15550104477".into(),
+            recorded_at: SystemTime::UNIX_EPOCH,
+        }
+    }
+
+    fn entry(call_id: &str, attempt: u32, ago_secs: u64) -> HistoryEntry {
+        HistoryEntry {
+            at: SystemTime::now() - Duration::from_secs(ago_secs),
+            call_id: call_id.into(),
+            attempt,
+            category: Category::Busy,
+            sip_code: Some(486),
+        }
+    }
+
+    fn ids(snapshot: &HistorySnapshot) -> Vec<(&str, u32)> {
+        snapshot
+            .entries
+            .iter()
+            .map(|e| (e.call_id.as_str(), e.attempt))
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn duplicate_after_complete_is_done() {
+        let store = MemoryStore::new(limits());
+        assert_eq!(store.claim(&key("a")).await, Ok(Claim::New));
+        store.complete(&key("a"), &report("e1")).await.unwrap();
+        assert_eq!(
+            store.claim(&key("a")).await,
+            Ok(Claim::Done(Box::new(report("e1"))))
+        );
+        // The first result wins.
+        store.complete(&key("a"), &report("e2")).await.unwrap();
+        assert_eq!(
+            store.claim(&key("a")).await,
+            Ok(Claim::Done(Box::new(report("e1"))))
+        );
+        // Other attempts and tenants are other keys.
+        let mut other = key("a");
+        other.attempt = 2;
+        assert_eq!(store.claim(&other).await, Ok(Claim::New));
+        other.tenant = "globex".into();
+        assert_eq!(store.claim(&other).await, Ok(Claim::New));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn concurrent_claim_waits_then_gets_done() {
+        let store = MemoryStore::new(limits());
+        assert_eq!(store.claim(&key("a")).await, Ok(Claim::New));
+        let waiter = tokio::spawn({
+            let store = store.clone();
+            async move { store.claim(&key("a")).await }
+        });
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert!(!waiter.is_finished());
+        store.complete(&key("a"), &report("e1")).await.unwrap();
+        assert_eq!(
+            waiter.await.unwrap(),
+            Ok(Claim::Done(Box::new(report("e1"))))
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn abandon_lets_the_waiter_take_over() {
+        let store = MemoryStore::new(limits());
+        assert_eq!(store.claim(&key("a")).await, Ok(Claim::New));
+        let waiter = tokio::spawn({
+            let store = store.clone();
+            async move { store.claim(&key("a")).await }
+        });
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        store.abandon(&key("a")).await;
+        assert_eq!(waiter.await.unwrap(), Ok(Claim::New));
+        // The waiter now holds the claim: a third caller waits again.
+        let third = tokio::spawn({
+            let store = store.clone();
+            async move { store.claim(&key("a")).await }
+        });
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert!(!third.is_finished());
+        store.complete(&key("a"), &report("e2")).await.unwrap();
+        assert_eq!(
+            third.await.unwrap(),
+            Ok(Claim::Done(Box::new(report("e2"))))
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn in_flight_wait_times_out() {
+        let store = MemoryStore::new(limits());
+        assert_eq!(store.claim(&key("a")).await, Ok(Claim::New));
+        let start = Instant::now();
+        assert_eq!(store.claim(&key("a")).await, Err(StoreError::InProgress));
+        assert_eq!(start.elapsed(), Duration::from_secs(5));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn dropped_claimer_does_not_block_forever() {
+        let store = MemoryStore::new(limits());
+        // A report pipeline that claims and is then cancelled.
+        let pipeline = tokio::spawn({
+            let store = store.clone();
+            async move {
+                let claim = store.claim(&key("a")).await;
+                std::future::pending::<()>().await;
+                claim
+            }
+        });
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        pipeline.abort();
+        let _ = pipeline.await;
+        // Within the lease (3 × 5 s) duplicates are held off...
+        assert_eq!(store.claim(&key("a")).await, Err(StoreError::InProgress));
+        // ...and a waiter that overlaps the end of the lease takes the key over.
+        tokio::time::sleep(Duration::from_secs(8)).await;
+        assert_eq!(store.claim(&key("a")).await, Ok(Claim::New));
+        // A cancelled waiter leaves nothing behind either.
+        let waiter = tokio::spawn({
+            let store = store.clone();
+            async move { store.claim(&key("a")).await }
+        });
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        waiter.abort();
+        store.complete(&key("a"), &report("e1")).await.unwrap();
+        assert_eq!(
+            store.claim(&key("a")).await,
+            Ok(Claim::Done(Box::new(report("e1"))))
+        );
+    }
+
+    #[tokio::test]
+    async fn expired_markers_are_swept() {
+        let store = MemoryStore::new(StoreLimits {
+            in_flight_wait: Duration::ZERO,
+            ..limits()
+        });
+        for i in 0..MIN_SWEEP_AT {
+            store.claim(&key(&i.to_string())).await.unwrap();
+        }
+        tokio::time::pause();
+        tokio::time::advance(MIN_LEASE * 2).await;
+        store.claim(&key("last")).await.unwrap();
+        assert_eq!(store.inner.in_flight.lock().markers.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn history_appends_in_order_with_a_cap() {
+        let store = MemoryStore::new(limits());
+        let d = "+15550104477";
+        store.record("acme", d, entry("c1", 1, 50)).await.unwrap();
+        store.record("acme", d, entry("c3", 1, 10)).await.unwrap();
+        // A late report lands in time order, not at the end.
+        let s = store.record("acme", d, entry("c2", 1, 30)).await.unwrap();
+        assert_eq!(ids(&s), [("c1", 1), ("c2", 1), ("c3", 1)]);
+        assert_eq!(s.destination, d);
+        store.record("acme", d, entry("c4", 1, 5)).await.unwrap();
+        let s = store.record("acme", d, entry("c5", 1, 1)).await.unwrap();
+        assert_eq!(ids(&s), [("c2", 1), ("c3", 1), ("c4", 1), ("c5", 1)]);
+        assert_eq!(store.history("acme", d).await.unwrap(), s);
+        // Entries round-trip exactly.
+        let e = HistoryEntry {
+            sip_code: None,
+            category: Category::Other,
+            ..entry("c6", 0, 0)
+        };
+        let s = store.record("acme", d, e.clone()).await.unwrap();
+        assert_eq!(s.entries.last(), Some(&e));
+    }
+
+    #[tokio::test]
+    async fn history_prunes_entries_outside_the_window() {
+        let store = MemoryStore::new(StoreLimits {
+            history_window: Duration::from_secs(3600),
+            ..limits()
+        });
+        let d = "+15550104477";
+        store
+            .record("acme", d, entry("old", 1, 3500))
+            .await
+            .unwrap();
+        store.record("acme", d, entry("new", 1, 10)).await.unwrap();
+        let s = store
+            .record("acme", d, entry("older", 1, 7200))
+            .await
+            .unwrap();
+        assert_eq!(ids(&s), [("old", 1), ("new", 1)]);
+        let store2 = MemoryStore::new(StoreLimits {
+            history_window: Duration::from_secs(100),
+            ..limits()
+        });
+        store2.record("acme", d, entry("a", 1, 99)).await.unwrap();
+        store2.record("acme", d, entry("b", 1, 1)).await.unwrap();
+        // "a" leaves the window as time passes (1 s resolution is enough here).
+        std::thread::sleep(Duration::from_millis(1100));
+        let s = store2.history("acme", d).await.unwrap();
+        assert_eq!(ids(&s), [("b", 1)]);
+    }
+
+    #[tokio::test]
+    async fn record_is_idempotent_per_call_and_attempt() {
+        let store = MemoryStore::new(limits());
+        let d = "+15550104477";
+        store.record("acme", d, entry("c1", 1, 20)).await.unwrap();
+        store.record("acme", d, entry("c1", 0, 20)).await.unwrap();
+        let retried = HistoryEntry {
+            category: Category::NoAnswer,
+            ..entry("c1", 1, 10)
+        };
+        let s = store.record("acme", d, retried.clone()).await.unwrap();
+        assert_eq!(ids(&s), [("c1", 0), ("c1", 1)]);
+        assert_eq!(s.entries[1], retried);
+        let s = store.record("acme", d, entry("c1", 0, 5)).await.unwrap();
+        assert_eq!(ids(&s), [("c1", 1), ("c1", 0)]);
+    }
+
+    #[tokio::test]
+    async fn tenants_are_isolated() {
+        let store = MemoryStore::new(limits());
+        let d = "+15550104477";
+        store.record("acme", d, entry("c1", 1, 5)).await.unwrap();
+        store.record("globex", d, entry("c2", 1, 5)).await.unwrap();
+        // A tenant/destination split that concatenates to the same bytes.
+        store
+            .record("acme+1", "5550104477", entry("c3", 1, 5))
+            .await
+            .unwrap();
+        assert_eq!(ids(&store.history("acme", d).await.unwrap()), [("c1", 1)]);
+        assert_eq!(ids(&store.history("globex", d).await.unwrap()), [("c2", 1)]);
+        assert!(store.history("other", d).await.unwrap().entries.is_empty());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_records_lose_nothing() {
+        let store = MemoryStore::new(StoreLimits {
+            max_entries_per_destination: 1000,
+            ..limits()
+        });
+        let tasks: Vec<_> = (0..400)
+            .map(|i| {
+                let store = store.clone();
+                tokio::spawn(async move {
+                    store
+                        .record("acme", "+15550104477", entry(&format!("c{i}"), 1, 0))
+                        .await
+                })
+            })
+            .collect();
+        for task in tasks {
+            task.await.unwrap().unwrap();
+        }
+        let s = store.history("acme", "+15550104477").await.unwrap();
+        assert_eq!(s.entries.len(), 400);
+        assert!(s.entries.windows(2).all(|w| w[0].at <= w[1].at));
+    }
+
+    #[tokio::test]
+    async fn destinations_are_bounded_lru() {
+        let store = MemoryStore::new(StoreLimits {
+            max_destinations: 64 * 8,
+            ..limits()
+        });
+        for i in 0..5000 {
+            store
+                .record("acme", &format!("d{i}"), entry("c", 1, 0))
+                .await
+                .unwrap();
+            // Keep "d0" in use: it must survive.
+            store.history("acme", "d0").await.unwrap();
+        }
+        let total: usize = store.inner.shards.iter().map(|s| s.lock().map.len()).sum();
+        assert!(total <= 64 * 8, "{total}");
+        assert_eq!(store.history("acme", "d0").await.unwrap().entries.len(), 1);
+        assert_eq!(
+            store.history("acme", "d4999").await.unwrap().entries.len(),
+            1
+        );
+        let zero = MemoryStore::new(StoreLimits {
+            max_destinations: 0,
+            ..limits()
+        });
+        let s = zero.record("acme", "d", entry("c", 1, 0)).await.unwrap();
+        assert_eq!(s.entries.len(), 1);
+        assert!(zero.history("acme", "d").await.unwrap().entries.is_empty());
+    }
+
+    #[tokio::test]
+    async fn oversized_fields_are_errors_not_panics() {
+        let store = MemoryStore::new(limits());
+        let long = "x".repeat(70_000);
+        assert!(store.record(&long, "d", entry("c", 1, 0)).await.is_err());
+        assert!(store.record("t", &long, entry("c", 1, 0)).await.is_err());
+        assert!(store.record("t", "d", entry(&long, 1, 0)).await.is_err());
+        assert!(store.history(&long, "d").await.is_err());
+    }
+
+    fn rss_bytes() -> Option<usize> {
+        let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+        let pages: usize = statm.split_whitespace().nth(1)?.parse().ok()?;
+        Some(pages * 4096)
+    }
+
+    /// Memory per destination: measured when /proc is there, printed with
+    /// `--nocapture`, and checked against the budget (1 M destinations in ≤ 256 MB).
+    /// The structural size is asserted everywhere.
+    #[tokio::test]
+    async fn memory_per_destination_is_small() {
+        let store = MemoryStore::new(limits());
+        let n = 200_000;
+        let before = rss_bytes();
+        for i in 0..n {
+            let e = HistoryEntry {
+                call_id: format!("{i:08}-6c1e-4b8e-9d7f-3a2b1c0d9e8f"),
+                ..entry("", 1, 0)
+            };
+            store
+                .record("acme", &format!("+1555{i:07}"), e)
+                .await
+                .unwrap();
+        }
+        let after = rss_bytes();
+        let (slots, packed): (usize, usize) = store
+            .inner
+            .shards
+            .iter()
+            .map(|s| {
+                let s = s.lock();
+                let slot = std::mem::size_of::<(Packed, Meta)>() + 1;
+                let packed: usize = s.map.keys().map(|p| p.0.len()).sum();
+                (s.map.capacity() * slot, packed)
+            })
+            .fold((0, 0), |(a, b), (c, d)| (a + c, b + d));
+        let structural = (slots + packed) / n;
+        println!("structural bytes/destination: {structural}");
+        assert!(structural < 160, "{structural}");
+        if let (Some(before), Some(after)) = (before, after) {
+            let measured = after.saturating_sub(before) / n;
+            println!("measured RSS bytes/destination: {measured}");
+            assert!(measured < 230, "{measured}");
+        }
+    }
+}

@@ -1,0 +1,131 @@
+//! History and idempotency: what the service remembers between reports.
+//!
+//! Owns the [`Store`] trait and its backends. The embedded [`memory::MemoryStore`] is the
+//! default (one replica, zero setup); a NATS JetStream KV backend implements the same
+//! trait for several replicas. This module knows nothing of gRPC, classification rules
+//! or policy: it keeps data and answers questions about it.
+//!
+//! Contract of a report, as driven by the report pipeline:
+//! 1. [`Store::claim`] the report key `(tenant, call_id, attempt)`. A key completed before
+//!    returns [`Claim::Done`] with the first result (the report is a duplicate). A key
+//!    claimed by a report still in flight makes the second caller wait for the first.
+//! 2. [`Store::record`] appends the outcome to the destination's history and returns the
+//!    snapshot that includes it. Recording is idempotent on `(call_id, attempt)`: a
+//!    retried report replaces its own entry rather than counting twice.
+//! 3. [`Store::complete`] stores the result under the key; [`Store::abandon`] releases
+//!    the key when the report failed, so that a retry can proceed.
+
+pub mod destination;
+pub mod memory;
+
+use crate::classify::Classification;
+use crate::outcome::{HistoryEntry, HistorySnapshot};
+use crate::policy::Decision;
+use serde::{Deserialize, Serialize};
+use std::time::{Duration, SystemTime};
+
+/// The idempotency key of a report. `attempt` is 0 when the caller did not send one.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct ReportKey {
+    pub tenant: String,
+    pub call_id: String,
+    pub attempt: u32,
+}
+
+/// The result of a report, kept so that a duplicate gets the first response.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredReport {
+    pub classification: Classification,
+    pub decision: Decision,
+    pub event_id: String,
+    pub destination: String,
+    pub recorded_at: SystemTime,
+}
+
+/// The answer to [`Store::claim`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Claim {
+    /// The key is ours: go on with the report.
+    New,
+    /// The key was completed before: this report is a duplicate.
+    Done(Box<StoredReport>),
+}
+
+/// Errors of a store backend.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    /// The backend cannot be reached; nothing was stored.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    /// A report with the same key is still in flight and did not finish in time.
+    #[error("a report with the same key is still in progress")]
+    InProgress,
+    /// The backend answered with an error.
+    #[error("store backend error: {0}")]
+    Backend(String),
+}
+
+/// Bounds of the embedded store. Every map is bounded by capacity and age.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreLimits {
+    /// How far back a destination's history reaches.
+    #[serde(with = "humantime_serde")]
+    pub history_window: Duration,
+    /// Most outcomes kept per destination (oldest dropped first).
+    pub max_entries_per_destination: usize,
+    /// Most destinations tracked (least recently used dropped first).
+    pub max_destinations: u64,
+    /// How long a report key is remembered for duplicate detection.
+    #[serde(with = "humantime_serde")]
+    pub idempotency_ttl: Duration,
+    /// Most report keys remembered.
+    pub max_report_keys: u64,
+    /// How long a duplicate waits for the first report still in flight.
+    #[serde(with = "humantime_serde")]
+    pub in_flight_wait: Duration,
+}
+
+impl Default for StoreLimits {
+    fn default() -> Self {
+        StoreLimits {
+            history_window: Duration::from_secs(24 * 3600),
+            max_entries_per_destination: 64,
+            max_destinations: 1_000_000,
+            idempotency_ttl: Duration::from_secs(24 * 3600),
+            max_report_keys: 250_000,
+            in_flight_wait: Duration::from_secs(10),
+        }
+    }
+}
+
+/// History and idempotency backend.
+#[async_trait::async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Claims `key` for a new report, or returns the stored result of an earlier one.
+    async fn claim(&self, key: &ReportKey) -> Result<Claim, StoreError>;
+
+    /// Releases a claim whose report failed.
+    async fn abandon(&self, key: &ReportKey);
+
+    /// Stores the result of a claimed report.
+    async fn complete(&self, key: &ReportKey, report: &StoredReport) -> Result<(), StoreError>;
+
+    /// Appends `entry` to the history of `(tenant, destination)` and returns the
+    /// snapshot that includes it (oldest first, inside the window).
+    async fn record(
+        &self,
+        tenant: &str,
+        destination: &str,
+        entry: HistoryEntry,
+    ) -> Result<HistorySnapshot, StoreError>;
+
+    /// The history of `(tenant, destination)` inside the window, oldest first.
+    async fn history(&self, tenant: &str, destination: &str)
+    -> Result<HistorySnapshot, StoreError>;
+
+    /// Whether the backend can serve requests (readiness).
+    async fn ready(&self) -> bool {
+        true
+    }
+}

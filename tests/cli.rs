@@ -1,0 +1,225 @@
+//! The command line as a person uses it: the real binary, offline and against an
+//! in-process server.
+
+mod common;
+
+use std::io::Write;
+use std::process::{Command, Output};
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_call-outcome"))
+}
+
+fn run(args: &[&str]) -> Output {
+    bin().args(args).output().expect("binary runs")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[test]
+fn classify_603_offline_explains_itself() {
+    let o = run(&["classify", "--sip-code", "603"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = stdout(&o);
+    assert!(text.contains("603 Decline"), "{text}");
+    assert!(text.contains("declined"), "{text}");
+    assert!(text.contains("Decision"), "{text}");
+}
+
+#[test]
+fn classify_json_uses_the_reference_vocabulary() {
+    let o = run(&[
+        "classify",
+        "--sip-code",
+        "503",
+        "--retry-after",
+        "120",
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).expect("one JSON object");
+    assert_eq!(v["category"], "network_error");
+    assert_eq!(v["fault"], "network");
+    assert_eq!(v["retryable"], "now_alternate_route");
+    assert_eq!(v["retry_after_seconds"], 120);
+    assert_eq!(v["retry_after_scope"], "route");
+    assert!(v["decision"]["action"].is_string());
+    assert!(v["decision"]["rule"].is_string());
+}
+
+#[test]
+fn classify_reads_reason_headers_providers_and_raw_files() {
+    let o = run(&[
+        "classify",
+        "--sip-code",
+        "480",
+        "--reason-header",
+        "Q.850;cause=19",
+        "--json",
+    ]);
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).expect("json");
+    assert_eq!(v["category"], "no_answer");
+
+    let o = run(&[
+        "classify",
+        "--provider",
+        "twilio",
+        "--provider-cause",
+        "no-answer",
+        "--json",
+    ]);
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).expect("json");
+    assert_eq!(v["category"], "no_answer");
+
+    let mut raw = tempfile::NamedTempFile::new().expect("temp");
+    raw.write_all(b"SIP/2.0 607 Unwanted\r\nCall-ID: x\r\n\r\n")
+        .expect("write");
+    let path = raw.path().to_str().expect("utf-8 path");
+    let o = run(&["classify", "--raw-file", path, "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).expect("json");
+    assert_eq!(v["category"], "rejected_unwanted");
+    assert_eq!(v["fault"], "callee_choice");
+}
+
+#[test]
+fn an_invalid_outcome_exits_non_zero_with_the_reason() {
+    let o = run(&["classify", "--sip-code", "180"]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("provisional"), "{}", stderr(&o));
+    let o = run(&["classify"]);
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("neither a SIP code nor a provider cause"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn check_config_points_at_the_offending_line() {
+    let o = run(&["check-config", "examples/policy.toml"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+
+    // Put an unknown category into an existing rule: the error must name its line.
+    let good = std::fs::read_to_string("examples/policy.toml").expect("example policy");
+    let target = "category = [\"declined\"]";
+    let line = good
+        .lines()
+        .position(|l| l.trim() == target)
+        .expect("a declined rule")
+        + 1;
+    let broken = good.replacen(target, "category = [\"declined\", \"maybe\"]", 1);
+    let mut bad = tempfile::NamedTempFile::new().expect("temp");
+    bad.write_all(broken.as_bytes()).expect("write");
+    let o = run(&["check-config", bad.path().to_str().expect("path")]);
+    assert!(!o.status.success());
+    let err = stderr(&o);
+    assert!(
+        err.contains(&format!(":{line}:")),
+        "line {line} expected in: {err}"
+    );
+    assert!(err.contains("maybe"), "{err}");
+}
+
+#[test]
+fn the_example_policy_is_the_built_in_one() {
+    let example = std::fs::read_to_string("examples/policy.toml").expect("example policy");
+    assert_eq!(example, call_outcome::policy::DEFAULT_POLICY);
+}
+
+#[test]
+fn check_config_validates_service_configs_and_their_policy() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("service.toml");
+    std::fs::write(
+        &config,
+        "listen = \"127.0.0.1:50051\"\npolicy_file = \"policy.toml\"\n",
+    )
+    .expect("write");
+    std::fs::copy("examples/policy.toml", dir.path().join("policy.toml")).expect("copy");
+    let o = run(&["check-config", config.to_str().expect("path")]);
+    assert!(o.status.success(), "{}", stderr(&o));
+
+    std::fs::write(
+        &config,
+        "listen = \"127.0.0.1:50051\"\n[store]\nhistory_window = 5\n",
+    )
+    .expect("write");
+    let o = run(&["check-config", config.to_str().expect("path")]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("service.toml:3:"), "{}", stderr(&o));
+}
+
+#[tokio::test]
+async fn report_calls_a_running_server() {
+    let server = common::start().await;
+    let url = server.url();
+    let args = [
+        "report",
+        "--server",
+        url.as_str(),
+        "--call-id",
+        "cli-1",
+        "--attempt",
+        "1",
+        "--to",
+        "+1 (555) 010-4477",
+        "--sip-code",
+        "486",
+        "--label",
+        "campaign=spring",
+        "--json",
+    ];
+    let first = tokio::task::spawn_blocking({
+        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        move || bin().args(&args).output().expect("runs")
+    })
+    .await
+    .expect("join");
+    assert!(first.status.success(), "{}", stderr(&first));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&first)).expect("json");
+    assert_eq!(v["category"], "busy");
+    assert_eq!(v["duplicate"], false);
+    assert_eq!(v["destination"], "+15550104477");
+
+    let second = tokio::task::spawn_blocking({
+        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        move || bin().args(&args).output().expect("runs")
+    })
+    .await
+    .expect("join");
+    let v2: serde_json::Value = serde_json::from_str(&stdout(&second)).expect("json");
+    assert_eq!(v2["duplicate"], true);
+    assert_eq!(v2["event_id"], v["event_id"]);
+
+    let bad = tokio::task::spawn_blocking(move || {
+        bin()
+            .args([
+                "report",
+                "--server",
+                url.as_str(),
+                "--call-id",
+                "x",
+                "--to",
+                "1",
+                "--sip-code",
+                "99",
+            ])
+            .output()
+            .expect("runs")
+    })
+    .await
+    .expect("join");
+    assert_eq!(bad.status.code(), Some(2), "{}", stderr(&bad));
+    assert!(
+        stderr(&bad).contains("outcome.sip.code"),
+        "{}",
+        stderr(&bad)
+    );
+}
