@@ -1110,32 +1110,3 @@ proptest! {
         let _ = classify(&ClassifyInput { raw_sip_response: Some(msg.as_bytes()), ..ClassifyInput::default() });
     }
 }
-
-/// Rough timing in release builds: `cargo test --release -- --ignored --nocapture timing`.
-#[test]
-#[ignore]
-fn timing() {
-    use std::hint::black_box;
-    use std::time::Instant;
-    let cases: [(&str, ClassifyInput<'static>); 3] = [
-        ("code only", code(486)),
-        (
-            "reason + retry-after",
-            ClassifyInput {
-                sip_code: Some(480),
-                reason_header: "Q.850;cause=19;text=\"No answer from user (user alerted)\";location=LN",
-                retry_after_header: "120 (I'm in a meeting);duration=60",
-                ..ClassifyInput::default()
-            },
-        ),
-        ("raw ~600 bytes", raw(FS_RAW_603.as_bytes())),
-    ];
-    for (name, input) in cases {
-        let n = 200_000u32;
-        let start = Instant::now();
-        for _ in 0..n {
-            black_box(classify(black_box(&input)).ok());
-        }
-        println!("{name}: {:?}/op", start.elapsed() / n);
-    }
-}
