@@ -18,7 +18,7 @@ expect() { # expect <description> <haystack> <needle>
   echo "ok - $1"
 }
 
-"$BIN" serve --listen 127.0.0.1:0 >"$LOG" 2>&1 &
+"$BIN" serve --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 >"$LOG" 2>&1 &
 PID=$!
 # Synchronise on the server's own "serving" log line (bounded wait).
 for _ in $(seq 1 200); do
@@ -28,7 +28,14 @@ for _ in $(seq 1 200); do
 done
 ADDR=$(grep -o 'listen=[0-9.:]*' "$LOG" | head -n1 | cut -d= -f2 || true)
 [ -n "$ADDR" ] || fail "no listen address in log"
-echo "server at $ADDR"
+ADMIN=$(grep -o 'admin=[0-9.:]*' "$LOG" | head -n1 | cut -d= -f2 || true)
+[ -n "$ADMIN" ] || fail "no admin address in log"
+echo "server at $ADDR, admin at $ADMIN"
+http_get() { python3 -c 'import sys,urllib.request
+try:
+    r=urllib.request.urlopen(sys.argv[1], timeout=10); print(r.status); print(r.read().decode())
+except urllib.error.HTTPError as e:
+    print(e.code)' "$1"; }
 
 out=$(grpcurl -plaintext "$ADDR" list)
 expect "reflection lists the service" "$out" "calloutcome.v1.CallOutcomeService"
@@ -56,6 +63,16 @@ if out=$(grpcurl -plaintext -d '{"outcome":{"callId":"x","to":"+15550104477","si
 fi
 expect "1xx is INVALID_ARGUMENT" "$out" "InvalidArgument"
 expect "the violation names the field" "$out" "outcome.sip.code"
+
+out=$(http_get "http://$ADMIN/healthz")
+expect "admin /healthz" "$out" "200"
+out=$(http_get "http://$ADMIN/readyz")
+expect "admin /readyz" "$out" "ready"
+out=$(http_get "http://$ADMIN/metrics")
+expect "admin /metrics counts the busy report" "$out" 'calloutcome_outcomes_total{action="retry_later",category="busy",sip_class="4xx"} 1'
+expect "admin /metrics counts the duplicate" "$out" 'calloutcome_duplicates_total 1'
+out=$(grpcurl -plaintext -d '{"service":""}' "$ADMIN" grpc.health.v1.Health/Check)
+expect "gRPC health on the admin port" "$out" '"SERVING"'
 
 out=$("$BIN" classify --sip-code 603)
 expect "CLI classify explains 603" "$out" "declined"

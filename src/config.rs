@@ -25,6 +25,9 @@ use std::time::Duration;
 pub struct Config {
     /// gRPC listen address.
     pub listen: SocketAddr,
+    /// Plaintext admin listener (`/metrics`, `/healthz`, `/readyz`, gRPC health);
+    /// "" disables it.
+    pub admin_listen: String,
     /// Tenant of requests that name none.
     pub default_tenant: String,
     /// ISO 3166 region used to read national numbers (e.g. "US"); "" reads only
@@ -48,6 +51,7 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 50051)),
+            admin_listen: "127.0.0.1:9090".to_owned(),
             default_tenant: "default".to_owned(),
             default_region: "US".to_owned(),
             policy_file: None,
@@ -196,12 +200,26 @@ impl Config {
             )));
         }
         self.region()?;
+        self.admin_addr()?;
         if self.server.max_message_bytes < 1024 {
             return Err(ConfigError::Invalid(
                 "server.max_message_bytes: must be at least 1024".into(),
             ));
         }
         Ok(())
+    }
+
+    /// The admin listener's address, `None` when disabled.
+    pub fn admin_addr(&self) -> Result<Option<SocketAddr>, ConfigError> {
+        let text = self.admin_listen.trim();
+        if text.is_empty() {
+            return Ok(None);
+        }
+        text.parse().map(Some).map_err(|_| {
+            ConfigError::Invalid(format!(
+                "admin_listen: `{text}` is not an address like 127.0.0.1:9090"
+            ))
+        })
     }
 
     /// The default region for national numbers.
@@ -272,6 +290,7 @@ pub fn line_column(text: &str, offset: usize) -> (usize, usize) {
 pub fn looks_like_service_config(text: &str) -> bool {
     const KEYS: &[&str] = &[
         "listen",
+        "admin_listen",
         "default_tenant",
         "default_region",
         "policy_file",

@@ -13,6 +13,7 @@ use crate::store::destination::normalize;
 use crate::store::{Claim, ReportKey, Store, StoreError, StoredReport};
 use std::sync::Arc;
 use std::time::SystemTime;
+use tracing::{Instrument, debug_span};
 
 /// Why a report or classification failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -101,7 +102,8 @@ impl Pipeline {
         tenant: &str,
         outcome: &Outcome,
     ) -> Result<ClassifyResult, PipelineError> {
-        let classification = classify::classify(&outcome.classify_input())?;
+        let classification =
+            debug_span!("classify").in_scope(|| classify::classify(&outcome.classify_input()))?;
         let destination = if outcome.to.is_empty() {
             String::new()
         } else {
@@ -110,16 +112,21 @@ impl Pipeline {
         let history = if destination.is_empty() {
             HistorySnapshot::default()
         } else {
-            self.store.history(tenant, &destination).await?
+            self.store
+                .history(tenant, &destination)
+                .instrument(debug_span!("store.history"))
+                .await?
         };
-        let decision = self.policy.decide(&PolicyInput {
-            tenant,
-            outcome,
-            classification: &classification,
-            history: &history,
-            includes_current: false,
-            now: SystemTime::now(),
-            jitter_seed: jitter_seed(tenant, &outcome.call_id, outcome.attempt.unwrap_or(0)),
+        let decision = debug_span!("policy.decide").in_scope(|| {
+            self.policy.decide(&PolicyInput {
+                tenant,
+                outcome,
+                classification: &classification,
+                history: &history,
+                includes_current: false,
+                now: SystemTime::now(),
+                jitter_seed: jitter_seed(tenant, &outcome.call_id, outcome.attempt.unwrap_or(0)),
+            })
         });
         Ok(ClassifyResult {
             classification,
@@ -139,11 +146,17 @@ impl Pipeline {
     ) -> Result<ReportResult, PipelineError> {
         // Classification is pure and cheap: do it before touching the store, so that an
         // invalid outcome changes nothing.
-        let classification = classify::classify(&outcome.classify_input())?;
+        let classification =
+            debug_span!("classify").in_scope(|| classify::classify(&outcome.classify_input()))?;
         let pipeline = self.clone();
-        tokio::spawn(async move { pipeline.record(tenant, outcome, classification).await })
-            .await
-            .map_err(|e| PipelineError::Internal(format!("report task failed: {e}")))?
+        tokio::spawn(
+            async move { pipeline.record(tenant, outcome, classification).await }
+                // The task continues the request's span, so its logs and child spans
+                // belong to the RPC's trace.
+                .instrument(tracing::Span::current()),
+        )
+        .await
+        .map_err(|e| PipelineError::Internal(format!("report task failed: {e}")))?
     }
 
     async fn record(
@@ -157,7 +170,12 @@ impl Pipeline {
             call_id: outcome.call_id.clone(),
             attempt: outcome.attempt.unwrap_or(0),
         };
-        match self.store.claim(&key).await? {
+        match self
+            .store
+            .claim(&key)
+            .instrument(debug_span!("store.claim"))
+            .await?
+        {
             Claim::Done(report) => {
                 return Ok(ReportResult {
                     report: *report,
@@ -199,15 +217,18 @@ impl Pipeline {
                     sip_code: classification.sip_code,
                 },
             )
+            .instrument(debug_span!("store.record"))
             .await?;
-        let decision = self.policy.decide(&PolicyInput {
-            tenant: &key.tenant,
-            outcome: &outcome,
-            classification: &classification,
-            history: &history,
-            includes_current: true,
-            now,
-            jitter_seed: jitter_seed(&key.tenant, &key.call_id, key.attempt),
+        let decision = debug_span!("policy.decide").in_scope(|| {
+            self.policy.decide(&PolicyInput {
+                tenant: &key.tenant,
+                outcome: &outcome,
+                classification: &classification,
+                history: &history,
+                includes_current: true,
+                now,
+                jitter_seed: jitter_seed(&key.tenant, &key.call_id, key.attempt),
+            })
         });
         let event_id = uuid::Uuid::now_v7().to_string();
         let report = StoredReport {
@@ -227,8 +248,12 @@ impl Pipeline {
                 decision: report.decision.clone(),
                 recorded_at: now,
             })
+            .instrument(debug_span!("events.publish"))
             .await?;
-        self.store.complete(key, &report).await?;
+        self.store
+            .complete(key, &report)
+            .instrument(debug_span!("store.complete"))
+            .await?;
         Ok(report)
     }
 

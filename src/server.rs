@@ -9,7 +9,8 @@
 //! accepting and in-flight requests drain; whatever is still running after
 //! `shutdown_grace` is cut off so the process always exits.
 
-use crate::api::CallOutcomeApi;
+use crate::api::subscribe::SubscriptionPermits;
+use crate::api::{ApiSettings, CallOutcomeApi};
 use crate::config::{Config, ConfigError};
 use crate::events::EventLog;
 use crate::events::memory::MemoryEventLog;
@@ -17,9 +18,11 @@ use crate::pipeline::Pipeline;
 use crate::proto::call_outcome_service_server::CallOutcomeServiceServer;
 use crate::store::Store;
 use crate::store::memory::MemoryStore;
+use crate::telemetry::{Metrics, OtlpSettings, TelemetryError};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -46,6 +49,8 @@ pub enum ServerError {
     Transport(#[from] tonic::transport::Error),
     #[error("server task failed: {0}")]
     Task(String),
+    #[error(transparent)]
+    Telemetry(#[from] TelemetryError),
 }
 
 /// Builds the pipeline on the embedded backends.
@@ -64,20 +69,50 @@ pub async fn bind(addr: SocketAddr) -> Result<TcpListener, ServerError> {
 }
 
 /// Serves on `listener` until `shutdown` completes, then drains within
-/// `config.shutdown_grace`.
+/// `config.shutdown_grace`. The admin listener (when configured) is bound here too.
 pub async fn serve(
     config: Config,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ServerError> {
+    let admin = match config.admin_addr()? {
+        Some(addr) => Some(bind(addr).await?),
+        None => None,
+    };
+    serve_with_admin(config, listener, admin, shutdown).await
+}
+
+/// [`serve`] with the admin listener already bound (or none).
+pub async fn serve_with_admin(
+    config: Config,
+    listener: TcpListener,
+    admin: Option<TcpListener>,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), ServerError> {
     let pipeline = pipeline(&config)?;
     let local = listener.local_addr().ok();
     let streams = CancellationToken::new();
+    let permits = Arc::new(SubscriptionPermits::new(
+        config.subscriptions.max_total,
+        config.subscriptions.max_per_tenant,
+    ));
+    let metrics = {
+        let permits = Arc::clone(&permits);
+        Arc::new(Metrics::new(
+            &OtlpSettings::from_env(),
+            Arc::clone(pipeline.events()),
+            Arc::new(move || permits.active() as u64),
+        )?)
+    };
     let api = CallOutcomeApi::new(
-        pipeline,
-        config.limits.clone(),
-        config.default_tenant.clone(),
-        config.subscriptions.clone(),
+        pipeline.clone(),
+        ApiSettings {
+            limits: config.limits.clone(),
+            default_tenant: config.default_tenant.clone(),
+            subscriptions: config.subscriptions.clone(),
+        },
+        permits,
+        Arc::clone(&metrics),
         streams.clone(),
     );
     let service = CallOutcomeServiceServer::new(api)
@@ -103,6 +138,48 @@ pub async fn serve(
         (None, None)
     };
 
+    // The admin listener outlives the drain: liveness stays up and readiness reports
+    // the shutdown while in-flight work finishes.
+    let admin_stop = CancellationToken::new();
+    let admin_task = match admin {
+        Some(admin) => {
+            let admin_local = admin.local_addr().ok();
+            // Reflection here describes grpc.health.v1 only, so grpcurl can probe it.
+            let health_reflection = |b: tonic_reflection::server::Builder<'static>| {
+                b.register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+                    .with_service_name("grpc.health.v1.Health")
+            };
+            let grpc = tonic::service::Routes::new(health_service.clone())
+                .add_service(
+                    health_reflection(tonic_reflection::server::Builder::configure())
+                        .build_v1()
+                        .map_err(|e| ServerError::Reflection(e.to_string()))?,
+                )
+                .add_service(
+                    health_reflection(tonic_reflection::server::Builder::configure())
+                        .build_v1alpha()
+                        .map_err(|e| ServerError::Reflection(e.to_string()))?,
+                );
+            let router = admin::router(
+                grpc,
+                Arc::clone(&metrics),
+                pipeline.clone(),
+                streams.clone(),
+            );
+            let stop = admin_stop.clone();
+            tracing::info!(
+                admin = %admin_local.map_or_else(|| "?".to_owned(), |a| a.to_string()),
+                "admin listener: /metrics /healthz /readyz and grpc.health.v1"
+            );
+            Some(tokio::spawn(async move {
+                axum::serve(admin, router)
+                    .with_graceful_shutdown(async move { stop.cancelled().await })
+                    .await
+            }))
+        }
+        None => None,
+    };
+
     let (stop_accepting, stopped) = oneshot::channel::<()>();
     let tuning = &config.server;
     let router = tonic::transport::Server::builder()
@@ -126,42 +203,122 @@ pub async fn serve(
         "serving {SERVICE_NAME}"
     );
 
-    tokio::select! {
+    let outcome = tokio::select! {
         result = &mut serving => {
             // The server stopped on its own: a transport error or a panic.
-            return match result {
+            Some(match result {
                 Ok(r) => r.map_err(ServerError::from),
                 Err(e) => Err(ServerError::Task(e.to_string())),
-            };
+            })
         }
-        () = shutdown => {}
-    }
-
-    tracing::info!(grace = ?config.shutdown_grace, "shutting down: draining");
-    health
-        .set_service_status("", tonic_health::ServingStatus::NotServing)
-        .await;
-    health
-        .set_not_serving::<CallOutcomeServiceServer<CallOutcomeApi>>()
-        .await;
-    streams.cancel();
-    let _ = stop_accepting.send(());
-    match tokio::time::timeout(config.shutdown_grace, &mut serving).await {
-        Ok(Ok(result)) => result.map_err(ServerError::from)?,
-        Ok(Err(e)) => tracing::error!(error = %e, "server task failed during drain"),
-        Err(_) => {
-            tracing::warn!(grace = ?config.shutdown_grace, "drain deadline passed: closing remaining connections");
-            serving.abort();
+        () = shutdown => None,
+    };
+    let result = match outcome {
+        Some(result) => result,
+        None => {
+            tracing::info!(grace = ?config.shutdown_grace, "shutting down: draining");
+            health
+                .set_service_status("", tonic_health::ServingStatus::NotServing)
+                .await;
+            health
+                .set_not_serving::<CallOutcomeServiceServer<CallOutcomeApi>>()
+                .await;
+            streams.cancel();
+            let _ = stop_accepting.send(());
+            match tokio::time::timeout(config.shutdown_grace, &mut serving).await {
+                Ok(Ok(result)) => result.map_err(ServerError::from),
+                Ok(Err(e)) => Err(ServerError::Task(e.to_string())),
+                Err(_) => {
+                    tracing::warn!(grace = ?config.shutdown_grace, "drain deadline passed: closing remaining connections");
+                    serving.abort();
+                    Ok(())
+                }
+            }
+        }
+    };
+    admin_stop.cancel();
+    if let Some(task) = admin_task {
+        // Bounded: a scraper holding a connection open must not hold the process.
+        match tokio::time::timeout(Duration::from_secs(2), task).await {
+            Ok(Ok(Err(e))) => tracing::warn!(error = %e, "admin listener failed"),
+            Ok(Err(e)) => tracing::warn!(error = %e, "admin listener task failed"),
+            Ok(Ok(Ok(()))) | Err(_) => {}
         }
     }
+    metrics.shutdown();
     tracing::info!("stopped");
-    Ok(())
+    result
 }
 
 fn reflection_builder() -> tonic_reflection::server::Builder<'static> {
     tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+}
+
+/// The plaintext admin listener: Prometheus metrics, liveness and readiness over HTTP,
+/// and the gRPC health service for Kubernetes' native gRPC probes (which cannot speak
+/// TLS). HTTP/1.1 and HTTP/2 (prior knowledge) are both accepted.
+mod admin {
+    use crate::pipeline::Pipeline;
+    use crate::telemetry::Metrics;
+    use axum::http::{StatusCode, header};
+    use axum::response::IntoResponse;
+    use axum::routing::get;
+    use std::sync::Arc;
+    use tokio_util::sync::CancellationToken;
+
+    /// `grpc` holds the gRPC services to serve beside the HTTP routes (health).
+    pub fn router(
+        grpc: tonic::service::Routes,
+        metrics: Arc<Metrics>,
+        pipeline: Pipeline,
+        shutting_down: CancellationToken,
+    ) -> axum::Router {
+        grpc.into_axum_router()
+            .route(
+                "/metrics",
+                get(move || {
+                    let metrics = Arc::clone(&metrics);
+                    async move {
+                        match metrics.render() {
+                            Ok(text) => (
+                                StatusCode::OK,
+                                [(
+                                    header::CONTENT_TYPE,
+                                    "text/plain; version=0.0.4; charset=utf-8",
+                                )],
+                                text,
+                            )
+                                .into_response(),
+                            Err(e) => {
+                                (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response()
+                            }
+                        }
+                    }
+                }),
+            )
+            .route("/healthz", get(|| async { "ok\n" }))
+            .route(
+                "/readyz",
+                get(move || {
+                    let pipeline = pipeline.clone();
+                    let shutting_down = shutting_down.clone();
+                    async move {
+                        if shutting_down.is_cancelled() {
+                            (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n")
+                        } else if pipeline.ready().await {
+                            (StatusCode::OK, "ready\n")
+                        } else {
+                            (StatusCode::SERVICE_UNAVAILABLE, "backend unavailable\n")
+                        }
+                    }
+                }),
+            )
+            // Unknown paths are 404 for HTTP clients; gRPC clients read a 404 as
+            // UNIMPLEMENTED, which is what an unknown method is.
+            .fallback(|| async { (StatusCode::NOT_FOUND, "not found\n") })
+    }
 }
 
 /// Waits for SIGINT or SIGTERM (what Kubernetes sends).
@@ -196,6 +353,8 @@ pub async fn shutdown_signal() {
 #[derive(Debug)]
 pub struct RunningServer {
     pub addr: SocketAddr,
+    /// The admin listener's address, when one is configured.
+    pub admin_addr: Option<SocketAddr>,
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<Result<(), ServerError>>>,
 }
@@ -208,14 +367,20 @@ impl RunningServer {
             addr: config.listen,
             source,
         })?;
+        let admin = match config.admin_addr()? {
+            Some(a) => Some(bind(a).await?),
+            None => None,
+        };
+        let admin_addr = admin.as_ref().and_then(|l| l.local_addr().ok());
         // Fail fast on configuration errors instead of inside the task.
         config.policy()?;
         let (tx, rx) = oneshot::channel::<()>();
-        let task = tokio::spawn(serve(config, listener, async move {
+        let task = tokio::spawn(serve_with_admin(config, listener, admin, async move {
             let _ = rx.await;
         }));
         Ok(RunningServer {
             addr,
+            admin_addr,
             shutdown: Some(tx),
             task: Some(task),
         })

@@ -1,27 +1,468 @@
-//! Logging setup: human-readable text in a terminal or JSON lines, level from `RUST_LOG`
-//! or the configuration. Owns the global subscriber; nothing else installs one.
+//! Telemetry: logs, traces and metrics.
+//!
+//! Owns the global `tracing` subscriber (text or JSON logs, `RUST_LOG` or the configured
+//! level), the W3C trace-context propagator, OTLP trace export configured by the standard
+//! `OTEL_*` environment variables, and the service's metrics (OpenTelemetry instruments
+//! read by a Prometheus registry for `/metrics` and, when configured, by an OTLP reader).
+//! It decides nothing about calls and parses no requests.
+//!
+//! Exporting never blocks a request: spans go through the SDK's batch processor (a
+//! bounded queue, dropped when full, exported from its own thread) and metrics are read
+//! by a periodic reader. With no OTLP endpoint in the environment nothing is exported and
+//! the OpenTelemetry tracing layer is not installed at all, so the hot path only pays for
+//! the RPC span that carries the trace id of every log line.
 
+use crate::classify::Classification;
 use crate::config::LogFormat;
+use crate::events::EventLog;
+use crate::policy::Decision;
+use opentelemetry::KeyValue;
+use opentelemetry::metrics::{
+    Counter, Histogram, MeterProvider, ObservableCounter, ObservableGauge,
+};
+use opentelemetry::trace::TracerProvider;
+use opentelemetry_sdk::metrics::SdkMeterProvider;
+use opentelemetry_sdk::trace::SdkTracerProvider;
 use std::io::IsTerminal;
-use tracing_subscriber::EnvFilter;
+use std::sync::Arc;
+use std::time::Duration;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer};
 
-/// Installs the global subscriber. `RUST_LOG` wins over `level` when set. Calling it
-/// twice is harmless (the second call keeps the first subscriber).
-pub fn init(format: LogFormat, level: &str) {
-    let filter = EnvFilter::try_from_default_env()
-        .or_else(|_| EnvFilter::try_new(level))
-        .unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        // Colour only for people: escape codes in files and log collectors are noise.
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr);
-    let _ = match format {
-        LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder
+/// Instrumentation scope and default `service.name`.
+pub const SERVICE_NAME: &str = "call-outcome";
+
+/// Errors while setting up telemetry.
+#[derive(Debug, thiserror::Error)]
+pub enum TelemetryError {
+    #[error("OTLP exporter: {0}")]
+    Exporter(String),
+    #[error("metrics: {0}")]
+    Metrics(String),
+}
+
+/// Where OTLP data goes, read from the standard environment variables.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OtlpSettings {
+    /// Export spans (an endpoint is set and `OTEL_TRACES_EXPORTER` is not `none`).
+    pub traces: bool,
+    /// Export metrics (an endpoint is set and `OTEL_METRICS_EXPORTER` is not `none`).
+    pub metrics: bool,
+    /// An explicit trace collector endpoint (tests, embedding); `None` lets the exporter
+    /// read `OTEL_EXPORTER_OTLP_*` itself.
+    pub traces_endpoint: Option<String>,
+}
+
+impl OtlpSettings {
+    /// Reads `OTEL_EXPORTER_OTLP_ENDPOINT`, `OTEL_EXPORTER_OTLP_{TRACES,METRICS}_ENDPOINT`
+    /// and `OTEL_{TRACES,METRICS}_EXPORTER`. The exporters read the rest themselves
+    /// (headers, timeouts, `OTEL_SERVICE_NAME`, `OTEL_TRACES_SAMPLER`, ...).
+    pub fn from_env() -> Self {
+        let set = |name: &str| std::env::var(name).is_ok_and(|v| !v.trim().is_empty());
+        let not_none = |name: &str| std::env::var(name).map_or(true, |v| v.trim() != "none");
+        let any_endpoint = set("OTEL_EXPORTER_OTLP_ENDPOINT");
+        OtlpSettings {
+            traces: (any_endpoint || set("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"))
+                && not_none("OTEL_TRACES_EXPORTER"),
+            metrics: (any_endpoint || set("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT"))
+                && not_none("OTEL_METRICS_EXPORTER"),
+            traces_endpoint: None,
+        }
+    }
+}
+
+fn resource() -> opentelemetry_sdk::Resource {
+    let builder = opentelemetry_sdk::Resource::builder();
+    // The builder reads OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES; only name the
+    // service ourselves when the environment does not.
+    if std::env::var("OTEL_SERVICE_NAME").is_ok_and(|v| !v.is_empty()) {
+        builder.build()
+    } else {
+        builder.with_service_name(SERVICE_NAME).build()
+    }
+}
+
+/// Keeps the trace exporter alive; flushes it (bounded) when dropped or shut down.
+#[derive(Debug, Default)]
+pub struct TracingGuard {
+    provider: Option<SdkTracerProvider>,
+}
+
+impl TracingGuard {
+    /// Exports pending spans now. Blocks the calling thread (use `spawn_blocking` from
+    /// async code); a no-op without an exporter.
+    pub fn flush(&self) {
+        if let Some(provider) = &self.provider {
+            let _ = provider.force_flush();
+        }
+    }
+
+    /// Flushes pending spans, waiting at most a few seconds.
+    pub fn shutdown(&mut self) {
+        if let Some(provider) = self.provider.take() {
+            // Shutdown blocks on the exporter thread; never let a dead collector hold the
+            // process: give it its own thread and a deadline.
+            let (tx, rx) = std::sync::mpsc::channel();
+            std::thread::spawn(move || {
+                let _ = provider.shutdown();
+                let _ = tx.send(());
+            });
+            let _ = rx.recv_timeout(Duration::from_secs(5));
+        }
+    }
+}
+
+impl Drop for TracingGuard {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+/// Installs the global subscriber: logs (text for terminals, JSON lines otherwise) and,
+/// when `otlp.traces`, the OpenTelemetry layer exporting spans over OTLP/gRPC. Sets the
+/// W3C trace-context propagator (the default one ignores `traceparent`). Must run inside
+/// a Tokio runtime (the tonic exporter needs one). A second call keeps the first
+/// subscriber.
+pub fn init(
+    format: LogFormat,
+    level: &str,
+    otlp: &OtlpSettings,
+) -> Result<TracingGuard, TelemetryError> {
+    opentelemetry::global::set_text_map_propagator(
+        opentelemetry_sdk::propagation::TraceContextPropagator::new(),
+    );
+    let filter = || {
+        EnvFilter::try_from_default_env()
+            .or_else(|_| EnvFilter::try_new(level))
+            .unwrap_or_else(|_| EnvFilter::new("info"))
+    };
+    // Colour only for people: escape codes in files and log collectors are noise.
+    let ansi = std::io::stderr().is_terminal();
+    let logs = match format {
+        LogFormat::Text => tracing_subscriber::fmt::layer()
+            .with_ansi(ansi)
+            .with_writer(std::io::stderr)
+            .with_filter(filter())
+            .boxed(),
+        LogFormat::Json => tracing_subscriber::fmt::layer()
             .json()
             .flatten_event(true)
             .with_current_span(true)
-            .try_init(),
+            .with_span_list(false)
+            .with_writer(std::io::stderr)
+            .with_filter(filter())
+            .boxed(),
     };
+    let mut guard = TracingGuard::default();
+    let traces = if otlp.traces {
+        let mut exporter = opentelemetry_otlp::SpanExporter::builder().with_tonic();
+        if let Some(endpoint) = &otlp.traces_endpoint {
+            use opentelemetry_otlp::WithExportConfig;
+            exporter = exporter.with_endpoint(endpoint.clone());
+        }
+        let exporter = exporter
+            .build()
+            .map_err(|e| TelemetryError::Exporter(e.to_string()))?;
+        let provider = SdkTracerProvider::builder()
+            .with_batch_exporter(exporter)
+            .with_resource(resource())
+            .build();
+        let tracer = provider.tracer(SERVICE_NAME);
+        guard.provider = Some(provider);
+        // The span layer has its own filter: the child spans (classify, store, publish)
+        // are DEBUG so that, without export, they cost nothing; with export they are on.
+        Some(
+            tracing_opentelemetry::layer()
+                .with_tracer(tracer)
+                .with_filter(EnvFilter::new("call_outcome=debug,warn")),
+        )
+    } else {
+        None
+    };
+    let _ = tracing_subscriber::registry()
+        .with(logs)
+        .with(traces)
+        .try_init();
+    Ok(guard)
+}
+
+/// Histogram boundaries for RPC latency, in seconds (50 µs to 10 s).
+const LATENCY_BUCKETS: &[f64] = &[
+    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+    2.5, 5.0, 10.0,
+];
+
+/// The service's metrics. One per server, so that servers started side by side (tests,
+/// benchmarks) count separately. Names follow the Prometheus style with the
+/// `calloutcome_` prefix; counters get `_total` and the latency histogram `_seconds`
+/// from the Prometheus exporter.
+pub struct Metrics {
+    provider: SdkMeterProvider,
+    /// Collected through callbacks; kept so the registrations live as long as the metrics.
+    _observed: ([ObservableCounter<u64>; 4], ObservableGauge<u64>),
+    registry: prometheus::Registry,
+    outcomes: Counter<u64>,
+    decisions: Counter<u64>,
+    duplicates: Counter<u64>,
+    suppressions: Counter<u64>,
+    invalid: Counter<u64>,
+    backend_errors: Counter<u64>,
+    rpc_duration: Histogram<f64>,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+impl Metrics {
+    /// Builds the instruments. `events` and `active_subscribers` are read when metrics
+    /// are collected, never on the request path.
+    pub fn new(
+        otlp: &OtlpSettings,
+        events: Arc<dyn EventLog>,
+        active_subscribers: Arc<dyn Fn() -> u64 + Send + Sync>,
+    ) -> Result<Metrics, TelemetryError> {
+        let registry = prometheus::Registry::new();
+        let prometheus_reader = opentelemetry_prometheus::exporter()
+            .with_registry(registry.clone())
+            // Scope labels on every series are noise for a single-scope service.
+            .scope_info_enabled(false)
+            .build()
+            .map_err(|e| TelemetryError::Metrics(e.to_string()))?;
+        let mut builder = SdkMeterProvider::builder()
+            .with_resource(resource())
+            .with_reader(prometheus_reader);
+        if otlp.metrics {
+            let exporter = opentelemetry_otlp::MetricExporter::builder()
+                .with_tonic()
+                .build()
+                .map_err(|e| TelemetryError::Exporter(e.to_string()))?;
+            builder = builder.with_periodic_exporter(exporter);
+        }
+        let provider = builder.build();
+        let meter = provider.meter(SERVICE_NAME);
+
+        let counters = Arc::clone(&events);
+        let events_published = meter
+            .u64_observable_counter("calloutcome_events_published")
+            .with_description("Events appended to the event log.")
+            .with_callback(move |o| {
+                o.observe(
+                    counters
+                        .counters()
+                        .published
+                        .load(std::sync::atomic::Ordering::Relaxed),
+                    &[],
+                )
+            })
+            .build();
+        let counters = Arc::clone(&events);
+        let events_delivered = meter
+            .u64_observable_counter("calloutcome_events_delivered")
+            .with_description("Events delivered to subscribers (one per subscriber).")
+            .with_callback(move |o| {
+                o.observe(
+                    counters
+                        .counters()
+                        .delivered
+                        .load(std::sync::atomic::Ordering::Relaxed),
+                    &[],
+                )
+            })
+            .build();
+        let counters = Arc::clone(&events);
+        let events_dropped = meter
+            .u64_observable_counter("calloutcome_events_dropped")
+            .with_description(
+                "Events a subscriber did not get because they left retention (summed over gaps).",
+            )
+            .with_callback(move |o| {
+                o.observe(
+                    counters
+                        .counters()
+                        .skipped
+                        .load(std::sync::atomic::Ordering::Relaxed),
+                    &[],
+                )
+            })
+            .build();
+        let counters = Arc::clone(&events);
+        let gaps = meter
+            .u64_observable_counter("calloutcome_event_gaps")
+            .with_description("Gap notices sent to subscribers.")
+            .with_callback(move |o| {
+                o.observe(
+                    counters
+                        .counters()
+                        .gaps
+                        .load(std::sync::atomic::Ordering::Relaxed),
+                    &[],
+                )
+            })
+            .build();
+        let active = meter
+            .u64_observable_gauge("calloutcome_active_subscribers")
+            .with_description("Event subscriptions open now.")
+            .with_callback(move |o| o.observe(active_subscribers(), &[]))
+            .build();
+
+        Ok(Metrics {
+            outcomes: meter
+                .u64_counter("calloutcome_outcomes")
+                .with_description("Recorded outcomes by category, SIP class and decided action.")
+                .build(),
+            decisions: meter
+                .u64_counter("calloutcome_decisions")
+                .with_description("Decisions by action and the policy rule that made them (reports and classifications).")
+                .build(),
+            duplicates: meter
+                .u64_counter("calloutcome_duplicates")
+                .with_description("Reports that repeated an earlier one and were not recorded again.")
+                .build(),
+            suppressions: meter
+                .u64_counter("calloutcome_suppressions")
+                .with_description("Reports whose destination the policy suppressed.")
+                .build(),
+            invalid: meter
+                .u64_counter("calloutcome_invalid_requests")
+                .with_description("Requests rejected with INVALID_ARGUMENT, by RPC method.")
+                .build(),
+            backend_errors: meter
+                .u64_counter("calloutcome_backend_errors")
+                .with_description("Store or event-log failures, by backend component and kind.")
+                .build(),
+            rpc_duration: meter
+                .f64_histogram("calloutcome_rpc_duration")
+                .with_unit("s")
+                .with_description("RPC latency (unary: until the response; streams: until the stream opens).")
+                .with_boundaries(LATENCY_BUCKETS.to_vec())
+                .build(),
+            provider,
+            registry,
+            _observed: (
+                [events_published, events_delivered, events_dropped, gaps],
+                active,
+            ),
+        })
+    }
+
+    /// A recorded (or duplicate) report.
+    pub fn report(&self, classification: &Classification, decision: &Decision, duplicate: bool) {
+        if duplicate {
+            self.duplicates.add(1, &[]);
+            return;
+        }
+        let class = sip_class(classification.sip_code);
+        self.outcomes.add(
+            1,
+            &[
+                KeyValue::new("category", classification.category.as_str()),
+                KeyValue::new("sip_class", class),
+                KeyValue::new("action", decision.action.as_str()),
+            ],
+        );
+        self.decision(decision);
+        if decision.suppressed {
+            self.suppressions.add(1, &[]);
+        }
+    }
+
+    /// A decision made (report or classification).
+    pub fn decision(&self, decision: &Decision) {
+        self.decisions.add(
+            1,
+            &[
+                KeyValue::new("action", decision.action.as_str()),
+                KeyValue::new("rule", decision.rule.clone()),
+            ],
+        );
+    }
+
+    /// A request rejected as invalid.
+    pub fn invalid(&self, method: &'static str) {
+        self.invalid.add(1, &[KeyValue::new("rpc_method", method)]);
+    }
+
+    /// A backend failure (`component`: store or events; `kind`: unavailable, backend, ...).
+    pub fn backend_error(&self, component: &'static str, kind: &'static str) {
+        self.backend_errors.add(
+            1,
+            &[
+                KeyValue::new("component", component),
+                KeyValue::new("kind", kind),
+            ],
+        );
+    }
+
+    /// One RPC's latency and gRPC status code name.
+    pub fn rpc(&self, method: &'static str, code: &'static str, elapsed: Duration) {
+        self.rpc_duration.record(
+            elapsed.as_secs_f64(),
+            &[
+                KeyValue::new("rpc_method", method),
+                KeyValue::new("grpc_code", code),
+            ],
+        );
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> Result<String, TelemetryError> {
+        let encoder = prometheus::TextEncoder::new();
+        encoder
+            .encode_to_string(&self.registry.gather())
+            .map_err(|e| TelemetryError::Metrics(e.to_string()))
+    }
+
+    /// Flushes the OTLP reader, if any (bounded by the SDK's own timeouts).
+    pub fn shutdown(&self) {
+        let _ = self.provider.shutdown();
+    }
+}
+
+fn sip_class(code: Option<u16>) -> &'static str {
+    match code {
+        Some(200..=299) => "2xx",
+        Some(300..=399) => "3xx",
+        Some(400..=499) => "4xx",
+        Some(500..=599) => "5xx",
+        Some(600..=699) => "6xx",
+        _ => "none",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sip_classes() {
+        assert_eq!(sip_class(Some(603)), "6xx");
+        assert_eq!(sip_class(Some(200)), "2xx");
+        assert_eq!(sip_class(None), "none");
+    }
+
+    #[test]
+    // figment's Jail API fixes the closure's error type.
+    #[allow(clippy::result_large_err)]
+    fn otlp_settings_follow_the_standard_variables() {
+        figment::Jail::expect_with(|jail| {
+            jail.clear_env();
+            assert_eq!(OtlpSettings::from_env(), OtlpSettings::default());
+            jail.set_env("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4317");
+            assert_eq!(
+                OtlpSettings::from_env(),
+                OtlpSettings {
+                    traces: true,
+                    metrics: true,
+                    traces_endpoint: None,
+                }
+            );
+            jail.set_env("OTEL_METRICS_EXPORTER", "none");
+            assert!(!OtlpSettings::from_env().metrics);
+            Ok(())
+        });
+    }
 }

@@ -128,6 +128,13 @@ fn check_config_points_at_the_offending_line() {
 }
 
 #[test]
+fn the_example_service_config_is_valid() {
+    let o = run(&["check-config", "examples/config.toml"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("valid service config"), "{}", stdout(&o));
+}
+
+#[test]
 fn the_example_policy_is_the_built_in_one() {
     let example = std::fs::read_to_string("examples/policy.toml").expect("example policy");
     assert_eq!(example, call_outcome::policy::DEFAULT_POLICY);

@@ -1,20 +1,28 @@
 //! gRPC service implementations: validate the request, convert proto ↔ domain, call the
-//! pipeline, map errors. No business rules live here.
+//! pipeline, map errors, and trace and count each RPC. No business rules live here.
 
 pub mod convert;
 pub mod error;
 pub mod subscribe;
+pub mod trace;
 pub mod validate;
 
-use crate::pipeline::Pipeline;
+use crate::classify::Classification;
+use crate::events::EventError;
+use crate::pipeline::{Pipeline, PipelineError};
+use crate::policy::Decision;
 use crate::proto as pb;
 use crate::proto::call_outcome_service_server::CallOutcomeService;
+use crate::store::StoreError;
+use crate::telemetry::Metrics;
 use error::ApiError;
 use std::sync::Arc;
 use std::time::SystemTime;
 use subscribe::{SubscriptionConfig, SubscriptionPermits};
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
+use trace::Rpc;
+use tracing::Instrument;
 use validate::{FieldViolation, Purpose, RequestLimits};
 
 /// The `calloutcome.v1.CallOutcomeService` implementation.
@@ -25,35 +33,36 @@ pub struct CallOutcomeApi {
     default_tenant: String,
     subscriptions: SubscriptionConfig,
     permits: Arc<SubscriptionPermits>,
+    metrics: Arc<Metrics>,
     /// Cancelled at shutdown: every stream then ends with its last resume token.
     shutdown: CancellationToken,
+}
+
+/// What the api needs besides the pipeline.
+#[derive(Debug, Clone)]
+pub struct ApiSettings {
+    pub limits: RequestLimits,
+    pub default_tenant: String,
+    pub subscriptions: SubscriptionConfig,
 }
 
 impl CallOutcomeApi {
     pub fn new(
         pipeline: Pipeline,
-        limits: RequestLimits,
-        default_tenant: String,
-        subscriptions: SubscriptionConfig,
+        settings: ApiSettings,
+        permits: Arc<SubscriptionPermits>,
+        metrics: Arc<Metrics>,
         shutdown: CancellationToken,
     ) -> Self {
-        let permits = Arc::new(SubscriptionPermits::new(
-            subscriptions.max_total,
-            subscriptions.max_per_tenant,
-        ));
         CallOutcomeApi {
             pipeline,
-            limits,
-            default_tenant,
-            subscriptions,
+            limits: settings.limits,
+            default_tenant: settings.default_tenant,
+            subscriptions: settings.subscriptions,
             permits,
+            metrics,
             shutdown,
         }
-    }
-
-    /// Subscriptions running now.
-    pub fn active_subscriptions(&self) -> usize {
-        self.permits.active()
     }
 
     /// The tenant a request acts for: the one it names, or the default.
@@ -82,56 +91,77 @@ impl CallOutcomeApi {
             }
         }
     }
-}
 
-#[tonic::async_trait]
-impl CallOutcomeService for CallOutcomeApi {
-    async fn report_outcome(
+    /// Counts backend failures before they become a status.
+    fn pipeline_error(&self, error: PipelineError) -> ApiError {
+        match &error {
+            PipelineError::Store(e) => self.metrics.backend_error(
+                "store",
+                match e {
+                    StoreError::Unavailable(_) => "unavailable",
+                    StoreError::InProgress => "in_progress",
+                    StoreError::Backend(_) => "backend",
+                },
+            ),
+            PipelineError::Events(e) => self.metrics.backend_error(
+                "events",
+                match e {
+                    EventError::Unavailable(_) => "unavailable",
+                    EventError::Backend(_) | EventError::TokenFromTheFuture { .. } => "backend",
+                },
+            ),
+            PipelineError::Invalid(_) | PipelineError::Internal(_) => {}
+        }
+        ApiError::from(error)
+    }
+
+    async fn report(
         &self,
-        request: Request<pb::ReportOutcomeRequest>,
-    ) -> Result<Response<pb::ReportOutcomeResponse>, Status> {
-        let request = request.into_inner();
+        request: pb::ReportOutcomeRequest,
+    ) -> Result<pb::ReportOutcomeResponse, Status> {
         let (tenant, outcome) =
             self.outcome(&request.tenant, request.outcome.as_ref(), Purpose::Report)?;
         let result = self
             .pipeline
             .report(tenant, outcome)
             .await
-            .map_err(ApiError::from)?;
-        Ok(Response::new(pb::ReportOutcomeResponse {
-            classification: Some((&result.report.classification).into()),
-            decision: Some((&result.report.decision).into()),
-            event_id: result.report.event_id,
+            .map_err(|e| self.pipeline_error(e))?;
+        let report = result.report;
+        record_outcome(&report.classification, &report.decision);
+        self.metrics
+            .report(&report.classification, &report.decision, result.duplicate);
+        Ok(pb::ReportOutcomeResponse {
+            classification: Some((&report.classification).into()),
+            decision: Some((&report.decision).into()),
+            event_id: report.event_id,
             duplicate: result.duplicate,
-            destination: result.report.destination,
-        }))
+            destination: report.destination,
+        })
     }
 
-    async fn classify(
+    async fn classify_outcome(
         &self,
-        request: Request<pb::ClassifyRequest>,
-    ) -> Result<Response<pb::ClassifyResponse>, Status> {
-        let request = request.into_inner();
+        request: pb::ClassifyRequest,
+    ) -> Result<pb::ClassifyResponse, Status> {
         let (tenant, outcome) =
             self.outcome(&request.tenant, request.outcome.as_ref(), Purpose::Classify)?;
         let result = self
             .pipeline
             .classify(&tenant, &outcome)
             .await
-            .map_err(ApiError::from)?;
-        Ok(Response::new(pb::ClassifyResponse {
+            .map_err(|e| self.pipeline_error(e))?;
+        record_outcome(&result.classification, &result.decision);
+        self.metrics.decision(&result.decision);
+        Ok(pb::ClassifyResponse {
             classification: Some((&result.classification).into()),
             decision: Some((&result.decision).into()),
-        }))
+        })
     }
 
-    type SubscribeOutcomesStream = subscribe::ResponseStream;
-
-    async fn subscribe_outcomes(
+    async fn subscribe(
         &self,
-        request: Request<pb::SubscribeOutcomesRequest>,
-    ) -> Result<Response<Self::SubscribeOutcomesStream>, Status> {
-        let request = request.into_inner();
+        request: pb::SubscribeOutcomesRequest,
+    ) -> Result<subscribe::ResponseStream, Status> {
         let mut violations = Vec::new();
         let tenant = self.tenant(&request.tenant, &mut violations);
         if !violations.is_empty() {
@@ -142,13 +172,79 @@ impl CallOutcomeService for CallOutcomeApi {
                 self.pipeline.destination(d)
             })?;
         let permit = self.permits.try_acquire(&subscription.tenant)?;
-        let stream = subscribe::open(
+        subscribe::open(
             Arc::clone(self.pipeline.events()),
             subscription,
             permit,
             self.shutdown.clone(),
         )
-        .await?;
-        Ok(Response::new(stream))
+        .await
+    }
+}
+
+/// Puts what was decided on the RPC span (and so on the exported trace).
+fn record_outcome(classification: &Classification, decision: &Decision) {
+    let span = tracing::Span::current();
+    span.record("outcome.category", classification.category.as_str());
+    if let Some(code) = classification.sip_code {
+        span.record("outcome.sip_code", code);
+    }
+    span.record("decision.action", decision.action.as_str());
+    span.record("decision.rule", decision.rule.as_str());
+}
+
+#[tonic::async_trait]
+impl CallOutcomeService for CallOutcomeApi {
+    async fn report_outcome(
+        &self,
+        request: Request<pb::ReportOutcomeRequest>,
+    ) -> Result<Response<pb::ReportOutcomeResponse>, Status> {
+        let rpc = Rpc::start(
+            "ReportOutcome",
+            "calloutcome.v1.CallOutcomeService/ReportOutcome",
+            request.metadata(),
+        );
+        let result = self
+            .report(request.into_inner())
+            .instrument(rpc.span.clone())
+            .await;
+        rpc.finish(&self.metrics, &result);
+        result.map(Response::new)
+    }
+
+    async fn classify(
+        &self,
+        request: Request<pb::ClassifyRequest>,
+    ) -> Result<Response<pb::ClassifyResponse>, Status> {
+        let rpc = Rpc::start(
+            "Classify",
+            "calloutcome.v1.CallOutcomeService/Classify",
+            request.metadata(),
+        );
+        let result = self
+            .classify_outcome(request.into_inner())
+            .instrument(rpc.span.clone())
+            .await;
+        rpc.finish(&self.metrics, &result);
+        result.map(Response::new)
+    }
+
+    type SubscribeOutcomesStream = subscribe::ResponseStream;
+
+    async fn subscribe_outcomes(
+        &self,
+        request: Request<pb::SubscribeOutcomesRequest>,
+    ) -> Result<Response<Self::SubscribeOutcomesStream>, Status> {
+        let rpc = Rpc::start(
+            "SubscribeOutcomes",
+            "calloutcome.v1.CallOutcomeService/SubscribeOutcomes",
+            request.metadata(),
+        );
+        let result = self
+            .subscribe(request.into_inner())
+            .instrument(rpc.span.clone())
+            .await;
+        rpc.finish(&self.metrics, &result);
+        result.map(Response::new)
     }
 }

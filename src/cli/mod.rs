@@ -53,6 +53,10 @@ pub struct ServeArgs {
     /// Log format [default: text].
     #[arg(long, value_enum)]
     pub log_format: Option<LogFormat>,
+    /// Plaintext admin listener (/metrics, /healthz, /readyz, gRPC health)
+    /// [default: 127.0.0.1:9090; "" disables it].
+    #[arg(long, env = "CALL_OUTCOME_ADMIN_LISTEN")]
+    pub admin_listen: Option<String>,
 }
 
 /// What happened on the call: the flags shared by `classify` and `report`.
@@ -198,12 +202,23 @@ async fn serve(args: ServeArgs) -> Result<(), CliError> {
     if let Some(format) = args.log_format {
         config.log.format = format;
     }
-    crate::telemetry::init(config.log.format, &config.log.level);
+    if let Some(admin) = args.admin_listen {
+        config.admin_listen = admin;
+        config.validate()?;
+    }
+    // Held until the server stops: flushes pending spans on the way out.
+    let mut telemetry = crate::telemetry::init(
+        config.log.format,
+        &config.log.level,
+        &crate::telemetry::OtlpSettings::from_env(),
+    )
+    .map_err(crate::server::ServerError::from)?;
     // Validate everything before binding, so a bad policy never takes traffic.
     config.policy()?;
     let listener = crate::server::bind(config.listen).await?;
-    crate::server::serve(config, listener, crate::server::shutdown_signal()).await?;
-    Ok(())
+    let result = crate::server::serve(config, listener, crate::server::shutdown_signal()).await;
+    telemetry.shutdown();
+    Ok(result?)
 }
 
 impl OutcomeArgs {

@@ -13,6 +13,7 @@ pub async fn start() -> RunningServer {
 
 pub async fn start_with(mut config: Config) -> RunningServer {
     config.listen = "127.0.0.1:0".parse().expect("addr");
+    config.admin_listen = "127.0.0.1:0".into();
     RunningServer::start(config).await.expect("server starts")
 }
 

@@ -1,0 +1,127 @@
+//! Per-RPC tracing and metrics: a span that continues the caller's W3C trace
+//! (`traceparent`/`tracestate` metadata), carries the trace id into every log line, and
+//! records the outcome attributes, status and latency.
+
+use crate::server::SERVICE_NAME;
+use crate::telemetry::Metrics;
+use opentelemetry::propagation::Extractor;
+use opentelemetry::trace::{TraceContextExt, TraceId};
+use std::time::Instant;
+use tonic::Status;
+use tonic::metadata::{KeyRef, MetadataMap};
+use tracing::Span;
+use tracing::field::Empty;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+
+/// Reads W3C trace context from gRPC metadata.
+struct MetadataExtractor<'a>(&'a MetadataMap);
+
+impl Extractor for MetadataExtractor<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).and_then(|v| v.to_str().ok())
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        self.0
+            .keys()
+            .filter_map(|k| match k {
+                KeyRef::Ascii(k) => Some(k.as_str()),
+                KeyRef::Binary(_) => None,
+            })
+            .collect()
+    }
+}
+
+/// An RPC in progress: its span and start time.
+#[derive(Debug)]
+pub struct Rpc {
+    pub span: Span,
+    method: &'static str,
+    started: Instant,
+}
+
+impl Rpc {
+    /// Starts the span of `method` (e.g. "ReportOutcome") as a child of the caller's
+    /// trace when the metadata carries one.
+    pub fn start(method: &'static str, full_name: &'static str, metadata: &MetadataMap) -> Rpc {
+        let parent = opentelemetry::global::get_text_map_propagator(|p| {
+            p.extract(&MetadataExtractor(metadata))
+        });
+        let span = tracing::info_span!(
+            "rpc",
+            otel.name = full_name,
+            otel.kind = "server",
+            otel.status_code = Empty,
+            rpc.system = "grpc",
+            rpc.service = SERVICE_NAME,
+            rpc.method = method,
+            rpc.grpc.status_code = Empty,
+            trace_id = Empty,
+            outcome.category = Empty,
+            outcome.sip_code = Empty,
+            decision.action = Empty,
+            decision.rule = Empty,
+        );
+        let remote = parent.span().span_context().clone();
+        // Fails only when no OpenTelemetry layer is installed (no export): then the
+        // caller's trace id is still logged below.
+        let _ = span.set_parent(parent);
+        let local = span.context().span().span_context().clone();
+        let trace_id = if local.is_valid() {
+            local.trace_id()
+        } else if remote.is_valid() {
+            remote.trace_id()
+        } else {
+            // No exporter and no caller trace: a fresh id still ties this request's
+            // log lines together.
+            TraceId::from_bytes(uuid::Uuid::now_v7().into_bytes())
+        };
+        span.record("trace_id", tracing::field::display(trace_id));
+        Rpc {
+            span,
+            method,
+            started: Instant::now(),
+        }
+    }
+
+    /// Records the status and latency of a finished RPC.
+    pub fn finish<T>(&self, metrics: &Metrics, result: &Result<T, Status>) {
+        let code = match result {
+            Ok(_) => tonic::Code::Ok,
+            Err(status) => status.code(),
+        };
+        self.span.record("rpc.grpc.status_code", code as i32);
+        if let Err(status) = result {
+            self.span.record("otel.status_code", "ERROR");
+            if code == tonic::Code::InvalidArgument {
+                metrics.invalid(self.method);
+            }
+            tracing::debug!(parent: &self.span, code = ?code, message = status.message(), "rpc failed");
+        }
+        metrics.rpc(self.method, code_name(code), self.started.elapsed());
+    }
+}
+
+/// The canonical upper-case name of a gRPC code (as in the gRPC spec).
+pub fn code_name(code: tonic::Code) -> &'static str {
+    use tonic::Code::*;
+    match code {
+        Ok => "OK",
+        Cancelled => "CANCELLED",
+        Unknown => "UNKNOWN",
+        InvalidArgument => "INVALID_ARGUMENT",
+        DeadlineExceeded => "DEADLINE_EXCEEDED",
+        NotFound => "NOT_FOUND",
+        AlreadyExists => "ALREADY_EXISTS",
+        PermissionDenied => "PERMISSION_DENIED",
+        ResourceExhausted => "RESOURCE_EXHAUSTED",
+        FailedPrecondition => "FAILED_PRECONDITION",
+        Aborted => "ABORTED",
+        OutOfRange => "OUT_OF_RANGE",
+        Unimplemented => "UNIMPLEMENTED",
+        Internal => "INTERNAL",
+        Unavailable => "UNAVAILABLE",
+        DataLoss => "DATA_LOSS",
+        Unauthenticated => "UNAUTHENTICATED",
+    }
+}

@@ -1,0 +1,194 @@
+//! The admin listener: /metrics is scraped and parsed and its counters move as reports
+//! arrive; /healthz and /readyz answer; gRPC health is served there too.
+
+mod common;
+
+use call_outcome::proto as pb;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// A minimal HTTP/1.1 GET: status code and body.
+async fn get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    stream
+        .write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .await
+        .expect("write");
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).await.expect("read");
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("status line");
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// Parses the Prometheus text format into `name{labels}` → value, labels sorted.
+fn parse(text: &str) -> HashMap<String, f64> {
+    let mut out = HashMap::new();
+    for line in text.lines() {
+        if line.starts_with('#') || line.trim().is_empty() {
+            continue;
+        }
+        let (series, value) = line.rsplit_once(' ').expect("series and value");
+        let value: f64 = value.parse().expect("number");
+        let key = match series.split_once('{') {
+            Some((name, labels)) => {
+                let mut pairs: Vec<&str> = labels
+                    .trim_end_matches('}')
+                    .split(',')
+                    .filter(|p| !p.is_empty())
+                    .collect();
+                pairs.sort_unstable();
+                format!("{name}{{{}}}", pairs.join(","))
+            }
+            None => series.to_owned(),
+        };
+        out.insert(key, value);
+    }
+    out
+}
+
+async fn metrics(addr: SocketAddr) -> HashMap<String, f64> {
+    let (status, body) = get(addr, "/metrics").await;
+    assert_eq!(status, 200);
+    parse(&body)
+}
+
+fn value(m: &HashMap<String, f64>, key: &str) -> f64 {
+    m.get(key).copied().unwrap_or(0.0)
+}
+
+#[tokio::test]
+async fn counters_move_as_reports_arrive() {
+    let server = common::start().await;
+    let admin = server.admin_addr.expect("admin listener");
+    let mut client = common::client(&server).await;
+
+    let declined =
+        r#"calloutcome_outcomes_total{action="stop",category="declined",sip_class="6xx"}"#;
+    let busy =
+        r#"calloutcome_outcomes_total{action="retry_later",category="busy",sip_class="4xx"}"#;
+    let before = metrics(admin).await;
+    assert_eq!(value(&before, declined), 0.0);
+
+    for i in 0..3 {
+        client
+            .report_outcome(common::report(common::outcome(
+                &format!("m-{i}"),
+                1,
+                &format!("+1555010{i:04}"),
+                603,
+            )))
+            .await
+            .expect("report");
+    }
+    client
+        .report_outcome(common::report(common::outcome(
+            "m-busy",
+            1,
+            "+15550109000",
+            486,
+        )))
+        .await
+        .expect("report");
+    // A duplicate and an invalid request.
+    client
+        .report_outcome(common::report(common::outcome(
+            "m-busy",
+            1,
+            "+15550109000",
+            486,
+        )))
+        .await
+        .expect("duplicate");
+    client
+        .report_outcome(common::report(common::outcome(
+            "m-bad",
+            1,
+            "+15550109000",
+            180,
+        )))
+        .await
+        .expect_err("invalid");
+    let _subscription = client
+        .subscribe_outcomes(pb::SubscribeOutcomesRequest::default())
+        .await
+        .expect("subscribe");
+
+    let after = metrics(admin).await;
+    assert_eq!(value(&after, declined), 3.0, "{after:#?}");
+    assert_eq!(value(&after, busy), 1.0);
+    assert_eq!(value(&after, "calloutcome_duplicates_total"), 1.0);
+    assert_eq!(
+        value(
+            &after,
+            r#"calloutcome_invalid_requests_total{rpc_method="ReportOutcome"}"#
+        ),
+        1.0
+    );
+    assert_eq!(
+        value(
+            &after,
+            r#"calloutcome_decisions_total{action="stop",rule="declined"}"#
+        ),
+        3.0
+    );
+    assert_eq!(value(&after, "calloutcome_events_published_total"), 4.0);
+    assert_eq!(value(&after, "calloutcome_active_subscribers"), 1.0);
+    assert_eq!(
+        value(
+            &after,
+            r#"calloutcome_rpc_duration_seconds_count{grpc_code="OK",rpc_method="ReportOutcome"}"#
+        ),
+        5.0
+    );
+    assert_eq!(
+        value(
+            &after,
+            r#"calloutcome_rpc_duration_seconds_count{grpc_code="INVALID_ARGUMENT",rpc_method="ReportOutcome"}"#
+        ),
+        1.0
+    );
+    server.stop().await.expect("stop");
+}
+
+#[tokio::test]
+async fn health_and_readiness_answer_over_http_and_grpc() {
+    let server = common::start().await;
+    let admin = server.admin_addr.expect("admin listener");
+    assert_eq!(get(admin, "/healthz").await.0, 200);
+    let (status, body) = get(admin, "/readyz").await;
+    assert_eq!((status, body.trim()), (200, "ready"));
+    assert_eq!(get(admin, "/nope").await.0, 404);
+
+    // Kubernetes' native gRPC probes use the plaintext admin port.
+    let channel = tonic::transport::Channel::from_shared(format!("http://{admin}"))
+        .expect("url")
+        .connect()
+        .await
+        .expect("connect");
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+    let status = health
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: "calloutcome.v1.CallOutcomeService".into(),
+        })
+        .await
+        .expect("health over the admin port")
+        .into_inner()
+        .status();
+    assert_eq!(
+        status,
+        tonic_health::pb::health_check_response::ServingStatus::Serving
+    );
+    server.stop().await.expect("stop");
+}
