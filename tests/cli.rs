@@ -131,7 +131,11 @@ fn check_config_points_at_the_offending_line() {
 fn the_example_service_config_is_valid() {
     let o = run(&["check-config", "examples/config.toml"]);
     assert!(o.status.success(), "{}", stderr(&o));
-    assert!(stdout(&o).contains("valid service config"), "{}", stdout(&o));
+    assert!(
+        stdout(&o).contains("valid service config"),
+        "{}",
+        stdout(&o)
+    );
 }
 
 #[test]
@@ -229,4 +233,91 @@ async fn report_calls_a_running_server() {
         "{}",
         stderr(&bad)
     );
+}
+
+#[tokio::test]
+async fn subscribe_prints_json_lines_and_resumes_across_a_restart() {
+    use std::io::{BufRead, BufReader};
+    let server = common::start().await;
+    let addr = server.addr;
+    let mut child = bin()
+        .args(["subscribe", "--server", &server.url(), "--max-events", "3"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("subscribe runs");
+    let stdout = child.stdout.take().expect("stdout");
+    let (line_tx, mut lines) = tokio::sync::mpsc::unbounded_channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = line_tx.send(line);
+        }
+    });
+    // Report once the subscription is open (the server's own gauge says so).
+    common::wait_for_subscribers(&server, 1).await;
+    let mut client = common::client(&server).await;
+    client
+        .report_outcome(common::report(common::outcome(
+            "sub-1",
+            1,
+            "+15550104477",
+            603,
+        )))
+        .await
+        .expect("report");
+    let first = tokio::time::timeout(std::time::Duration::from_secs(30), lines.recv())
+        .await
+        .expect("a line within 30 s")
+        .expect("subscriber running");
+    let first: serde_json::Value = serde_json::from_str(&first).expect("json");
+    assert_eq!(first["category"], "declined");
+    assert_eq!(first["tenant"], "default");
+    assert!(
+        first["resume_token"]
+            .as_str()
+            .is_some_and(|t| !t.is_empty())
+    );
+    assert_eq!(first["outcome"]["to"], "+15550104477");
+
+    // Restart the server on the same port: the subscriber reconnects with its last token
+    // and, the in-memory log being a new incarnation, says so.
+    drop(client);
+    server.stop().await.expect("stop");
+    let mut config = call_outcome::config::Config::default();
+    config.listen = addr;
+    config.admin_listen = "127.0.0.1:0".into();
+    let restarted = call_outcome::server::RunningServer::start(config)
+        .await
+        .expect("restart on the same port");
+    common::wait_for_subscribers(&restarted, 1).await;
+    let mut client = common::client(&restarted).await;
+    client
+        .report_outcome(common::report(common::outcome(
+            "after-1",
+            1,
+            "+15550104478",
+            607,
+        )))
+        .await
+        .expect("report");
+    let second = tokio::time::timeout(std::time::Duration::from_secs(30), lines.recv())
+        .await
+        .expect("a line within 30 s")
+        .expect("subscriber running");
+    let second: serde_json::Value = serde_json::from_str(&second).expect("json");
+    assert_eq!(second["category"], "rejected_unwanted");
+    assert_eq!(second["outcome"]["call_id"], "after-1");
+    let output = tokio::task::spawn_blocking(move || child.wait_with_output())
+        .await
+        .expect("join")
+        .expect("exits");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let err = String::from_utf8_lossy(&output.stderr);
+    assert!(err.contains("reconnecting"), "{err}");
+    assert!(err.contains("epoch_changed"), "{err}");
+    restarted.stop().await.expect("stop");
 }

@@ -5,6 +5,7 @@ use call_outcome::config::Config;
 use call_outcome::proto as pb;
 use call_outcome::proto::call_outcome_service_client::CallOutcomeServiceClient;
 use call_outcome::server::RunningServer;
+use std::net::SocketAddr;
 use tonic::transport::Channel;
 
 pub async fn start() -> RunningServer {
@@ -52,4 +53,43 @@ pub fn classify(outcome: pb::CallOutcome) -> pb::ClassifyRequest {
         outcome: Some(outcome),
         tenant: String::new(),
     }
+}
+
+/// A minimal HTTP/1.1 GET: status code and body.
+pub async fn get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    stream
+        .write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .await
+        .expect("write");
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).await.expect("read");
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("status line");
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// Waits until the server's `/metrics` shows `n` open subscriptions (bounded).
+pub async fn wait_for_subscribers(server: &RunningServer, n: u64) {
+    let admin = server.admin_addr.expect("admin listener");
+    let wanted = format!("calloutcome_active_subscribers {n}");
+    for _ in 0..3000 {
+        let (_, body) = get(admin, "/metrics").await;
+        if body.lines().any(|l| l.trim() == wanted) {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    panic!("never saw {wanted}");
 }
