@@ -283,9 +283,11 @@ async fn subscribe_prints_json_lines_and_resumes_across_a_restart() {
     // and, the in-memory log being a new incarnation, says so.
     drop(client);
     server.stop().await.expect("stop");
-    let mut config = call_outcome::config::Config::default();
-    config.listen = addr;
-    config.admin_listen = "127.0.0.1:0".into();
+    let config = call_outcome::config::Config {
+        listen: addr,
+        admin_listen: "127.0.0.1:0".into(),
+        ..Default::default()
+    };
     let restarted = call_outcome::server::RunningServer::start(config)
         .await
         .expect("restart on the same port");
