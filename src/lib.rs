@@ -24,6 +24,7 @@ pub mod classify;
 pub mod cli;
 pub mod config;
 pub mod events;
+pub mod nats;
 pub mod outcome;
 pub mod pipeline;
 pub mod policy;

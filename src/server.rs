@@ -10,13 +10,16 @@
 //! `shutdown_grace` is cut off so the process always exits.
 
 use crate::api::CallOutcomeApi;
-use crate::config::{Config, ConfigError};
+use crate::config::{Backend, Config, ConfigError};
 use crate::events::EventLog;
 use crate::events::memory::MemoryEventLog;
+use crate::events::nats::NatsEventLog;
+use crate::nats::{NatsConnection, NatsError};
 use crate::pipeline::Pipeline;
 use crate::proto::call_outcome_service_server::CallOutcomeServiceServer;
 use crate::store::Store;
 use crate::store::memory::MemoryStore;
+use crate::store::nats::NatsStore;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -46,6 +49,8 @@ pub enum ServerError {
     Transport(#[from] tonic::transport::Error),
     #[error("server task failed: {0}")]
     Task(String),
+    #[error(transparent)]
+    Nats(#[from] NatsError),
 }
 
 /// Builds the pipeline on the embedded backends.
@@ -54,6 +59,49 @@ pub fn pipeline(config: &Config) -> Result<Pipeline, ConfigError> {
     let store: Arc<dyn Store> = Arc::new(MemoryStore::new(config.store.clone()));
     let events: Arc<dyn EventLog> = Arc::new(MemoryEventLog::new(config.events.clone()));
     Ok(Pipeline::new(store, events, policy, config.region()?))
+}
+
+/// The pipeline on the configured backend, and the NATS connection when there is one
+/// (its state drives health). NATS must be reachable at start; after that the client
+/// reconnects by itself.
+pub async fn backends(config: &Config) -> Result<(Pipeline, Option<NatsConnection>), ServerError> {
+    match config.backend {
+        Backend::Memory => Ok((pipeline(config)?, None)),
+        Backend::Nats => {
+            let policy = Arc::new(config.policy()?);
+            let connection = NatsConnection::connect(&config.nats).await?;
+            let store: Arc<dyn Store> =
+                Arc::new(NatsStore::open(connection.clone(), config.store.clone()).await?);
+            let events: Arc<dyn EventLog> = Arc::new(NatsEventLog::open(connection.clone()).await?);
+            tracing::info!(url = %config.nats.url, stream = %config.nats.stream, "backend: nats jetstream");
+            Ok((
+                Pipeline::new(store, events, policy, config.region()?),
+                Some(connection),
+            ))
+        }
+    }
+}
+
+/// Follows the NATS connection: gRPC health is SERVING only while it is up.
+fn follow_nats(
+    health: tonic_health::server::HealthReporter,
+    connection: &NatsConnection,
+) -> JoinHandle<()> {
+    let mut connected = connection.connected();
+    tokio::spawn(async move {
+        loop {
+            let status = if *connected.borrow_and_update() {
+                tonic_health::ServingStatus::Serving
+            } else {
+                tonic_health::ServingStatus::NotServing
+            };
+            health.set_service_status("", status).await;
+            health.set_service_status(SERVICE_NAME, status).await;
+            if connected.changed().await.is_err() {
+                break;
+            }
+        }
+    })
 }
 
 /// Binds the configured address.
@@ -70,7 +118,18 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ServerError> {
-    let pipeline = pipeline(&config)?;
+    let (pipeline, nats) = backends(&config).await?;
+    serve_pipeline(config, listener, pipeline, nats, shutdown).await
+}
+
+/// As [`serve`], on backends already built.
+async fn serve_pipeline(
+    config: Config,
+    listener: TcpListener,
+    pipeline: Pipeline,
+    nats: Option<NatsConnection>,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), ServerError> {
     let local = listener.local_addr().ok();
     let streams = CancellationToken::new();
     let api = CallOutcomeApi::new(
@@ -90,6 +149,7 @@ pub async fn serve(
     health
         .set_serving::<CallOutcomeServiceServer<CallOutcomeApi>>()
         .await;
+    let nats_health = nats.as_ref().map(|c| follow_nats(health.clone(), c));
 
     let (reflection_v1, reflection_v1alpha) = if config.server.reflection {
         let v1 = reflection_builder()
@@ -138,6 +198,10 @@ pub async fn serve(
     }
 
     tracing::info!(grace = ?config.shutdown_grace, "shutting down: draining");
+    // Stop following NATS first, so that a reconnect cannot flip health back on.
+    if let Some(task) = &nats_health {
+        task.abort();
+    }
     health
         .set_service_status("", tonic_health::ServingStatus::NotServing)
         .await;
@@ -208,12 +272,18 @@ impl RunningServer {
             addr: config.listen,
             source,
         })?;
-        // Fail fast on configuration errors instead of inside the task.
-        config.policy()?;
+        // Fail fast on configuration and backend errors instead of inside the task.
+        let (pipeline, nats) = backends(&config).await?;
         let (tx, rx) = oneshot::channel::<()>();
-        let task = tokio::spawn(serve(config, listener, async move {
-            let _ = rx.await;
-        }));
+        let task = tokio::spawn(serve_pipeline(
+            config,
+            listener,
+            pipeline,
+            nats,
+            async move {
+                let _ = rx.await;
+            },
+        ));
         Ok(RunningServer {
             addr,
             shutdown: Some(tx),

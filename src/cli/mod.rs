@@ -4,7 +4,7 @@
 mod output;
 mod subscribe;
 
-use crate::config::{self, Config, ConfigError, LogFormat};
+use crate::config::{self, Backend, Config, ConfigError, LogFormat};
 use crate::outcome::Outcome;
 use crate::pipeline::Pipeline;
 use crate::policy::Policy;
@@ -53,6 +53,12 @@ pub struct ServeArgs {
     /// Log format [default: text].
     #[arg(long, value_enum)]
     pub log_format: Option<LogFormat>,
+    /// Where history, idempotency and events live [default: memory].
+    #[arg(long, value_enum, env = "CALL_OUTCOME_BACKEND")]
+    pub backend: Option<Backend>,
+    /// NATS server URL for `--backend nats`; overrides the config's `nats.url`.
+    #[arg(long, env = "CALL_OUTCOME_NATS_URL")]
+    pub nats_url: Option<String>,
 }
 
 /// What happened on the call: the flags shared by `classify` and `report`.
@@ -171,6 +177,7 @@ impl CliError {
             CliError::Io { .. } => 66,
             CliError::Rpc(_) => 69,
             CliError::Server(crate::server::ServerError::Config(_)) => 78,
+            CliError::Server(crate::server::ServerError::Nats(_)) => 69,
             CliError::Server(_) => 1,
         })
     }
@@ -198,6 +205,14 @@ async fn serve(args: ServeArgs) -> Result<(), CliError> {
     if let Some(format) = args.log_format {
         config.log.format = format;
     }
+    if let Some(backend) = args.backend {
+        config.backend = backend;
+    }
+    if let Some(url) = args.nats_url {
+        config.nats.url = url;
+    }
+    // Flags may have changed what the file said: check again.
+    config.validate()?;
     crate::telemetry::init(config.log.format, &config.log.level);
     // Validate everything before binding, so a bad policy never takes traffic.
     config.policy()?;
