@@ -45,7 +45,7 @@ enum ReportValue {
         since_ms: u64,
     },
     Done {
-        report: StoredReport,
+        report: Box<StoredReport>,
     },
 }
 
@@ -174,7 +174,7 @@ impl Store for NatsStore {
                 }
             };
             let since_ms = match serde_json::from_slice::<ReportValue>(&entry.value) {
-                Ok(ReportValue::Done { report }) => return Ok(Claim::Done(Box::new(report))),
+                Ok(ReportValue::Done { report }) => return Ok(Claim::Done(report)),
                 Ok(ReportValue::Pending { since_ms }) => since_ms,
                 // Unreadable: treat it as an abandoned marker.
                 Err(_) => 0,
@@ -221,7 +221,7 @@ impl Store for NatsStore {
         self.connection.check_store()?;
         let k = Self::report_key(key);
         let value = encode(&ReportValue::Done {
-            report: report.clone(),
+            report: Box::new(report.clone()),
         })?;
         for _ in 0..MAX_CAS_ATTEMPTS {
             let result = match Self::live(&self.reports, &k).await? {
