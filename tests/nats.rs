@@ -376,6 +376,7 @@ async fn a_nats_restart_loses_no_acknowledged_report_and_replicas_recover() {
             let mut last_sequence = 0;
             let mut token: Option<String> = None;
             let mut which = 1;
+            let mut ended = 0_usize;
             let deadline = Instant::now() + Duration::from_secs(120);
             while seen.len() < TOTAL {
                 assert!(
@@ -410,6 +411,7 @@ async fn a_nats_restart_loses_no_acknowledged_report_and_replicas_recover() {
                         },
                         Some(Err(status)) => {
                             assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+                            ended += 1;
                             token = Some(
                                 status
                                     .metadata()
@@ -426,7 +428,7 @@ async fn a_nats_restart_loses_no_acknowledged_report_and_replicas_recover() {
                 }
                 which ^= 1;
             }
-            seen
+            (seen, ended)
         })
     };
 
@@ -468,10 +470,14 @@ async fn a_nats_restart_loses_no_acknowledged_report_and_replicas_recover() {
     wait_health(&b, tonic_health::ServingStatus::Serving).await;
 
     reporter.await.expect("every report acknowledged");
-    let seen = tokio::time::timeout(Duration::from_secs(120), subscriber)
+    let (seen, ended) = tokio::time::timeout(Duration::from_secs(120), subscriber)
         .await
         .expect("subscriber finishes")
         .expect("subscriber ok");
+    assert!(
+        ended >= 1,
+        "the outage ended the open stream with its last token"
+    );
     let expected: HashSet<String> = (0..TOTAL).map(|i| format!("flow-{i}")).collect();
     let unique: HashSet<String> = seen.iter().cloned().collect();
     assert_eq!(
