@@ -332,6 +332,39 @@ async fn concurrent_replicas_never_lose_a_history_update() {
     );
 }
 
+/// Polls `Pipeline::ready` (what the admin readiness check reads) until it is `want`.
+async fn wait_ready(pipeline: &call_outcome::pipeline::Pipeline, want: bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while pipeline.ready().await != want {
+        assert!(
+            Instant::now() < deadline,
+            "readiness did not become {want} within 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipeline_readiness_follows_nats() {
+    let mut nats = NatsServer::start().await;
+    let (pipeline, connection) = call_outcome::server::backends(&nats.config())
+        .await
+        .expect("nats backends");
+    assert!(connection.is_some());
+    assert!(pipeline.ready().await);
+    nats.kill();
+    wait_ready(&pipeline, false).await;
+    nats.restart().await;
+    wait_ready(&pipeline, true).await;
+    // And it works again without being rebuilt.
+    let head = pipeline
+        .events()
+        .head()
+        .await
+        .expect("head after reconnect");
+    assert_eq!(head.sequence, 0);
+}
+
 /// Reports `call_id` until it is acknowledged, across outages (bounded).
 async fn send_until_acknowledged(client: &mut Client, call_id: &str) {
     let deadline = Instant::now() + Duration::from_secs(90);

@@ -16,7 +16,9 @@
 //!   whenever the stream sequence jumps, and what was lost is signalled as a
 //!   [`Delivery::Gap`] exactly as the memory log does. A jump can also cover other
 //!   tenants' events that were evicted after this subscriber had passed them: the gap
-//!   then says more than was lost for this tenant, never less.
+//!   then says more than was lost for this tenant, never less. The check costs one
+//!   stream-info request per jump, that is per delivered event when tenants
+//!   interleave in the stream; a subscriber alone in its stream (or tenant) pays none.
 //! - When the connection to NATS drops, open subscriptions end with
 //!   [`EventError::Unavailable`] (the API ends the stream with its last token) and
 //!   publishing fails at once with the same error.

@@ -200,6 +200,11 @@ impl Store for NatsStore {
     }
 
     async fn abandon(&self, key: &ReportKey) {
+        if !self.connection.is_connected() {
+            // Asking a dead connection would only delay the caller's UNAVAILABLE by a
+            // request timeout; the marker's lease releases the key instead.
+            return;
+        }
         let k = Self::report_key(key);
         // Only a pending marker is released: a completed result must stay. Failure here
         // (NATS down) leaves the marker to its lease.
