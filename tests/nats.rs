@@ -10,8 +10,10 @@ mod nats_server;
 
 use call_outcome::api::subscribe::RESUME_TOKEN_METADATA;
 use call_outcome::classify::Category;
+use call_outcome::events::NewEvent;
 use call_outcome::nats::NatsConnection;
 use call_outcome::outcome::HistoryEntry;
+use call_outcome::outcome::Outcome;
 use call_outcome::proto as pb;
 use call_outcome::proto::call_outcome_service_client::CallOutcomeServiceClient;
 use call_outcome::server::RunningServer;
@@ -330,6 +332,49 @@ async fn concurrent_replicas_never_lose_a_history_update() {
             .entries
             .is_empty()
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retried_publish_of_one_report_is_stored_once() {
+    let nats = NatsServer::start().await;
+    let (pipeline, _connection) = call_outcome::server::backends(&nats.config())
+        .await
+        .expect("nats backends");
+    let outcome = Outcome {
+        call_id: "msg-id".into(),
+        attempt: Some(1),
+        to: TO.into(),
+        sip_code: Some(603),
+        ..Outcome::default()
+    };
+    let classified = pipeline.classify("acme", &outcome).await.expect("classify");
+    let event = NewEvent {
+        event_id: "first".into(),
+        tenant: "acme".into(),
+        destination: classified.destination,
+        outcome,
+        classification: classified.classification,
+        decision: classified.decision,
+        recorded_at: SystemTime::now(),
+    };
+    let events = pipeline.events();
+    let first = events.publish(event.clone()).await.expect("published");
+    // The same report retried (on any replica) gets a new event id: still one event.
+    let retry = NewEvent {
+        event_id: "retry".into(),
+        ..event.clone()
+    };
+    assert_eq!(events.publish(retry).await.expect("deduplicated"), first);
+    assert_eq!(events.head().await.expect("head").sequence, first.sequence);
+    // Another attempt, or the same call id in another tenant, is another report.
+    let mut next = event.clone();
+    next.outcome.attempt = Some(2);
+    assert_eq!(events.publish(next).await.expect("published").sequence, 2);
+    let other = NewEvent {
+        tenant: "acme.eu".into(),
+        ..event
+    };
+    assert_eq!(events.publish(other).await.expect("published").sequence, 3);
 }
 
 /// Polls `Pipeline::ready` (what the admin readiness check reads) until it is `want`.
