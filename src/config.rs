@@ -10,6 +10,7 @@
 use crate::api::subscribe::SubscriptionConfig;
 use crate::api::validate::RequestLimits;
 use crate::events::memory::EventRetention;
+use crate::nats::NatsConfig;
 use crate::policy::{Policy, PolicyError};
 use crate::store::StoreLimits;
 use figment::Figment;
@@ -45,6 +46,21 @@ pub struct Config {
     pub events: EventRetention,
     pub subscriptions: SubscriptionConfig,
     pub log: LogConfig,
+    /// Where history, idempotency and events live: `memory` (one replica, the default)
+    /// or `nats` (JetStream, any number of replicas; see `[nats]`).
+    pub backend: Backend,
+    pub nats: NatsConfig,
+}
+
+/// The store and event log backend.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    /// Embedded, in-process: zero setup, one replica, nothing survives a restart.
+    #[default]
+    Memory,
+    /// NATS JetStream: shared by every replica, survives restarts.
+    Nats,
 }
 
 impl Default for Config {
@@ -62,6 +78,8 @@ impl Default for Config {
             events: EventRetention::default(),
             subscriptions: SubscriptionConfig::default(),
             log: LogConfig::default(),
+            backend: Backend::default(),
+            nats: NatsConfig::default(),
         }
     }
 }
@@ -163,7 +181,7 @@ impl Config {
             Env::prefixed("CALL_OUTCOME_")
                 .split("__")
                 // The CLI's own variables share the prefix but are not service settings.
-                .ignore(&["config", "token", "server_url"]),
+                .ignore(&["config", "token", "server_url", "nats_url"]),
         );
         let mut config: Config = figment
             .extract()
@@ -205,6 +223,9 @@ impl Config {
             return Err(ConfigError::Invalid(
                 "server.max_message_bytes: must be at least 1024".into(),
             ));
+        }
+        if self.backend == Backend::Nats {
+            self.nats.validate().map_err(ConfigError::Invalid)?;
         }
         Ok(())
     }
@@ -301,6 +322,8 @@ pub fn looks_like_service_config(text: &str) -> bool {
         "events",
         "subscriptions",
         "log",
+        "backend",
+        "nats",
     ];
     toml::from_str::<toml::Table>(text)
         .map(|t| t.keys().any(|k| KEYS.contains(&k.as_str())))
@@ -379,6 +402,33 @@ mod tests {
                 err.to_string().to_lowercase().contains("history_window"),
                 "{err}"
             );
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn the_nats_backend_is_chosen_by_file_or_environment() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "svc.toml",
+                "backend = \"nats\"\n[nats]\nurl = \"nats://10.0.0.1:4222\"\nmax_age = \"2h\"\n",
+            )?;
+            let config = Config::load(Some(Path::new("svc.toml"))).map_err(|e| e.to_string())?;
+            assert_eq!(config.backend, Backend::Nats);
+            assert_eq!(config.nats.url, "nats://10.0.0.1:4222");
+            assert_eq!(config.nats.max_age, Duration::from_secs(7200));
+            jail.set_env("CALL_OUTCOME_NATS__URL", "nats://10.0.0.2:4222");
+            // The CLI's own flag variable is not a config key (and is not rejected).
+            jail.set_env("CALL_OUTCOME_NATS_URL", "nats://ignored:1");
+            let config = Config::load(Some(Path::new("svc.toml"))).map_err(|e| e.to_string())?;
+            assert_eq!(config.nats.url, "nats://10.0.0.2:4222");
+            jail.set_env("CALL_OUTCOME_BACKEND", "memory");
+            let config = Config::load(Some(Path::new("svc.toml"))).map_err(|e| e.to_string())?;
+            assert_eq!(config.backend, Backend::Memory);
+            jail.set_env("CALL_OUTCOME_BACKEND", "nats");
+            jail.set_env("CALL_OUTCOME_NATS__STREAM", "bad.name");
+            let err = Config::load(Some(Path::new("svc.toml"))).expect_err("bad stream name");
+            assert!(err.to_string().contains("nats.stream"), "{err}");
             Ok(())
         });
     }

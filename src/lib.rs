@@ -14,6 +14,8 @@
 //! - [`outcome`]: the domain form of a report and of a destination's history.
 //! - [`store`]: history and idempotency behind a trait (embedded memory backend).
 //! - [`events`]: the outcome event log behind a trait (embedded ring).
+//! - [`nats`]: the NATS JetStream connection behind the multi-replica store and event
+//!   backends (`--backend nats`).
 //! - [`pipeline`]: the order of the steps above and their failure handling.
 //! - [`api`]: tonic service implementations (validation, conversion, error mapping).
 //! - [`server`]: wiring — health, reflection, limits, graceful shutdown.
@@ -24,6 +26,7 @@ pub mod classify;
 pub mod cli;
 pub mod config;
 pub mod events;
+pub mod nats;
 pub mod outcome;
 pub mod pipeline;
 pub mod policy;

@@ -11,13 +11,16 @@
 
 use crate::api::subscribe::SubscriptionPermits;
 use crate::api::{ApiSettings, CallOutcomeApi};
-use crate::config::{Config, ConfigError};
+use crate::config::{Backend, Config, ConfigError};
 use crate::events::EventLog;
 use crate::events::memory::MemoryEventLog;
+use crate::events::nats::NatsEventLog;
+use crate::nats::{NatsConnection, NatsError};
 use crate::pipeline::Pipeline;
 use crate::proto::call_outcome_service_server::CallOutcomeServiceServer;
 use crate::store::Store;
 use crate::store::memory::MemoryStore;
+use crate::store::nats::NatsStore;
 use crate::telemetry::{Metrics, OtlpSettings, TelemetryError};
 use std::future::Future;
 use std::net::SocketAddr;
@@ -51,6 +54,8 @@ pub enum ServerError {
     Task(String),
     #[error(transparent)]
     Telemetry(#[from] TelemetryError),
+    #[error(transparent)]
+    Nats(#[from] NatsError),
 }
 
 /// Builds the pipeline on the embedded backends.
@@ -59,6 +64,49 @@ pub fn pipeline(config: &Config) -> Result<Pipeline, ConfigError> {
     let store: Arc<dyn Store> = Arc::new(MemoryStore::new(config.store.clone()));
     let events: Arc<dyn EventLog> = Arc::new(MemoryEventLog::new(config.events.clone()));
     Ok(Pipeline::new(store, events, policy, config.region()?))
+}
+
+/// The pipeline on the configured backend, and the NATS connection when there is one
+/// (its state drives health). NATS must be reachable at start; after that the client
+/// reconnects by itself.
+pub async fn backends(config: &Config) -> Result<(Pipeline, Option<NatsConnection>), ServerError> {
+    match config.backend {
+        Backend::Memory => Ok((pipeline(config)?, None)),
+        Backend::Nats => {
+            let policy = Arc::new(config.policy()?);
+            let connection = NatsConnection::connect(&config.nats).await?;
+            let store: Arc<dyn Store> =
+                Arc::new(NatsStore::open(connection.clone(), config.store.clone()).await?);
+            let events: Arc<dyn EventLog> = Arc::new(NatsEventLog::open(connection.clone()).await?);
+            tracing::info!(url = %config.nats.url, stream = %config.nats.stream, "backend: nats jetstream");
+            Ok((
+                Pipeline::new(store, events, policy, config.region()?),
+                Some(connection),
+            ))
+        }
+    }
+}
+
+/// Follows the NATS connection: gRPC health is SERVING only while it is up.
+fn follow_nats(
+    health: tonic_health::server::HealthReporter,
+    connection: &NatsConnection,
+) -> JoinHandle<()> {
+    let mut connected = connection.connected();
+    tokio::spawn(async move {
+        loop {
+            let status = if *connected.borrow_and_update() {
+                tonic_health::ServingStatus::Serving
+            } else {
+                tonic_health::ServingStatus::NotServing
+            };
+            health.set_service_status("", status).await;
+            health.set_service_status(SERVICE_NAME, status).await;
+            if connected.changed().await.is_err() {
+                break;
+            }
+        }
+    })
 }
 
 /// Binds the configured address.
@@ -79,17 +127,19 @@ pub async fn serve(
         Some(addr) => Some(bind(addr).await?),
         None => None,
     };
-    serve_with_admin(config, listener, admin, shutdown).await
+    let (pipeline, nats) = backends(&config).await?;
+    serve_pipeline(config, listener, admin, pipeline, nats, shutdown).await
 }
 
-/// [`serve`] with the admin listener already bound (or none).
-pub async fn serve_with_admin(
+/// As [`serve`], with the admin listener already bound (or none) and the backends built.
+async fn serve_pipeline(
     config: Config,
     listener: TcpListener,
     admin: Option<TcpListener>,
+    pipeline: Pipeline,
+    nats: Option<NatsConnection>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ServerError> {
-    let pipeline = pipeline(&config)?;
     let local = listener.local_addr().ok();
     let streams = CancellationToken::new();
     let permits = Arc::new(SubscriptionPermits::new(
@@ -125,6 +175,7 @@ pub async fn serve_with_admin(
     health
         .set_serving::<CallOutcomeServiceServer<CallOutcomeApi>>()
         .await;
+    let nats_health = nats.as_ref().map(|c| follow_nats(health.clone(), c));
 
     let (reflection_v1, reflection_v1alpha) = if config.server.reflection {
         let v1 = reflection_builder()
@@ -217,6 +268,10 @@ pub async fn serve_with_admin(
         Some(result) => result,
         None => {
             tracing::info!(grace = ?config.shutdown_grace, "shutting down: draining");
+            // Stop following NATS first, so that a reconnect cannot flip health back on.
+            if let Some(task) = &nats_health {
+                task.abort();
+            }
             health
                 .set_service_status("", tonic_health::ServingStatus::NotServing)
                 .await;
@@ -236,6 +291,9 @@ pub async fn serve_with_admin(
             }
         }
     };
+    if let Some(task) = &nats_health {
+        task.abort();
+    }
     admin_stop.cancel();
     if let Some(task) = admin_task {
         // Bounded: a scraper holding a connection open must not hold the process.
@@ -372,12 +430,19 @@ impl RunningServer {
             None => None,
         };
         let admin_addr = admin.as_ref().and_then(|l| l.local_addr().ok());
-        // Fail fast on configuration errors instead of inside the task.
-        config.policy()?;
+        // Fail fast on configuration and backend errors instead of inside the task.
+        let (pipeline, nats) = backends(&config).await?;
         let (tx, rx) = oneshot::channel::<()>();
-        let task = tokio::spawn(serve_with_admin(config, listener, admin, async move {
-            let _ = rx.await;
-        }));
+        let task = tokio::spawn(serve_pipeline(
+            config,
+            listener,
+            admin,
+            pipeline,
+            nats,
+            async move {
+                let _ = rx.await;
+            },
+        ));
         Ok(RunningServer {
             addr,
             admin_addr,

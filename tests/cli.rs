@@ -241,7 +241,7 @@ async fn subscribe_prints_json_lines_and_resumes_across_a_restart() {
     let server = common::start().await;
     let addr = server.addr;
     let mut child = bin()
-        .args(["subscribe", "--server", &server.url(), "--max-events", "3"])
+        .args(["subscribe", "--server", &server.url(), "--max-events", "2"])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -309,10 +309,22 @@ async fn subscribe_prints_json_lines_and_resumes_across_a_restart() {
     let second: serde_json::Value = serde_json::from_str(&second).expect("json");
     assert_eq!(second["category"], "rejected_unwanted");
     assert_eq!(second["outcome"]["call_id"], "after-1");
-    let output = tokio::task::spawn_blocking(move || child.wait_with_output())
-        .await
-        .expect("join")
-        .expect("exits");
+    // Bounded: a subscriber that does not exit after its second event is a failure,
+    // not a hang.
+    let pid = child.id();
+    let output = tokio::time::timeout(
+        std::time::Duration::from_secs(30),
+        tokio::task::spawn_blocking(move || child.wait_with_output()),
+    )
+    .await
+    .unwrap_or_else(|_| {
+        let _ = std::process::Command::new("kill")
+            .arg(pid.to_string())
+            .status();
+        panic!("the subscriber did not exit after --max-events 2");
+    })
+    .expect("join")
+    .expect("exits");
     assert!(
         output.status.success(),
         "{}",

@@ -4,7 +4,7 @@
 mod output;
 mod subscribe;
 
-use crate::config::{self, Config, ConfigError, LogFormat};
+use crate::config::{self, Backend, Config, ConfigError, LogFormat};
 use crate::outcome::Outcome;
 use crate::pipeline::Pipeline;
 use crate::policy::Policy;
@@ -57,6 +57,12 @@ pub struct ServeArgs {
     /// [default: 127.0.0.1:9090; "" disables it].
     #[arg(long, env = "CALL_OUTCOME_ADMIN_LISTEN")]
     pub admin_listen: Option<String>,
+    /// Where history, idempotency and events live [default: memory].
+    #[arg(long, value_enum, env = "CALL_OUTCOME_BACKEND")]
+    pub backend: Option<Backend>,
+    /// NATS server URL for `--backend nats`; overrides the config's `nats.url`.
+    #[arg(long, env = "CALL_OUTCOME_NATS_URL")]
+    pub nats_url: Option<String>,
 }
 
 /// What happened on the call: the flags shared by `classify` and `report`.
@@ -175,6 +181,7 @@ impl CliError {
             CliError::Io { .. } => 66,
             CliError::Rpc(_) => 69,
             CliError::Server(crate::server::ServerError::Config(_)) => 78,
+            CliError::Server(crate::server::ServerError::Nats(_)) => 69,
             CliError::Server(_) => 1,
         })
     }
@@ -204,8 +211,15 @@ async fn serve(args: ServeArgs) -> Result<(), CliError> {
     }
     if let Some(admin) = args.admin_listen {
         config.admin_listen = admin;
-        config.validate()?;
     }
+    if let Some(backend) = args.backend {
+        config.backend = backend;
+    }
+    if let Some(url) = args.nats_url {
+        config.nats.url = url;
+    }
+    // Flags may have changed what the file said: check again.
+    config.validate()?;
     // Held until the server stops: flushes pending spans on the way out.
     let mut telemetry = crate::telemetry::init(
         config.log.format,

@@ -22,6 +22,7 @@
 //!   idle subscriber resumes cheaply.
 
 pub mod memory;
+pub mod nats;
 
 use crate::classify::{Category, Classification};
 use crate::outcome::Outcome;

@@ -17,6 +17,7 @@
 
 pub mod destination;
 pub mod memory;
+pub mod nats;
 
 use crate::classify::Classification;
 use crate::outcome::{HistoryEntry, HistorySnapshot};

@@ -1,0 +1,311 @@
+//! The [`EventLog`] on a JetStream stream: one log shared by every replica.
+//!
+//! Owns the event subjects, the message format (JSON of [`NewEvent`]) and the mapping of
+//! the stream onto the log contract of [`super`]. Sequences are the stream's sequences
+//! and the epoch is the stream's creation time, so a resume token means the same on
+//! every replica and survives restarts of every replica; it changes only when the
+//! stream is recreated. This module holds no copy of the log and caches nothing about
+//! the stream: every subscription asks the server afresh.
+//!
+//! - Publishing waits for JetStream's acknowledgement (bounded by
+//!   `nats.request_timeout`) and carries `Nats-Msg-Id = <tenant>.<attempt>.<call id>`,
+//!   so a report retried on any replica within `nats.duplicate_window` lands once.
+//! - A subscription is an ordered consumer filtered on its tenant's subjects, starting
+//!   right after its position. JetStream silently moves a start below the stream's
+//!   first sequence up to it, so the first sequence is compared here, at the start and
+//!   whenever the stream sequence jumps, and what was lost is signalled as a
+//!   [`Delivery::Gap`] exactly as the memory log does. A jump can also cover other
+//!   tenants' events that were evicted after this subscriber had passed them: the gap
+//!   then says more than was lost for this tenant, never less. The check costs one
+//!   stream-info request per jump, that is per delivered event when tenants
+//!   interleave in the stream; a subscriber alone in its stream (or tenant) pays none.
+//! - When the connection to NATS drops, open subscriptions end with
+//!   [`EventError::Unavailable`] (the API ends the stream with its last token) and
+//!   publishing fails at once with the same error.
+
+use super::{
+    Delivery, EventCounters, EventError, EventLog, GapReason, NewEvent, Position, Published,
+    RecordedEvent, Start, Subscription, SubscriptionRequest,
+};
+use crate::nats::{NatsConnection, NatsError, key_token, tenant_token};
+use async_nats::jetstream;
+use async_nats::jetstream::consumer::DeliverPolicy;
+use async_nats::jetstream::consumer::pull::OrderedConfig;
+use async_nats::jetstream::message::PublishMessage;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::time::MissedTickBehavior;
+use tokio_stream::StreamExt;
+
+/// The event log on a JetStream stream; cheap to clone.
+#[derive(Clone)]
+pub struct NatsEventLog {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    connection: NatsConnection,
+    counters: EventCounters,
+}
+
+impl std::fmt::Debug for NatsEventLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NatsEventLog")
+            .field("stream", &self.inner.connection.config.stream)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What the log needs to know of the stream right now.
+#[derive(Debug, Clone, Copy)]
+struct StreamState {
+    epoch: u64,
+    /// Oldest retained sequence (`last + 1` when nothing is retained).
+    first: u64,
+    last: u64,
+}
+
+fn unavailable(e: impl std::fmt::Display) -> EventError {
+    EventError::Unavailable(format!("nats: {e}"))
+}
+
+async fn stream_state(
+    jetstream: &jetstream::Context,
+    name: &str,
+) -> Result<StreamState, EventError> {
+    let stream = jetstream.get_stream(name).await.map_err(unavailable)?;
+    let info = stream.cached_info();
+    // The creation time is the same on every replica and changes only when the stream
+    // is recreated. Nanoseconds since 1970 fit in u64 until 2554.
+    let epoch = u64::try_from(info.created.unix_timestamp_nanos()).unwrap_or(1);
+    let last = info.state.last_sequence;
+    // An empty stream reports first 0 (never written) or last + 1 (all evicted).
+    let first = info.state.first_sequence.max(1).min(last + 1);
+    Ok(StreamState { epoch, first, last })
+}
+
+impl NatsEventLog {
+    /// Creates (or updates the limits of) the stream.
+    pub async fn open(connection: NatsConnection) -> Result<Self, NatsError> {
+        connection.ensure_stream().await?;
+        Ok(NatsEventLog {
+            inner: Arc::new(Inner {
+                connection,
+                counters: EventCounters::default(),
+            }),
+        })
+    }
+
+    /// The `Nats-Msg-Id` of a report: the report key, so retries deduplicate.
+    fn message_id(event: &NewEvent) -> String {
+        format!(
+            "{}.{}.{}",
+            tenant_token(&event.tenant),
+            event.outcome.attempt.unwrap_or(0),
+            key_token(&event.outcome.call_id)
+        )
+    }
+}
+
+#[async_trait::async_trait]
+impl EventLog for NatsEventLog {
+    async fn publish(&self, event: NewEvent) -> Result<Published, EventError> {
+        let connection = &self.inner.connection;
+        connection.check_events()?;
+        let config = &connection.config;
+        let subject = config.event_subject(&event.tenant, event.classification.category.as_str());
+        let id = Self::message_id(&event);
+        let payload = serde_json::to_vec(&event)
+            .map_err(|e| EventError::Backend(format!("cannot encode the event: {e}")))?;
+        let message = PublishMessage::build()
+            .payload(payload.into())
+            .message_id(id);
+        // The ack is the point of the whole call: no ack, no acknowledgement to the caller.
+        let ack = tokio::time::timeout(config.request_timeout, async {
+            connection
+                .jetstream
+                .send_publish(subject, message)
+                .await
+                .map_err(unavailable)?
+                .await
+                .map_err(unavailable)
+        })
+        .await
+        .map_err(|_| unavailable("no publish acknowledgement in time"))??;
+        if !ack.duplicate {
+            EventCounters::add(&self.inner.counters.published, 1);
+        }
+        Ok(Published {
+            sequence: ack.sequence,
+        })
+    }
+
+    async fn subscribe(&self, request: SubscriptionRequest) -> Result<Subscription, EventError> {
+        let inner = Arc::clone(&self.inner);
+        let connection = &inner.connection;
+        connection.check_events()?;
+        let config = connection.config.clone();
+        let state = stream_state(&connection.jetstream, &config.stream).await?;
+        let epoch = state.epoch;
+        // `position` is the last sequence seen; a pending gap is signalled first.
+        let (mut position, pending_gap) = match request.start {
+            Start::New => (state.last, None),
+            Start::Oldest => (state.first - 1, None),
+            Start::After(p) if p.epoch != epoch => (
+                state.first - 1,
+                Some((p.sequence.saturating_add(1), 0, GapReason::EpochChanged)),
+            ),
+            Start::After(p) if p.sequence > state.last => {
+                return Err(EventError::TokenFromTheFuture {
+                    sequence: p.sequence,
+                    last: state.last,
+                });
+            }
+            // JetStream would clamp this start silently: say what was evicted instead.
+            Start::After(p) if p.sequence + 1 < state.first => (
+                state.first - 1,
+                Some((p.sequence + 1, state.first - 1, GapReason::Evicted)),
+            ),
+            Start::After(p) => (p.sequence, None),
+        };
+        let stream = connection
+            .jetstream
+            .get_stream(&config.stream)
+            .await
+            .map_err(unavailable)?;
+        let consumer = stream
+            .create_consumer(OrderedConfig {
+                filter_subject: config.tenant_filter(&request.tenant),
+                deliver_policy: DeliverPolicy::ByStartSequence {
+                    start_sequence: position + 1,
+                },
+                ..Default::default()
+            })
+            .await
+            .map_err(unavailable)?;
+        let mut messages = consumer.messages().await.map_err(unavailable)?;
+        let mut connected = connection.connected();
+        let jetstream = connection.jetstream.clone();
+        let heartbeat_every = request.heartbeat.max(Duration::from_millis(10));
+        let out = async_stream::stream! {
+            let counters = &inner.counters;
+            if let Some((from, to, reason)) = pending_gap {
+                let (from, to): (u64, u64) = (from, to);
+                EventCounters::add(&counters.gaps, 1);
+                EventCounters::add(&counters.skipped, (to + 1).saturating_sub(from));
+                yield Ok(Delivery::Gap {
+                    first: from,
+                    last: to,
+                    reason,
+                    position: Position { epoch, sequence: position },
+                });
+            }
+            let mut heartbeat = tokio::time::interval_at(
+                tokio::time::Instant::now() + heartbeat_every,
+                heartbeat_every,
+            );
+            heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    biased;
+                    // The connection dropped: end with the last position (the API puts
+                    // it in the final status) rather than hang until NATS returns.
+                    () = async { let _ = connected.wait_for(|up| !*up).await; } => {
+                        yield Err(EventError::Unavailable("connection to NATS lost".into()));
+                        break;
+                    }
+                    item = messages.next() => {
+                        let message = match item {
+                            Some(Ok(message)) => message,
+                            Some(Err(e)) => {
+                                yield Err(unavailable(e));
+                                break;
+                            }
+                            None => break,
+                        };
+                        let sequence = match message.info() {
+                            Ok(info) => info.stream_sequence,
+                            Err(e) => {
+                                yield Err(EventError::Backend(format!("nats: message without metadata: {e}")));
+                                break;
+                            }
+                        };
+                        if sequence <= position {
+                            // Already seen (a consumer recreated after a hiccup may
+                            // repeat): at most once per subscription.
+                            continue;
+                        }
+                        if sequence > position + 1 {
+                            // Other tenants' events, or evicted ones: ask the stream.
+                            match stream_state(&jetstream, &config.stream).await {
+                                Ok(now) if now.epoch != epoch => {
+                                    yield Err(EventError::Unavailable("the event stream was recreated".into()));
+                                    break;
+                                }
+                                Ok(now) if now.first > position + 1 => {
+                                    let to = now.first.min(sequence) - 1;
+                                    EventCounters::add(&counters.gaps, 1);
+                                    EventCounters::add(&counters.skipped, to - position);
+                                    yield Ok(Delivery::Gap {
+                                        first: position + 1,
+                                        last: to,
+                                        reason: GapReason::Evicted,
+                                        position: Position { epoch, sequence: to },
+                                    });
+                                }
+                                Ok(_) => {}
+                                Err(e) => {
+                                    yield Err(e);
+                                    break;
+                                }
+                            }
+                        }
+                        position = sequence;
+                        let event: NewEvent = match serde_json::from_slice(&message.payload) {
+                            Ok(event) => event,
+                            Err(e) => {
+                                // Not written by this service (someone published on our
+                                // subjects): passed over, like an event the filter rejects.
+                                tracing::warn!(sequence, error = %e, "nats: undecodable event passed over");
+                                continue;
+                            }
+                        };
+                        if event.tenant == request.tenant && request.filter.matches(&event) {
+                            EventCounters::add(&counters.delivered, 1);
+                            heartbeat.reset();
+                            yield Ok(Delivery::Event {
+                                event: Arc::new(RecordedEvent { sequence, event }),
+                                position: Position { epoch, sequence },
+                            });
+                        }
+                    }
+                    _ = heartbeat.tick() => {
+                        EventCounters::add(&counters.heartbeats, 1);
+                        yield Ok(Delivery::Heartbeat {
+                            position: Position { epoch, sequence: position },
+                        });
+                    }
+                }
+            }
+        };
+        Ok(Box::pin(out))
+    }
+
+    async fn head(&self) -> Result<Position, EventError> {
+        let connection = &self.inner.connection;
+        connection.check_events()?;
+        let state = stream_state(&connection.jetstream, &connection.config.stream).await?;
+        Ok(Position {
+            epoch: state.epoch,
+            sequence: state.last,
+        })
+    }
+
+    fn counters(&self) -> &EventCounters {
+        &self.inner.counters
+    }
+
+    async fn ready(&self) -> bool {
+        self.inner.connection.is_connected()
+    }
+}

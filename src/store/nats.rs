@@ -1,0 +1,341 @@
+//! The [`Store`] on JetStream KV: histories and report keys shared by every replica.
+//!
+//! Owns the two buckets' key and value formats and the compare-and-set loops on them.
+//! It holds no state of its own beyond the bucket handles, so a replica can be
+//! restarted, or NATS restarted under it, without anything going stale here.
+//!
+//! - Report keys (bucket `nats.reports_bucket`, TTL `store.idempotency_ttl`), key
+//!   `<tenant token>.<attempt>.<call id, base64url>`. [`Store::claim`] creates a
+//!   `pending` marker (KV `create`: only one replica wins); [`Store::complete`] replaces
+//!   it with the result by revision (first result wins); [`Store::abandon`] deletes the
+//!   marker by revision. A replica that finds a marker watches the key until the result
+//!   arrives, bounded by `store.in_flight_wait`; a marker older than its lease
+//!   (`3 × in_flight_wait`, at least one second: the memory store's rule) belonged to a
+//!   replica that died mid-report and is taken over by revision.
+//! - Histories (bucket `nats.history_bucket`, TTL `store.history_window`), key
+//!   `<tenant token>.<destination, base64url>`, value the JSON list of entries. Every
+//!   update is read-modify-write with `update(key, value, revision)` and a retry on
+//!   conflict, so concurrent replicas never lose an entry. The bucket TTL drops a
+//!   destination idle for a whole window; `max_entries_per_destination` and the window
+//!   bound each value. `max_destinations` and `max_report_keys` do not apply: the
+//!   buckets are bounded by age, on disk.
+
+use super::{Claim, ReportKey, Store, StoreError, StoreLimits, StoredReport};
+use crate::nats::{NatsConnection, NatsError, key_token, tenant_token};
+use crate::outcome::{HistoryEntry, HistorySnapshot};
+use async_nats::jetstream::kv;
+use serde::{Deserialize, Serialize};
+use std::time::{Duration, SystemTime};
+use tokio::time::Instant;
+use tokio_stream::StreamExt;
+
+/// A marker lives this many times `in_flight_wait`, and at least [`MIN_LEASE`].
+const LEASE_FACTOR: u32 = 3;
+const MIN_LEASE: Duration = Duration::from_secs(1);
+/// Compare-and-set attempts before a write gives up (each failure means another
+/// replica wrote the same key in between, so this is only reached under a storm).
+const MAX_CAS_ATTEMPTS: usize = 64;
+
+/// The value under a report key.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+enum ReportValue {
+    /// Claimed by a replica at `since` (milliseconds since the Unix epoch).
+    Pending {
+        since_ms: u64,
+    },
+    Done {
+        report: Box<StoredReport>,
+    },
+}
+
+/// Store on JetStream KV; cheap to clone.
+#[derive(Clone)]
+pub struct NatsStore {
+    connection: NatsConnection,
+    reports: kv::Store,
+    history: kv::Store,
+    limits: StoreLimits,
+    lease: Duration,
+}
+
+impl std::fmt::Debug for NatsStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NatsStore")
+            .field("limits", &self.limits)
+            .finish_non_exhaustive()
+    }
+}
+
+impl NatsStore {
+    /// Creates (or updates the TTL of) both buckets.
+    pub async fn open(connection: NatsConnection, limits: StoreLimits) -> Result<Self, NatsError> {
+        let config = &connection.config;
+        let reports = connection
+            .ensure_bucket(&config.reports_bucket, limits.idempotency_ttl)
+            .await?;
+        let history = connection
+            .ensure_bucket(&config.history_bucket, limits.history_window)
+            .await?;
+        let lease = limits
+            .in_flight_wait
+            .saturating_mul(LEASE_FACTOR)
+            .max(MIN_LEASE);
+        Ok(NatsStore {
+            connection,
+            reports,
+            history,
+            limits,
+            lease,
+        })
+    }
+
+    fn report_key(key: &ReportKey) -> String {
+        format!(
+            "{}.{}.{}",
+            tenant_token(&key.tenant),
+            key.attempt,
+            key_token(&key.call_id)
+        )
+    }
+
+    fn history_key(tenant: &str, destination: &str) -> String {
+        format!("{}.{}", tenant_token(tenant), key_token(destination))
+    }
+
+    /// The live entry of a key (a deleted or purged key reads as absent).
+    async fn live(store: &kv::Store, key: &str) -> Result<Option<kv::Entry>, StoreError> {
+        let entry = store.entry(key).await.map_err(unavailable)?;
+        Ok(entry.filter(|e| e.operation == kv::Operation::Put))
+    }
+
+    /// Waits until the marker at `revision` changes, `until` passes, or the key watch
+    /// fails (then the caller reads again).
+    async fn wait_for_change(&self, key: &str, revision: u64, until: Instant) {
+        let Ok(mut watch) = self.reports.watch(key).await else {
+            return;
+        };
+        let _ = tokio::time::timeout_at(until, async {
+            while let Some(item) = watch.next().await {
+                match item {
+                    Ok(entry) if entry.revision == revision => {}
+                    _ => return,
+                }
+            }
+        })
+        .await;
+    }
+
+    fn entries_of(entry: Option<&kv::Entry>) -> Vec<HistoryEntry> {
+        // A value this replica cannot read (written by a newer version, or damaged) is
+        // started afresh rather than failing every report to that destination.
+        entry
+            .and_then(|e| serde_json::from_slice(&e.value).ok())
+            .unwrap_or_default()
+    }
+
+    fn cutoff(&self) -> SystemTime {
+        SystemTime::now()
+            .checked_sub(self.limits.history_window)
+            .unwrap_or(SystemTime::UNIX_EPOCH)
+    }
+}
+
+fn unavailable(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Unavailable(format!("nats kv: {e}"))
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+fn encode<T: Serialize>(value: &T) -> Result<bytes::Bytes, StoreError> {
+    serde_json::to_vec(value)
+        .map(bytes::Bytes::from)
+        .map_err(|e| StoreError::Backend(format!("cannot encode a KV value: {e}")))
+}
+
+#[async_trait::async_trait]
+impl Store for NatsStore {
+    async fn claim(&self, key: &ReportKey) -> Result<Claim, StoreError> {
+        self.connection.check_store()?;
+        let k = Self::report_key(key);
+        let deadline = Instant::now() + self.limits.in_flight_wait;
+        let pending = || encode(&ReportValue::Pending { since_ms: now_ms() });
+        loop {
+            let Some(entry) = Self::live(&self.reports, &k).await? else {
+                match self.reports.create(&k, pending()?).await {
+                    Ok(_) => return Ok(Claim::New),
+                    // Another replica claimed it in between: read again.
+                    Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => continue,
+                    Err(e) => return Err(unavailable(e)),
+                }
+            };
+            let since_ms = match serde_json::from_slice::<ReportValue>(&entry.value) {
+                Ok(ReportValue::Done { report }) => return Ok(Claim::Done(report)),
+                Ok(ReportValue::Pending { since_ms }) => since_ms,
+                // Unreadable: treat it as an abandoned marker.
+                Err(_) => 0,
+            };
+            let age = Duration::from_millis(now_ms().saturating_sub(since_ms));
+            if age >= self.lease {
+                // The claimer died mid-report: take the key over, unless someone else
+                // did first (then the next turn reads what they wrote).
+                match self.reports.update(&k, pending()?, entry.revision).await {
+                    Ok(_) => return Ok(Claim::New),
+                    Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => continue,
+                    Err(e) => return Err(unavailable(e)),
+                }
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(StoreError::InProgress);
+            }
+            let lease_end = now + (self.lease - age);
+            self.wait_for_change(&k, entry.revision, deadline.min(lease_end))
+                .await;
+        }
+    }
+
+    async fn abandon(&self, key: &ReportKey) {
+        if !self.connection.is_connected() {
+            // Asking a dead connection would only delay the caller's UNAVAILABLE by a
+            // request timeout; the marker's lease releases the key instead.
+            return;
+        }
+        let k = Self::report_key(key);
+        // Only a pending marker is released: a completed result must stay. Failure here
+        // (NATS down) leaves the marker to its lease.
+        if let Ok(Some(entry)) = Self::live(&self.reports, &k).await
+            && matches!(
+                serde_json::from_slice::<ReportValue>(&entry.value),
+                Ok(ReportValue::Pending { .. })
+            )
+            && let Err(e) = self
+                .reports
+                .delete_expect_revision(&k, Some(entry.revision))
+                .await
+        {
+            tracing::debug!(error = %e, "nats kv: claim not released; its lease will expire");
+        }
+    }
+
+    async fn complete(&self, key: &ReportKey, report: &StoredReport) -> Result<(), StoreError> {
+        self.connection.check_store()?;
+        let k = Self::report_key(key);
+        let value = encode(&ReportValue::Done {
+            report: Box::new(report.clone()),
+        })?;
+        for _ in 0..MAX_CAS_ATTEMPTS {
+            let result = match Self::live(&self.reports, &k).await? {
+                Some(entry) => {
+                    if let Ok(ReportValue::Done { .. }) = serde_json::from_slice(&entry.value) {
+                        // The first result wins.
+                        return Ok(());
+                    }
+                    self.reports
+                        .update(&k, value.clone(), entry.revision)
+                        .await
+                        .map_err(|e| e.kind() == kv::UpdateErrorKind::WrongLastRevision)
+                }
+                None => self
+                    .reports
+                    .create(&k, value.clone())
+                    .await
+                    .map_err(|e| e.kind() == kv::CreateErrorKind::AlreadyExists),
+            };
+            match result {
+                Ok(_) => return Ok(()),
+                Err(true) => continue,
+                Err(false) => {
+                    return Err(StoreError::Unavailable(
+                        "nats kv: cannot store the report result".into(),
+                    ));
+                }
+            }
+        }
+        Err(StoreError::Backend(
+            "nats kv: too many concurrent writes to one report key".into(),
+        ))
+    }
+
+    async fn record(
+        &self,
+        tenant: &str,
+        destination: &str,
+        entry: HistoryEntry,
+    ) -> Result<HistorySnapshot, StoreError> {
+        self.connection.check_store()?;
+        let k = Self::history_key(tenant, destination);
+        let max_entries = self.limits.max_entries_per_destination;
+        for _ in 0..MAX_CAS_ATTEMPTS {
+            let current = Self::live(&self.history, &k).await?;
+            let cutoff = self.cutoff();
+            let mut entries = Self::entries_of(current.as_ref());
+            // A retried report replaces its own entry rather than counting twice.
+            entries.retain(|e| {
+                e.at >= cutoff && !(e.attempt == entry.attempt && e.call_id == entry.call_id)
+            });
+            if entry.at >= cutoff {
+                let at = entries.partition_point(|e| e.at <= entry.at);
+                entries.insert(at, entry.clone());
+            }
+            let excess = entries.len().saturating_sub(max_entries);
+            entries.drain(..excess);
+            let value = encode(&entries)?;
+            let written = match &current {
+                Some(e) => self
+                    .history
+                    .update(&k, value, e.revision)
+                    .await
+                    .map_err(|e| e.kind() == kv::UpdateErrorKind::WrongLastRevision),
+                None => self
+                    .history
+                    .create(&k, value)
+                    .await
+                    .map_err(|e| e.kind() == kv::CreateErrorKind::AlreadyExists),
+            };
+            match written {
+                Ok(_) => {
+                    return Ok(HistorySnapshot {
+                        destination: destination.to_owned(),
+                        entries,
+                    });
+                }
+                // Another replica wrote in between: read its version and apply ours on top.
+                Err(true) => continue,
+                Err(false) => {
+                    return Err(StoreError::Unavailable(
+                        "nats kv: cannot write the history".into(),
+                    ));
+                }
+            }
+        }
+        Err(StoreError::Backend(
+            "nats kv: too many concurrent writes to one history".into(),
+        ))
+    }
+
+    async fn history(
+        &self,
+        tenant: &str,
+        destination: &str,
+    ) -> Result<HistorySnapshot, StoreError> {
+        self.connection.check_store()?;
+        let k = Self::history_key(tenant, destination);
+        let current = Self::live(&self.history, &k).await?;
+        let cutoff = self.cutoff();
+        let mut entries = Self::entries_of(current.as_ref());
+        entries.retain(|e| e.at >= cutoff);
+        Ok(HistorySnapshot {
+            destination: destination.to_owned(),
+            entries,
+        })
+    }
+
+    async fn ready(&self) -> bool {
+        self.connection.is_connected()
+    }
+}

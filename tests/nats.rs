@@ -1,0 +1,592 @@
+//! The NATS JetStream backend against a real nats-server: several replicas behave as one
+//! service (shared events, resume tokens, idempotency), eviction is signalled, and a
+//! NATS outage neither loses an acknowledged report nor needs a replica restart.
+//! Each test runs its own nats-server (see `common/nats.rs`); every wait is on a
+//! delivered message or a polled state with a bound, never on a fixed sleep.
+
+mod common;
+#[path = "common/nats.rs"]
+mod nats_server;
+
+use call_outcome::api::subscribe::RESUME_TOKEN_METADATA;
+use call_outcome::classify::Category;
+use call_outcome::events::NewEvent;
+use call_outcome::nats::NatsConnection;
+use call_outcome::outcome::HistoryEntry;
+use call_outcome::outcome::Outcome;
+use call_outcome::proto as pb;
+use call_outcome::proto::call_outcome_service_client::CallOutcomeServiceClient;
+use call_outcome::server::RunningServer;
+use call_outcome::store::Store;
+use call_outcome::store::nats::NatsStore;
+use common::{client, outcome, report};
+use nats_server::NatsServer;
+use pb::subscribe_outcomes_response::Kind;
+use std::collections::HashSet;
+use std::time::{Duration, SystemTime};
+use tokio::time::Instant;
+use tokio_stream::StreamExt;
+use tonic::transport::Channel;
+use tonic::{Code, Streaming};
+
+type Client = CallOutcomeServiceClient<Channel>;
+type Events = Streaming<pb::SubscribeOutcomesResponse>;
+
+const TO: &str = "+15550100001";
+/// 603 Decline: a decline event, delivered by the default filter.
+const DECLINE: i32 = 603;
+
+async fn replica(nats: &NatsServer) -> (RunningServer, Client) {
+    let server = RunningServer::start(nats.config())
+        .await
+        .expect("replica starts on nats");
+    let c = client(&server).await;
+    (server, c)
+}
+
+async fn send(client: &mut Client, call_id: &str) -> pb::ReportOutcomeResponse {
+    client
+        .report_outcome(report(outcome(call_id, 1, TO, DECLINE)))
+        .await
+        .expect("report acknowledged")
+        .into_inner()
+}
+
+fn oldest() -> pb::SubscribeOutcomesRequest {
+    pb::SubscribeOutcomesRequest {
+        start: pb::StartPosition::Oldest as i32,
+        ..Default::default()
+    }
+}
+
+fn resume(token: &str) -> pb::SubscribeOutcomesRequest {
+    pb::SubscribeOutcomesRequest {
+        resume_token: token.to_owned(),
+        ..Default::default()
+    }
+}
+
+async fn subscribe(client: &mut Client, r: pb::SubscribeOutcomesRequest) -> Events {
+    client
+        .subscribe_outcomes(r)
+        .await
+        .expect("subscribe")
+        .into_inner()
+}
+
+async fn next_kind(stream: &mut Events) -> Kind {
+    tokio::time::timeout(Duration::from_secs(30), stream.next())
+        .await
+        .expect("a message within 30 s")
+        .expect("stream open")
+        .expect("message ok")
+        .kind
+        .expect("kind")
+}
+
+async fn next_non_heartbeat(stream: &mut Events) -> Kind {
+    loop {
+        match next_kind(stream).await {
+            Kind::Heartbeat(_) => continue,
+            other => return other,
+        }
+    }
+}
+
+async fn next_event(stream: &mut Events) -> pb::OutcomeEvent {
+    match next_non_heartbeat(stream).await {
+        Kind::Event(e) => e,
+        other => panic!("expected an event, got {other:?}"),
+    }
+}
+
+/// Reads until the next heartbeat; fails on any event in between.
+async fn no_event_until_heartbeat(stream: &mut Events) -> pb::Heartbeat {
+    match next_kind(stream).await {
+        Kind::Heartbeat(h) => h,
+        other => panic!("expected nothing more, got {other:?}"),
+    }
+}
+
+/// Reads until the stream ends with an error status; returns its resume token.
+async fn final_token(stream: &mut Events) -> String {
+    loop {
+        match tokio::time::timeout(Duration::from_secs(30), stream.next())
+            .await
+            .expect("the stream ends within 30 s")
+        {
+            Some(Ok(_)) => continue,
+            Some(Err(status)) => {
+                assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+                return status
+                    .metadata()
+                    .get(RESUME_TOKEN_METADATA)
+                    .expect("final status carries the resume token")
+                    .to_str()
+                    .expect("ascii token")
+                    .to_owned();
+            }
+            None => panic!("stream ended without a final status"),
+        }
+    }
+}
+
+async fn health(server: &RunningServer) -> i32 {
+    let channel = match Channel::from_shared(server.url())
+        .expect("url")
+        .connect()
+        .await
+    {
+        Ok(c) => c,
+        Err(_) => return -1,
+    };
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+    match health
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+    {
+        Ok(r) => r.into_inner().status,
+        Err(_) => -1,
+    }
+}
+
+/// Polls gRPC health until it reports `status` (bounded).
+async fn wait_health(server: &RunningServer, status: tonic_health::ServingStatus) {
+    let want = match status {
+        tonic_health::ServingStatus::Serving => 1,
+        tonic_health::ServingStatus::NotServing => 2,
+        tonic_health::ServingStatus::Unknown => 0,
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while health(server).await != want {
+        assert!(
+            Instant::now() < deadline,
+            "health did not become {status:?} within 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_share_events_and_resume_tokens() {
+    let nats = NatsServer::start().await;
+    let (_a, mut ca) = replica(&nats).await;
+    let (_b, mut cb) = replica(&nats).await;
+
+    let first = send(&mut ca, "two-1").await;
+    let mut on_b = subscribe(&mut cb, oldest()).await;
+    let e1 = next_event(&mut on_b).await;
+    assert_eq!(e1.event_id, first.event_id, "reported on A, seen on B");
+    assert_eq!(e1.sequence, 1);
+    drop(on_b);
+
+    let second = send(&mut cb, "two-2").await;
+    let mut on_a = subscribe(&mut ca, resume(&e1.resume_token)).await;
+    let e2 = next_event(&mut on_a).await;
+    assert_eq!(
+        e2.event_id, second.event_id,
+        "B's token resumes on A after e1"
+    );
+    assert_eq!(e2.sequence, 2);
+    no_event_until_heartbeat(&mut on_a).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_duplicate_sent_to_both_replicas_is_recorded_once() {
+    let nats = NatsServer::start().await;
+    let (_a, mut ca) = replica(&nats).await;
+    let (_b, mut cb) = replica(&nats).await;
+
+    let (ra, rb) = tokio::join!(send(&mut ca, "dup-1"), send(&mut cb, "dup-1"));
+    assert_eq!(ra.event_id, rb.event_id, "both get the first result");
+    assert_eq!(
+        [ra.duplicate, rb.duplicate].iter().filter(|d| !**d).count(),
+        1,
+        "exactly one of them recorded it"
+    );
+    // A retry after completion, on either replica, is a duplicate too.
+    let again = send(&mut cb, "dup-1").await;
+    assert!(again.duplicate);
+    assert_eq!(again.event_id, ra.event_id);
+
+    let mut stream = subscribe(&mut ca, oldest()).await;
+    let e = next_event(&mut stream).await;
+    assert_eq!(e.event_id, ra.event_id);
+    let h = no_event_until_heartbeat(&mut stream).await;
+    assert_eq!(
+        h.resume_token, e.resume_token,
+        "nothing after the one event"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn evicted_resume_points_are_signalled() {
+    let nats = NatsServer::start().await;
+    let mut config = nats.config();
+    config.nats.max_messages = 3;
+    let a = RunningServer::start(config.clone()).await.expect("a");
+    let b = RunningServer::start(config).await.expect("b");
+    let mut ca = client(&a).await;
+    let mut cb = client(&b).await;
+
+    send(&mut ca, "ev-1").await;
+    let mut stream = subscribe(&mut ca, oldest()).await;
+    let token = next_event(&mut stream).await.resume_token;
+    drop(stream);
+    for i in 2..=6 {
+        send(&mut ca, &format!("ev-{i}")).await;
+    }
+    // Retained: 4, 5, 6. Resuming after 1 must say that 2..=3 are gone.
+    let mut stream = subscribe(&mut cb, resume(&token)).await;
+    match next_non_heartbeat(&mut stream).await {
+        Kind::Gap(gap) => {
+            assert_eq!((gap.first_sequence, gap.last_sequence), (2, 3));
+            assert_eq!(gap.reason, "evicted");
+        }
+        other => panic!("expected a gap, got {other:?}"),
+    }
+    for seq in 4..=6 {
+        let e = next_event(&mut stream).await;
+        assert_eq!(e.sequence, seq);
+        assert_eq!(e.outcome.expect("outcome").call_id, format!("ev-{seq}"));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_restarted_mid_stream_is_resumed_on_another() {
+    let nats = NatsServer::start().await;
+    let (a, mut ca) = replica(&nats).await;
+    let (_b, mut cb) = replica(&nats).await;
+
+    let mut on_a = subscribe(&mut ca, oldest()).await;
+    let r1 = send(&mut cb, "rs-1").await;
+    assert_eq!(next_event(&mut on_a).await.event_id, r1.event_id);
+    a.stop().await.expect("a stops");
+    let token = final_token(&mut on_a).await;
+
+    let mut on_b = subscribe(&mut cb, resume(&token)).await;
+    let (_a2, mut ca2) = replica(&nats).await;
+    let r2 = send(&mut ca2, "rs-2").await;
+    let e = next_event(&mut on_b).await;
+    assert_eq!(
+        e.event_id, r2.event_id,
+        "resumed after r1, without repeating it"
+    );
+    // The restarted replica reads the same log: its tokens match B's.
+    let mut on_a2 = subscribe(&mut ca2, resume(&token)).await;
+    let again = next_event(&mut on_a2).await;
+    assert_eq!(again.resume_token, e.resume_token);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_replicas_never_lose_a_history_update() {
+    let nats = NatsServer::start().await;
+    let config = nats.config();
+    let open = || async {
+        let connection = NatsConnection::connect(&config.nats)
+            .await
+            .expect("connects");
+        NatsStore::open(connection, config.store.clone())
+            .await
+            .expect("buckets")
+    };
+    let (one, two) = (open().await, open().await);
+    const EACH: usize = 20;
+    let writer = |store: NatsStore, name: &'static str| {
+        tokio::spawn(async move {
+            for i in 0..EACH {
+                store
+                    .record(
+                        "acme.eu",
+                        TO,
+                        HistoryEntry {
+                            at: SystemTime::now(),
+                            call_id: format!("{name}-{i}"),
+                            attempt: 1,
+                            category: Category::Declined,
+                            sip_code: Some(603),
+                        },
+                    )
+                    .await
+                    .expect("recorded");
+            }
+        })
+    };
+    let (x, y) = tokio::join!(writer(one.clone(), "one"), writer(two.clone(), "two"));
+    x.expect("writer one");
+    y.expect("writer two");
+    let history = one.history("acme.eu", TO).await.expect("history");
+    assert_eq!(
+        history.entries.len(),
+        2 * EACH,
+        "every concurrent update kept"
+    );
+    assert_eq!(two.history("acme.eu", TO).await.expect("history"), history);
+    // Tenants stay apart even when one's name is another's escaped token.
+    assert!(
+        two.history("acme_2Eeu", TO)
+            .await
+            .expect("history")
+            .entries
+            .is_empty()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retried_publish_of_one_report_is_stored_once() {
+    let nats = NatsServer::start().await;
+    let (pipeline, _connection) = call_outcome::server::backends(&nats.config())
+        .await
+        .expect("nats backends");
+    let outcome = Outcome {
+        call_id: "msg-id".into(),
+        attempt: Some(1),
+        to: TO.into(),
+        sip_code: Some(603),
+        ..Outcome::default()
+    };
+    let classified = pipeline.classify("acme", &outcome).await.expect("classify");
+    let event = NewEvent {
+        event_id: "first".into(),
+        tenant: "acme".into(),
+        destination: classified.destination,
+        outcome,
+        classification: classified.classification,
+        decision: classified.decision,
+        recorded_at: SystemTime::now(),
+    };
+    let events = pipeline.events();
+    let first = events.publish(event.clone()).await.expect("published");
+    // The same report retried (on any replica) gets a new event id: still one event.
+    let retry = NewEvent {
+        event_id: "retry".into(),
+        ..event.clone()
+    };
+    assert_eq!(events.publish(retry).await.expect("deduplicated"), first);
+    assert_eq!(events.head().await.expect("head").sequence, first.sequence);
+    // Another attempt, or the same call id in another tenant, is another report.
+    let mut next = event.clone();
+    next.outcome.attempt = Some(2);
+    assert_eq!(events.publish(next).await.expect("published").sequence, 2);
+    let other = NewEvent {
+        tenant: "acme.eu".into(),
+        ..event
+    };
+    assert_eq!(events.publish(other).await.expect("published").sequence, 3);
+}
+
+/// Polls `Pipeline::ready` (what the admin readiness check reads) until it is `want`.
+async fn wait_ready(pipeline: &call_outcome::pipeline::Pipeline, want: bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while pipeline.ready().await != want {
+        assert!(
+            Instant::now() < deadline,
+            "readiness did not become {want} within 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipeline_readiness_follows_nats() {
+    let mut nats = NatsServer::start().await;
+    let (pipeline, connection) = call_outcome::server::backends(&nats.config())
+        .await
+        .expect("nats backends");
+    assert!(connection.is_some());
+    assert!(pipeline.ready().await);
+    nats.kill();
+    wait_ready(&pipeline, false).await;
+    nats.restart().await;
+    wait_ready(&pipeline, true).await;
+    // And it works again without being rebuilt.
+    let head = pipeline
+        .events()
+        .head()
+        .await
+        .expect("head after reconnect");
+    assert_eq!(head.sequence, 0);
+}
+
+/// Reports `call_id` until it is acknowledged, across outages (bounded).
+async fn send_until_acknowledged(client: &mut Client, call_id: &str) {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        match client
+            .report_outcome(report(outcome(call_id, 1, TO, DECLINE)))
+            .await
+        {
+            Ok(_) => return,
+            Err(status) => {
+                assert!(
+                    matches!(status.code(), Code::Unavailable | Code::Aborted),
+                    "{status:?}"
+                );
+                assert!(
+                    Instant::now() < deadline,
+                    "{call_id} not acknowledged within 90 s: {status:?}"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nats_restart_loses_no_acknowledged_report_and_replicas_recover() {
+    const TOTAL: usize = 30;
+    let mut nats = NatsServer::start().await;
+    let mut config = nats.config();
+    // A claim left behind by a report cut off mid-way is taken over within 3 s.
+    config.store.in_flight_wait = Duration::from_secs(1);
+    let a = RunningServer::start(config.clone()).await.expect("a");
+    let b = RunningServer::start(config).await.expect("b");
+    let mut ca = client(&a).await;
+    let cb = client(&b).await;
+
+    // The subscriber resumes on the other replica whenever its stream ends.
+    let subscriber = {
+        let mut clients = [ca.clone(), cb.clone()];
+        tokio::spawn(async move {
+            let mut seen: Vec<String> = Vec::new();
+            let mut last_sequence = 0;
+            let mut token: Option<String> = None;
+            let mut which = 1;
+            let mut ended = 0_usize;
+            let deadline = Instant::now() + Duration::from_secs(120);
+            while seen.len() < TOTAL {
+                assert!(
+                    Instant::now() < deadline,
+                    "subscriber: only {} events",
+                    seen.len()
+                );
+                let request = token.as_deref().map_or_else(oldest, resume);
+                let mut stream = match clients[which].subscribe_outcomes(request).await {
+                    Ok(s) => s.into_inner(),
+                    Err(status) => {
+                        assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+                        which ^= 1;
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                };
+                while seen.len() < TOTAL {
+                    match stream.next().await {
+                        Some(Ok(msg)) => match msg.kind.expect("kind") {
+                            Kind::Event(e) => {
+                                assert!(
+                                    e.sequence > last_sequence,
+                                    "delivered twice or out of order"
+                                );
+                                last_sequence = e.sequence;
+                                seen.push(e.outcome.expect("outcome").call_id);
+                                token = Some(e.resume_token);
+                            }
+                            Kind::Heartbeat(h) => token = Some(h.resume_token),
+                            Kind::Gap(g) => panic!("unexpected gap {g:?}"),
+                        },
+                        Some(Err(status)) => {
+                            assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+                            ended += 1;
+                            token = Some(
+                                status
+                                    .metadata()
+                                    .get(RESUME_TOKEN_METADATA)
+                                    .expect("final token")
+                                    .to_str()
+                                    .expect("ascii")
+                                    .to_owned(),
+                            );
+                            break;
+                        }
+                        None => break,
+                    }
+                }
+                which ^= 1;
+            }
+            (seen, ended)
+        })
+    };
+
+    // Reports keep flowing, alternating replicas, each retried until acknowledged.
+    let (progress, mut acked) = tokio::sync::watch::channel(0_usize);
+    let reporter = {
+        let mut clients = [ca.clone(), cb.clone()];
+        tokio::spawn(async move {
+            for i in 0..TOTAL {
+                send_until_acknowledged(&mut clients[i % 2], &format!("flow-{i}")).await;
+                progress.send_replace(i + 1);
+            }
+        })
+    };
+
+    acked
+        .wait_for(|n| *n >= TOTAL / 3)
+        .await
+        .expect("reporter runs");
+    nats.kill();
+    wait_health(&a, tonic_health::ServingStatus::NotServing).await;
+    wait_health(&b, tonic_health::ServingStatus::NotServing).await;
+
+    // While NATS is down a report fails fast with UNAVAILABLE: never acknowledged.
+    let started = Instant::now();
+    let status = ca
+        .report_outcome(report(outcome("while-down", 1, TO, DECLINE)))
+        .await
+        .expect_err("no acknowledgement without NATS");
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        started.elapsed()
+    );
+
+    nats.restart().await;
+    wait_health(&a, tonic_health::ServingStatus::Serving).await;
+    wait_health(&b, tonic_health::ServingStatus::Serving).await;
+
+    reporter.await.expect("every report acknowledged");
+    let (seen, ended) = tokio::time::timeout(Duration::from_secs(120), subscriber)
+        .await
+        .expect("subscriber finishes")
+        .expect("subscriber ok");
+    assert!(
+        ended >= 1,
+        "the outage ended the open stream with its last token"
+    );
+    let expected: HashSet<String> = (0..TOTAL).map(|i| format!("flow-{i}")).collect();
+    let unique: HashSet<String> = seen.iter().cloned().collect();
+    assert_eq!(
+        unique.len(),
+        seen.len(),
+        "no event delivered twice: {seen:?}"
+    );
+    assert_eq!(unique, expected, "every acknowledged report was delivered");
+}
+
+#[test]
+fn serve_with_an_unreachable_nats_fails_with_ex_unavailable() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("port")
+        .port();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_call-outcome"))
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--backend",
+            "nats",
+            "--nats-url",
+        ])
+        .arg(format!("nats://127.0.0.1:{port}"))
+        .env_remove("CALL_OUTCOME_BACKEND")
+        .env_remove("CALL_OUTCOME_NATS_URL")
+        .output()
+        .expect("runs");
+    assert_eq!(output.status.code(), Some(69), "{output:?}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("nats"), "{stderr}");
+}
