@@ -133,6 +133,16 @@ grep -q 'name: my-policy' "$WORK/existing/call-outcome/templates/deployment.yaml
   || fail "existingPolicyConfigMap: the pod does not mount my-policy"
 ok "existingPolicyConfigMap replaces the chart's policy"
 
+# --- NOTES tell how to call the service ---------------------------------------------------
+helm install call-outcome "$CHART" --dry-run=client -n telephony -f "$CHART/ci/tls-auth-values.yaml" >"$WORK/notes.txt" 2>&1 \
+  || { cat "$WORK/notes.txt" >&2; fail "helm install --dry-run=client (NOTES)"; }
+for want in "call-outcome.telephony.svc:50051" "port-forward svc/call-outcome" \
+  "grpc.health.v1.Health/Check" "calloutcome.v1.CallOutcomeService/Classify" "-cert client.crt -key client.key" \
+  "helm test call-outcome -n telephony"; do
+  sed -n '/^NOTES:/,$p' "$WORK/notes.txt" | grep -qF -- "$want" || fail "NOTES lack '$want'"
+done
+ok "NOTES show the address, port-forward, health, a Classify call with the TLS flags, helm test"
+
 # --- the rendered service config --------------------------------------------------------------
 assert extract "$WORK/render-default" "$WORK/cfg"
 cmp -s "$WORK/cfg/policy.toml" src/policy/default.toml || fail "rendered policy.toml differs from the built-in policy"

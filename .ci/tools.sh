@@ -65,9 +65,12 @@ install_kubernetes_validate() {
   [ -x "$TOOLS/bin/kubernetes-validate" ] && [ -x "$TOOLS/bin/tools-python" ] && return 0
   log "installing kubernetes-validate $KUBERNETES_VALIDATE_VERSION (PyPI) into .tools/venv"
   rm -rf "$TOOLS/venv"
-  python3 -m venv "$TOOLS/venv"
+  python3 -m venv "$TOOLS/venv" || { log "python3 -m venv failed (Debian: apt-get install python3-venv)"; exit 1; }
   "$TOOLS/venv/bin/python" -m pip install --quiet --disable-pip-version-check \
     "kubernetes-validate==$KUBERNETES_VALIDATE_VERSION" "PyYAML==$PYYAML_VERSION"
+  # Schemas are bundled: check one is there, so validation never needs the network.
+  "$TOOLS/venv/bin/python" -c 'import kubernetes_validate, pathlib, sys; d = pathlib.Path(kubernetes_validate.__file__).parent / "kubernetes-json-schema" / "v1.30.0-local-strict"; sys.exit(0 if d.is_dir() else 1)' \
+    || { log "kubernetes-validate has no bundled v1.30.0 schemas"; exit 1; }
   printf '#!/bin/sh\nexec "%s/venv/bin/kubernetes-validate" "$@"\n' "$TOOLS" >"$TOOLS/bin/kubernetes-validate"
   printf '#!/bin/sh\nexec "%s/venv/bin/python" "$@"\n' "$TOOLS" >"$TOOLS/bin/tools-python"
   chmod 0755 "$TOOLS/bin/kubernetes-validate" "$TOOLS/bin/tools-python"
