@@ -5,9 +5,9 @@
 # appVersion; it mounts config.toml and policy.toml at /etc/call-outcome.
 
 # ---- build ---------------------------------------------------------------------------
-# Pinned to the Rust line Cargo.toml's rust-version (1.89) and edition 2024 need; bookworm
-# matches the runtime's glibc (distroless cc-debian12).
-FROM rust:1.89-bookworm AS build
+# Pinned to the toolchain the project's tests run with (rustc 1.95; Cargo.toml's
+# rust-version is 1.89); bookworm matches the runtime's glibc (distroless cc-debian12).
+FROM rust:1.95-bookworm AS build
 WORKDIR /src
 # Dependencies first, cached while only the sources change: a placeholder crate with the
 # real manifest and lock file (build.rs and proto/ are needed by the dependency build).
