@@ -43,7 +43,8 @@ LABEL org.opencontainers.image.title="call-outcome" \
 COPY --from=build /out/call-outcome /call-outcome
 # A minimal config.toml and the built-in policy, so `docker run IMAGE` serves on
 # 0.0.0.0:50051; the chart mounts its own config.toml and policy.toml over them.
-COPY --from=build --chown=65532:65532 /out/etc/call-outcome /etc/call-outcome
+# Owned by root, world-readable: the service cannot change its own config.
+COPY --from=build /out/etc/call-outcome /etc/call-outcome
 # nonroot = 65532:65532; numeric so runAsNonRoot can verify it.
 USER 65532:65532
 # 50051: gRPC API; 9090: admin (metrics, health) once the admin listener lands.
