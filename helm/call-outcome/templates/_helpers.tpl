@@ -1,0 +1,127 @@
+{{/*
+Chart name, truncated to a DNS-1123 label.
+*/}}
+{{- define "call-outcome.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+Fully qualified app name (63 chars max). A release name that already contains the chart
+name is used as is.
+*/}}
+{{- define "call-outcome.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/*
+Chart name and version, for the helm.sh/chart label.
+*/}}
+{{- define "call-outcome.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+Common labels.
+*/}}
+{{- define "call-outcome.labels" -}}
+helm.sh/chart: {{ include "call-outcome.chart" . }}
+{{ include "call-outcome.selectorLabels" . }}
+app.kubernetes.io/version: {{ include "call-outcome.imageTag" . | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: call-outcome
+{{- with .Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{/*
+Selector labels (immutable: never add to these after a release).
+*/}}
+{{- define "call-outcome.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "call-outcome.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{/*
+ServiceAccount name.
+*/}}
+{{- define "call-outcome.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "call-outcome.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{/*
+Image tag: the value, or the chart's appVersion.
+*/}}
+{{- define "call-outcome.imageTag" -}}
+{{- default .Chart.AppVersion .Values.image.tag | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+Image reference; a digest wins over the tag.
+*/}}
+{{- define "call-outcome.image" -}}
+{{- if .Values.image.digest }}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest }}
+{{- else }}
+{{- printf "%s:%s" .Values.image.repository (include "call-outcome.imageTag" .) }}
+{{- end }}
+{{- end }}
+
+{{/*
+Name of the ConfigMap holding config.toml and policy.toml.
+*/}}
+{{- define "call-outcome.configMapName" -}}
+{{- include "call-outcome.fullname" . }}
+{{- end }}
+
+{{/*
+Label a client pod carries to be let in by the NetworkPolicy when allowExternal is false.
+*/}}
+{{- define "call-outcome.clientLabel" -}}
+{{- printf "%s-client" (include "call-outcome.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+terminationGracePeriodSeconds: the value, or the drain deadline + preStop sleep + 10 s.
+It must exceed the drain deadline plus the preStop sleep, or the kubelet kills in-flight
+work before the service has drained it.
+*/}}
+{{- define "call-outcome.terminationGrace" -}}
+{{- $min := add (int .Values.config.shutdownGraceSeconds) (int .Values.lifecycle.preStopSleepSeconds) }}
+{{- if .Values.terminationGracePeriodSeconds }}
+{{- if le (int .Values.terminationGracePeriodSeconds) $min }}
+{{- fail (printf "terminationGracePeriodSeconds (%d) must be greater than config.shutdownGraceSeconds + lifecycle.preStopSleepSeconds (%d)" (int .Values.terminationGracePeriodSeconds) $min) }}
+{{- end }}
+{{- .Values.terminationGracePeriodSeconds }}
+{{- else }}
+{{- add $min 10 }}
+{{- end }}
+{{- end }}
+
+{{/*
+Guards against settings that cannot work together.
+*/}}
+{{- define "call-outcome.validate" -}}
+{{- if and (eq .Values.backend "memory") (or (gt (int .Values.replicaCount) 1) .Values.autoscaling.enabled) }}
+{{- fail "backend \"memory\" keeps history and events inside one process: set backend=nats (see values-ha.yaml) to run more than one replica or autoscale" }}
+{{- end }}
+{{- if and (eq .Values.backend "nats") (not .Values.nats.url) }}
+{{- fail "backend \"nats\" needs nats.url" }}
+{{- end }}
+{{- if and .Values.tls.enabled (not .Values.tls.existingSecret) }}
+{{- fail "tls.enabled needs tls.existingSecret (a kubernetes.io/tls Secret; the chart never inlines key material)" }}
+{{- end }}
+{{- end }}
