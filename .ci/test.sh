@@ -28,4 +28,9 @@ buf lint
 step "smoke test: the binary with grpcurl"
 .ci/smoke.sh target/debug/call-outcome
 
+step "benchmark harness smoke test (release build; checks results, times nothing)"
+cargo build --release --locked
+cargo bench --locked --bench micro -- --test
+cargo bench --locked --bench loadgen -- smoke
+
 step "all tests passed"

@@ -210,8 +210,10 @@ fn main() -> std::process::ExitCode {
 // ---------------------------------------------------------------------------------------
 // Processes, pinning, resources.
 
+/// Cores this process may use, read once before the client pins itself to one.
 fn cores() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get())
+    static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
 }
 
 fn pin_to_core(core: usize) {
