@@ -911,6 +911,12 @@ async fn fanout_run(
     rate: u32,
     secs: f64,
 ) -> AnyResult<FanoutRun> {
+    // Warm-up before anyone subscribes: the first number of each country costs the
+    // service its phone-number metadata and patterns (tens of milliseconds, once).
+    let warm = unary_run(server, Rpc::Report, 1, 8, Bound::Count(200), false).await?;
+    if warm.errors > 0 {
+        return Err(format!("fan-out warm-up failed: {:?}", warm.first_error).into());
+    }
     let base = Instant::now();
     let connections = subscribers.div_ceil(100).max(1);
     let mut channels = Vec::new();
