@@ -1225,6 +1225,21 @@ fn h2load_command(args: &Args, body: &std::path::Path, addr: SocketAddr) -> Vec<
     command
 }
 
+/// `words` as one shell command line (words with spaces quoted).
+fn shell_words(words: &[String]) -> String {
+    words
+        .iter()
+        .map(|w| {
+            if w.contains(' ') {
+                format!("'{w}'")
+            } else {
+                w.clone()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 async fn h2load(args: &Args) -> AnyResult<()> {
     let body = std::env::temp_dir().join("call-outcome-classify.grpc");
     std::fs::write(&body, grpc_frame())?;
@@ -1236,7 +1251,10 @@ async fn h2load(args: &Args) -> AnyResult<()> {
     let service = Server::start(Kind::Service, args, &[]).await?;
     if !on_path("h2load") {
         println!("h2load is not installed (Debian: apt-get install -y nghttp2-client); command:");
-        println!("  {}", h2load_command(args, &body, service.addr).join(" "));
+        println!(
+            "  {}",
+            shell_words(&h2load_command(args, &body, service.addr))
+        );
         return Ok(());
     }
     let mut rates = HashMap::new();
@@ -1272,7 +1290,7 @@ async fn h2load(args: &Args) -> AnyResult<()> {
     }
     println!(
         "  command: {}",
-        h2load_command(args, &body, service.addr).join(" ")
+        shell_words(&h2load_command(args, &body, service.addr))
     );
     println!(
         "== h2load Classify: bare {:.0} req/s, service {:.0} req/s, ratio {:.2}",
