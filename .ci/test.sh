@@ -34,4 +34,9 @@ step "smoke test: the binary with grpcurl"
 step "helm chart: lint, render, kubernetes-validate, assertions"
 .ci/helm-test.sh target/debug/call-outcome
 
+step "benchmark harness smoke test (release build; checks results, times nothing)"
+cargo build --release --locked
+cargo bench --locked --bench micro -- --test
+cargo bench --locked --bench loadgen -- smoke
+
 step "all tests passed"

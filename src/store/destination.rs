@@ -219,6 +219,31 @@ fn phone_like(s: &str) -> Option<String> {
 /// The E.164 form of `candidate`, when it is a plausible phone number.
 fn e164(candidate: &str, region: Option<Id>) -> Option<String> {
     let sanitized = phone_like(candidate)?;
+    if nanp_as_written(&sanitized) {
+        return Some(sanitized);
+    }
+    parsed_e164(sanitized, region)
+}
+
+/// Whether `sanitized` is `+1` and ten digits with an area code starting 2–9: the form
+/// of every dialable North American number, whose key is the input itself.
+///
+/// The parser would keep such a number exactly as written: the national prefix of every
+/// NANP region is `1` (a national number starting 2–9 has none to strip), the regions'
+/// prefix-for-parsing patterns only rewrite seven-digit local numbers, and ten digits is
+/// a length every NANP region allows. Skipping it saves its search through the 25 NANP
+/// regions' number patterns, several microseconds per call (tests check this shortcut
+/// against the parser on thousands of numbers).
+fn nanp_as_written(sanitized: &str) -> bool {
+    let b = sanitized.as_bytes();
+    b.len() == 12
+        && b.starts_with(b"+1")
+        && (b'2'..=b'9').contains(&b[2])
+        && b[3..].iter().all(u8::is_ascii_digit)
+}
+
+/// The E.164 form of a phone-like `sanitized` candidate, by the phone-number parser.
+fn parsed_e164(sanitized: String, region: Option<Id>) -> Option<String> {
     let international = sanitized.starts_with('+');
     if !international && sanitized.len() < MIN_NATIONAL_DIGITS {
         return None;
@@ -418,6 +443,61 @@ mod tests {
                 prop_assert_eq!(normalize(&key, None), key.clone());
                 prop_assert_eq!(normalize(&key, US), key);
             }
+        }
+    }
+
+    /// Ten-digit North American numbers, the parser's way and the shortcut's way.
+    fn nanp_agrees(number: &str) -> Result<(), String> {
+        let parsed = parsed_e164(number.to_owned(), None);
+        if nanp_as_written(number) && parsed.as_deref() != Some(number) {
+            return Err(format!("{number}: parser says {parsed:?}"));
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn the_nanp_shortcut_matches_the_parser() {
+        // Every area code 200–999 with pseudo-random exchanges and lines (including the
+        // fictional 555-01xx range and N11 / 0xx / 1xx exchanges).
+        let mut state = 0x2545_f491_4f6c_dd1d_u64;
+        let mut checked = 0;
+        for area in 200..1000 {
+            for exchange in [555_0100, 211_0000, 100_0000, 12_3456, 999_9999] {
+                nanp_agrees(&format!("+1{area}{exchange:07}")).unwrap();
+                checked += 1;
+            }
+            for _ in 0..6 {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                nanp_agrees(&format!("+1{area}{:07}", state % 10_000_000)).unwrap();
+                checked += 1;
+            }
+        }
+        assert_eq!(checked, 800 * 11);
+        // What the shortcut must not take: the parser decides those.
+        for other in [
+            "+1155501044",
+            "+11555010447",
+            "+10555010447",
+            "+155501044777",
+            "+1555010447",
+            "+4420794609",
+            "15550104477",
+            "+1555010447a",
+        ] {
+            assert!(!nanp_as_written(other), "{other}");
+        }
+        assert_eq!(normalize("+1 (555) 010-4477", None), "+15550104477");
+    }
+
+    proptest! {
+        #[test]
+        fn the_nanp_shortcut_matches_the_parser_on_random_numbers(
+            number in "\\+1[2-9][0-9]{9}",
+        ) {
+            prop_assert!(nanp_as_written(&number));
+            prop_assert_eq!(nanp_agrees(&number), Ok(()));
         }
     }
 

@@ -7,9 +7,10 @@
 //!
 //! Memory bounds, in plain words:
 //! - Completed report keys: at most `max_report_keys`, each forgotten `idempotency_ttl`
-//!   after completion (moka cache, least recently used evicted first). This is the
-//!   largest per-item cost: a key keeps its whole [`StoredReport`] (roughly 1 KB each
-//!   with the cache's own overhead).
+//!   after completion; when full, the oldest completed key is forgotten first (sharded
+//!   insertion-ordered maps: a lookup is one short lock and one hash probe, and nothing
+//!   ever waits for housekeeping). This is the largest per-item cost: a key keeps its
+//!   whole [`StoredReport`] (roughly 1 KB each).
 //! - In-flight claims: one small marker per report being processed. A marker expires
 //!   after its lease (`3 × in_flight_wait`, at least one second) and expired markers are
 //!   swept as the map grows, so abandoned claims cannot accumulate.
@@ -33,7 +34,7 @@ use crate::classify::Category;
 use crate::outcome::{HistoryEntry, HistorySnapshot};
 use parking_lot::Mutex;
 use std::borrow::Borrow;
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasher, Hash, Hasher, RandomState};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -46,8 +47,10 @@ const SHARDS: usize = 64;
 const LEASE_FACTOR: u32 = 3;
 /// ...and at least this long.
 const MIN_LEASE: Duration = Duration::from_secs(1);
-/// moka refuses expirations over 1000 years; configuration cannot make it panic.
+/// Longest idempotency TTL honoured, so that `now + ttl` cannot overflow.
 const MAX_TTL: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+/// Number of completed-key shards.
+const DONE_SHARDS: usize = 16;
 /// The in-flight map is swept of expired markers when it reaches this size (then twice
 /// its live size).
 const MIN_SWEEP_AT: usize = 1024;
@@ -61,7 +64,7 @@ pub struct MemoryStore {
 struct Inner {
     limits: StoreLimits,
     lease: Duration,
-    done: moka::sync::Cache<ReportKey, Arc<StoredReport>>,
+    done: DoneCache,
     in_flight: Mutex<InFlight>,
     shards: Box<[Mutex<Shard>]>,
     shard_cap: usize,
@@ -82,16 +85,7 @@ struct Marker {
 
 impl MemoryStore {
     pub fn new(limits: StoreLimits) -> Self {
-        let done = moka::sync::Cache::builder()
-            .max_capacity(limits.max_report_keys)
-            .time_to_live(
-                limits
-                    .idempotency_ttl
-                    .clamp(Duration::from_nanos(1), MAX_TTL),
-            )
-            // LRU rather than TinyLFU: admission must never refuse a fresh key.
-            .eviction_policy(moka::policy::EvictionPolicy::lru())
-            .build();
+        let done = DoneCache::new(limits.max_report_keys, limits.idempotency_ttl);
         let shard_cap =
             usize::try_from(limits.max_destinations.div_ceil(SHARDS as u64)).unwrap_or(usize::MAX);
         let shards = (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect();
@@ -200,10 +194,7 @@ impl Store for MemoryStore {
     async fn complete(&self, key: &ReportKey, report: &StoredReport) -> Result<(), StoreError> {
         // The first result wins: a report retried after its lease ran out must not
         // change what duplicates of the first one are told.
-        self.inner
-            .done
-            .entry(key.clone())
-            .or_insert_with(|| Arc::new(report.clone()));
+        self.inner.done.insert_first(key, report);
         self.release(key);
         Ok(())
     }
@@ -518,6 +509,89 @@ impl<'a> Row<'a> {
     }
 }
 
+/// Completed reports by key: at most `capacity` keys (oldest completed forgotten first),
+/// each for `ttl` after its completion. Keys never change once stored (the first result
+/// wins), so insertion order is both expiry order and eviction order.
+struct DoneCache {
+    shards: Box<[Mutex<DoneShard>]>,
+    shard_cap: usize,
+    ttl: Duration,
+    hasher: RandomState,
+}
+
+#[derive(Default)]
+struct DoneShard {
+    /// Key → (report, expiry, insertion number).
+    map: HashMap<Arc<ReportKey>, (Arc<StoredReport>, Instant, u64)>,
+    /// Insertion order: (key, insertion number, expiry).
+    order: VecDeque<(Arc<ReportKey>, u64, Instant)>,
+    inserted: u64,
+}
+
+impl DoneCache {
+    fn new(capacity: u64, ttl: Duration) -> Self {
+        let shard_cap =
+            usize::try_from(capacity.div_ceil(DONE_SHARDS as u64)).unwrap_or(usize::MAX);
+        DoneCache {
+            shards: (0..DONE_SHARDS)
+                .map(|_| Mutex::new(DoneShard::default()))
+                .collect(),
+            shard_cap,
+            ttl: ttl.min(MAX_TTL),
+            hasher: RandomState::new(),
+        }
+    }
+
+    fn shard(&self, key: &ReportKey) -> &Mutex<DoneShard> {
+        &self.shards[self.hasher.hash_one(key) as usize % DONE_SHARDS]
+    }
+
+    fn get(&self, key: &ReportKey) -> Option<Arc<StoredReport>> {
+        let shard = self.shard(key).lock();
+        let (report, expires, _) = shard.map.get(key)?;
+        (*expires > Instant::now()).then(|| Arc::clone(report))
+    }
+
+    /// Stores `report` unless `key` already has a live result.
+    fn insert_first(&self, key: &ReportKey, report: &StoredReport) {
+        if self.shard_cap == 0 || self.ttl.is_zero() {
+            return;
+        }
+        let now = Instant::now();
+        let mut shard = self.shard(key).lock();
+        if shard
+            .map
+            .get(key)
+            .is_some_and(|(_, expires, _)| *expires > now)
+        {
+            return;
+        }
+        let expires = now + self.ttl;
+        shard.inserted += 1;
+        let number = shard.inserted;
+        let key = Arc::new(key.clone());
+        shard.order.push_back((Arc::clone(&key), number, expires));
+        shard
+            .map
+            .insert(key, (Arc::new(report.clone()), expires, number));
+        // Forget what expired, then the oldest beyond the capacity.
+        while let Some((_, _, first_expires)) = shard.order.front() {
+            if *first_expires > now && shard.map.len() <= self.shard_cap {
+                break;
+            }
+            let (old, old_number, _) = shard.order.pop_front().expect("front exists");
+            // A key stored again after it expired has a newer number: keep that one.
+            if shard
+                .map
+                .get(&*old)
+                .is_some_and(|(_, _, n)| *n == old_number)
+            {
+                shard.map.remove(&*old);
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -617,6 +691,72 @@ mod tests {
         assert_eq!(store.claim(&other).await, Ok(Claim::New));
         other.tenant = "globex".into();
         assert_eq!(store.claim(&other).await, Ok(Claim::New));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn completed_keys_are_forgotten_after_the_ttl() {
+        let store = MemoryStore::new(StoreLimits {
+            idempotency_ttl: Duration::from_secs(60),
+            ..limits()
+        });
+        assert_eq!(store.claim(&key("a")).await, Ok(Claim::New));
+        store.complete(&key("a"), &report("e1")).await.unwrap();
+        tokio::time::advance(Duration::from_secs(59)).await;
+        assert_eq!(
+            store.claim(&key("a")).await,
+            Ok(Claim::Done(Box::new(report("e1"))))
+        );
+        tokio::time::advance(Duration::from_secs(2)).await;
+        // Expired: the key is new again, and a second result is kept from then on.
+        assert_eq!(store.claim(&key("a")).await, Ok(Claim::New));
+        store.complete(&key("a"), &report("e2")).await.unwrap();
+        // Inserting others sweeps the expired entry of "a" without losing the new one.
+        for i in 0..100 {
+            store
+                .complete(&key(&format!("x{i}")), &report("x"))
+                .await
+                .unwrap();
+        }
+        tokio::time::advance(Duration::from_secs(30)).await;
+        assert_eq!(
+            store.claim(&key("a")).await,
+            Ok(Claim::Done(Box::new(report("e2"))))
+        );
+    }
+
+    #[tokio::test]
+    async fn completed_keys_are_bounded_oldest_first() {
+        let store = MemoryStore::new(StoreLimits {
+            max_report_keys: 32,
+            ..limits()
+        });
+        for i in 0..1000 {
+            store
+                .complete(&key(&format!("k{i}")), &report(&format!("e{i}")))
+                .await
+                .unwrap();
+        }
+        let kept: usize = store
+            .inner
+            .done
+            .shards
+            .iter()
+            .map(|s| s.lock().map.len())
+            .sum();
+        assert!(kept <= 32, "{kept} keys kept");
+        assert!(kept >= 16, "{kept} keys kept");
+        // The newest is kept, the oldest is not.
+        assert_eq!(
+            store.claim(&key("k999")).await,
+            Ok(Claim::Done(Box::new(report("e999"))))
+        );
+        assert_eq!(store.claim(&key("k0")).await, Ok(Claim::New));
+        let none = MemoryStore::new(StoreLimits {
+            max_report_keys: 0,
+            ..limits()
+        });
+        none.complete(&key("a"), &report("e1")).await.unwrap();
+        assert_eq!(none.claim(&key("a")).await, Ok(Claim::New));
     }
 
     #[tokio::test(start_paused = true)]
