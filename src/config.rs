@@ -7,6 +7,7 @@
 //! table and key: `CALL_OUTCOME_LISTEN=0.0.0.0:50051`,
 //! `CALL_OUTCOME_STORE__HISTORY_WINDOW=12h`.
 
+use crate::api::auth::{AuthConfig, KeyRing};
 use crate::api::subscribe::SubscriptionConfig;
 use crate::api::validate::RequestLimits;
 use crate::events::memory::EventRetention;
@@ -50,6 +51,11 @@ pub struct Config {
     /// or `nats` (JetStream, any number of replicas; see `[nats]`).
     pub backend: Backend,
     pub nats: NatsConfig,
+    /// Authentication of the public service (`[auth]`).
+    pub auth: AuthConfig,
+    /// Escape hatch: serve without authentication on a non-loopback address. Anyone who
+    /// can reach the port can then report into and read every tenant.
+    pub allow_insecure_public_listen: bool,
 }
 
 /// The store and event log backend.
@@ -80,6 +86,8 @@ impl Default for Config {
             log: LogConfig::default(),
             backend: Backend::default(),
             nats: NatsConfig::default(),
+            auth: AuthConfig::default(),
+            allow_insecure_public_listen: false,
         }
     }
 }
@@ -227,7 +235,34 @@ impl Config {
         if self.backend == Backend::Nats {
             self.nats.validate().map_err(ConfigError::Invalid)?;
         }
+        self.key_ring()?;
+        self.check_listen_security()?;
         Ok(())
+    }
+
+    /// Secure by default: without auth, only a loopback address may be served unless
+    /// `allow_insecure_public_listen` says otherwise.
+    pub fn check_listen_security(&self) -> Result<(), ConfigError> {
+        if !self.auth.enabled
+            && !self.listen.ip().is_loopback()
+            && !self.allow_insecure_public_listen
+        {
+            return Err(ConfigError::Invalid(format!(
+                "listen = \"{}\" is not a loopback address and auth is off: set auth.enabled = true \
+                 with [[auth.api_keys]] (see examples/secure.toml), or, to serve every tenant to \
+                 anyone who can reach the port, set allow_insecure_public_listen = true \
+                 (env CALL_OUTCOME_ALLOW_INSECURE_PUBLIC_LISTEN=true)",
+                self.listen
+            )));
+        }
+        Ok(())
+    }
+
+    /// The configured API keys; `None` when auth is disabled.
+    pub fn key_ring(&self) -> Result<Option<KeyRing>, ConfigError> {
+        let ring =
+            KeyRing::new(&self.auth, self.limits.max_tenant_bytes).map_err(ConfigError::Invalid)?;
+        Ok(self.auth.enabled.then_some(ring))
     }
 
     /// The admin listener's address, `None` when disabled.
@@ -324,6 +359,8 @@ pub fn looks_like_service_config(text: &str) -> bool {
         "log",
         "backend",
         "nats",
+        "auth",
+        "allow_insecure_public_listen",
     ];
     toml::from_str::<toml::Table>(text)
         .map(|t| t.keys().any(|k| KEYS.contains(&k.as_str())))

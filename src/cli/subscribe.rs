@@ -50,6 +50,8 @@ pub struct SubscribeArgs {
     /// Print heartbeats as JSON lines too.
     #[arg(long)]
     pub heartbeats: bool,
+    #[command(flatten)]
+    pub token: super::TokenArgs,
 }
 
 /// Whether a failed stream is worth reconnecting.
@@ -86,7 +88,10 @@ pub async fn run(args: SubscribeArgs) -> Result<(), CliError> {
         };
         let failure = match CallOutcomeServiceClient::connect(args.server.clone()).await {
             Err(e) => format!("cannot connect to {}: {e}", args.server),
-            Ok(mut client) => match client.subscribe_outcomes(request).await {
+            Ok(mut client) => match client
+                .subscribe_outcomes(args.token.authorize(request)?)
+                .await
+            {
                 Err(status) if !retryable(status.code()) => {
                     return Err(CliError::Rpc(format!(
                         "{:?}: {}",
