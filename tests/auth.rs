@@ -445,3 +445,51 @@ async fn the_cli_reports_with_a_demo_token() {
     );
     server.stop().await.expect("stops");
 }
+
+#[tokio::test]
+async fn the_cli_subscriber_sees_only_its_tenant() {
+    use std::io::{BufRead, BufReader};
+    let server = start_with(example_config()).await;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_call-outcome"))
+        .env_remove("CALL_OUTCOME_TOKEN")
+        .args([
+            "subscribe",
+            "--server",
+            &server.url(),
+            "--token",
+            "globex-demo-key",
+            "--max-events",
+            "1",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("subscribe runs");
+    let stdout = child.stdout.take().expect("stdout");
+    let (line_tx, mut lines) = tokio::sync::mpsc::unbounded_channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = line_tx.send(line);
+        }
+    });
+    wait_for_subscribers(&server, 1).await;
+    let mut client = client(&server).await;
+    report_as(&mut client, "acme-demo-key", "", "acme-secret-call", 603)
+        .await
+        .expect("acme reports");
+    report_as(&mut client, "globex-demo-key", "", "globex-call", 603)
+        .await
+        .expect("globex reports");
+    let line = tokio::time::timeout(Duration::from_secs(30), lines.recv())
+        .await
+        .expect("a line within 30 s")
+        .expect("a line");
+    assert!(line.contains("globex-call"), "{line}");
+    assert!(!line.contains("acme"), "{line}");
+    let status = tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .expect("join")
+        .expect("exits");
+    assert!(status.success());
+    server.stop().await.expect("stops");
+}

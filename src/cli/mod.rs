@@ -190,7 +190,7 @@ pub enum CliError {
     #[error("invalid outcome: {0}")]
     Invalid(String),
     /// Bad configuration or policy (exit 78, EX_CONFIG).
-    #[error("{0}")]
+    #[error(transparent)]
     Config(#[from] ConfigError),
     /// A file could not be read (exit 66, EX_NOINPUT).
     #[error("{path}: {source}")]

@@ -35,7 +35,7 @@ pub struct SubscribeArgs {
     /// Only events with this label, as key=value (repeatable; all must match).
     #[arg(long = "label", value_parser = super::parse_label)]
     pub labels: Vec<(String, String)>,
-    /// Tenant [default: the server's default tenant].
+    /// Tenant [default: the server's default tenant, or the token's].
     #[arg(long, default_value = "")]
     pub tenant: String,
     /// Resume right after the event this token names.
