@@ -7,6 +7,7 @@
 //! table and key: `CALL_OUTCOME_LISTEN=0.0.0.0:50051`,
 //! `CALL_OUTCOME_STORE__HISTORY_WINDOW=12h`.
 
+use crate::api::auth::{AuthConfig, KeyRing};
 use crate::api::subscribe::SubscriptionConfig;
 use crate::api::validate::RequestLimits;
 use crate::events::memory::EventRetention;
@@ -50,6 +51,15 @@ pub struct Config {
     /// or `nats` (JetStream, any number of replicas; see `[nats]`).
     pub backend: Backend,
     pub nats: NatsConfig,
+    /// Authentication of the public service (`[auth]`).
+    pub auth: AuthConfig,
+    /// A TOML file holding the `[auth]` table, which then replaces this file's: keeps
+    /// API key hashes in a secret store (a Kubernetes Secret) rather than in the main
+    /// config. Relative paths are read from the config file's folder.
+    pub auth_file: Option<PathBuf>,
+    /// Escape hatch: serve without authentication on a non-loopback address. Anyone who
+    /// can reach the port can then report into and read every tenant.
+    pub allow_insecure_public_listen: bool,
 }
 
 /// The store and event log backend.
@@ -80,6 +90,9 @@ impl Default for Config {
             log: LogConfig::default(),
             backend: Backend::default(),
             nats: NatsConfig::default(),
+            auth: AuthConfig::default(),
+            auth_file: None,
+            allow_insecure_public_listen: false,
         }
     }
 }
@@ -192,6 +205,14 @@ impl Config {
         {
             config.policy_file = Some(dir.join(policy));
         }
+        if let Some(auth_file) = config.auth_file.clone() {
+            let auth_file = match file.and_then(Path::parent) {
+                Some(dir) if auth_file.is_relative() => dir.join(auth_file),
+                _ => auth_file,
+            };
+            config.auth = load_auth_file(&auth_file)?;
+            config.auth_file = Some(auth_file);
+        }
         config.validate()?;
         Ok(config)
     }
@@ -227,7 +248,34 @@ impl Config {
         if self.backend == Backend::Nats {
             self.nats.validate().map_err(ConfigError::Invalid)?;
         }
+        self.key_ring()?;
+        self.check_listen_security()?;
         Ok(())
+    }
+
+    /// Secure by default: without auth, only a loopback address may be served unless
+    /// `allow_insecure_public_listen` says otherwise.
+    pub fn check_listen_security(&self) -> Result<(), ConfigError> {
+        if !self.auth.enabled
+            && !self.listen.ip().is_loopback()
+            && !self.allow_insecure_public_listen
+        {
+            return Err(ConfigError::Invalid(format!(
+                "listen = \"{}\" is not a loopback address and auth is off: set auth.enabled = true \
+                 with [[auth.api_keys]] (see examples/secure.toml), or, to serve every tenant to \
+                 anyone who can reach the port, set allow_insecure_public_listen = true \
+                 (env CALL_OUTCOME_ALLOW_INSECURE_PUBLIC_LISTEN=true)",
+                self.listen
+            )));
+        }
+        Ok(())
+    }
+
+    /// The configured API keys; `None` when auth is disabled.
+    pub fn key_ring(&self) -> Result<Option<KeyRing>, ConfigError> {
+        let ring =
+            KeyRing::new(&self.auth, self.limits.max_tenant_bytes).map_err(ConfigError::Invalid)?;
+        Ok(self.auth.enabled.then_some(ring))
     }
 
     /// The admin listener's address, `None` when disabled.
@@ -282,6 +330,30 @@ fn read(path: &Path) -> Result<String, ConfigError> {
     })
 }
 
+/// Reads a file whose only table is `[auth]`; errors name its line and column.
+pub fn load_auth_file(path: &Path) -> Result<AuthConfig, ConfigError> {
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct AuthFile {
+        auth: AuthConfig,
+    }
+    let text = read(path)?;
+    toml::from_str::<AuthFile>(&text)
+        .map(|f| f.auth)
+        .map_err(|e| {
+            let (line, column) = e
+                .span()
+                .map(|span| line_column(&text, span.start))
+                .unwrap_or((1, 1));
+            ConfigError::Syntax {
+                path: path.to_owned(),
+                line,
+                column,
+                message: e.message().trim().to_owned(),
+            }
+        })
+}
+
 /// Parses a config file on its own, reporting errors with line and column.
 pub fn parse_file(text: &str, path: &Path) -> Result<Config, ConfigError> {
     toml::from_str::<Config>(text).map_err(|e| {
@@ -324,6 +396,9 @@ pub fn looks_like_service_config(text: &str) -> bool {
         "log",
         "backend",
         "nats",
+        "auth",
+        "auth_file",
+        "allow_insecure_public_listen",
     ];
     toml::from_str::<toml::Table>(text)
         .map(|t| t.keys().any(|k| KEYS.contains(&k.as_str())))
@@ -429,6 +504,34 @@ mod tests {
             jail.set_env("CALL_OUTCOME_NATS__STREAM", "bad.name");
             let err = Config::load(Some(Path::new("svc.toml"))).expect_err("bad stream name");
             assert!(err.to_string().contains("nats.stream"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn an_auth_file_replaces_the_auth_table() {
+        figment::Jail::expect_with(|jail| {
+            let key = crate::api::auth::hash_key("k-1");
+            jail.create_file(
+                "secrets.toml",
+                &format!(
+                    "[auth]\nenabled = true\n[[auth.api_keys]]\nname = \"ops\"\nsha256 = \"{key}\"\ntenant = \"acme\"\nroles = [\"admin\"]\n"
+                ),
+            )?;
+            jail.create_file(
+                "svc.toml",
+                "listen = \"0.0.0.0:50051\"\nauth_file = \"secrets.toml\"\n",
+            )?;
+            let config = Config::load(Some(Path::new("svc.toml"))).map_err(|e| e.to_string())?;
+            assert!(config.auth.enabled);
+            assert_eq!(config.auth.api_keys.len(), 1);
+            jail.create_file("secrets.toml", "[auth]\nenabled = true\nbogus = 1\n")?;
+            let err = Config::load(Some(Path::new("svc.toml"))).expect_err("unknown key");
+            assert!(
+                err.to_string().starts_with("./secrets.toml:3:")
+                    || err.to_string().contains("secrets.toml:3:"),
+                "{err}"
+            );
             Ok(())
         });
     }

@@ -9,6 +9,7 @@
 //! accepting and in-flight requests drain; whatever is still running after
 //! `shutdown_grace` is cut off so the process always exits.
 
+use crate::api::auth::AuthLayer;
 use crate::api::subscribe::SubscriptionPermits;
 use crate::api::{ApiSettings, CallOutcomeApi};
 use crate::config::{Backend, Config, ConfigError};
@@ -141,6 +142,22 @@ async fn serve_pipeline(
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ServerError> {
     let local = listener.local_addr().ok();
+    let keys = config.key_ring()?.map(Arc::new);
+    match &keys {
+        Some(_) => tracing::info!(
+            keys = config.auth.api_keys.len(),
+            "auth: API keys required on {SERVICE_NAME}"
+        ),
+        None if config.allow_insecure_public_listen
+            && local.is_some_and(|a| !a.ip().is_loopback()) =>
+        {
+            tracing::warn!(
+                "allow_insecure_public_listen = true: serving WITHOUT authentication on a \
+                 non-loopback address; anyone who reaches this port can read and write every tenant"
+            );
+        }
+        None => tracing::info!("auth: disabled (loopback only)"),
+    }
     let streams = CancellationToken::new();
     let permits = Arc::new(SubscriptionPermits::new(
         config.subscriptions.max_total,
@@ -160,6 +177,7 @@ async fn serve_pipeline(
             limits: config.limits.clone(),
             default_tenant: config.default_tenant.clone(),
             subscriptions: config.subscriptions.clone(),
+            auth_required: config.auth.enabled,
         },
         permits,
         Arc::clone(&metrics),
@@ -170,6 +188,8 @@ async fn serve_pipeline(
         .max_encoding_message_size(config.server.max_message_bytes.max(4 * 1024 * 1024))
         .accept_compressed(CompressionEncoding::Gzip)
         .send_compressed(CompressionEncoding::Gzip);
+    // Only the public service is authenticated: health and reflection stay open.
+    let service = tower::Layer::layer(&AuthLayer::new(keys), service);
 
     let (health, health_service) = tonic_health::server::health_reporter();
     health
@@ -420,6 +440,9 @@ pub struct RunningServer {
 impl RunningServer {
     /// Binds `config.listen` (use port 0 for a free port) and serves in the background.
     pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
+        // The security rules hold for embedded servers too, before anything binds.
+        config.key_ring()?;
+        config.check_listen_security()?;
         let listener = bind(config.listen).await?;
         let addr = listener.local_addr().map_err(|source| ServerError::Bind {
             addr: config.listen,

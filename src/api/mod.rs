@@ -1,6 +1,11 @@
 //! gRPC service implementations: validate the request, convert proto ↔ domain, call the
 //! pipeline, map errors, and trace and count each RPC. No business rules live here.
+//!
+//! Authorisation happens here too: with an [`auth::Identity`] in the request extensions
+//! (put there by [`auth::AuthLayer`]) each RPC needs its role, and acts only for the
+//! identity's tenant; a request naming another tenant is `PERMISSION_DENIED`.
 
+pub mod auth;
 pub mod convert;
 pub mod error;
 pub mod subscribe;
@@ -15,6 +20,7 @@ use crate::proto as pb;
 use crate::proto::call_outcome_service_server::CallOutcomeService;
 use crate::store::StoreError;
 use crate::telemetry::Metrics;
+use auth::{Identity, Role};
 use error::ApiError;
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -36,6 +42,8 @@ pub struct CallOutcomeApi {
     metrics: Arc<Metrics>,
     /// Cancelled at shutdown: every stream then ends with its last resume token.
     shutdown: CancellationToken,
+    /// Auth is on: a request without an identity is refused.
+    auth_required: bool,
 }
 
 /// What the api needs besides the pipeline.
@@ -44,6 +52,8 @@ pub struct ApiSettings {
     pub limits: RequestLimits,
     pub default_tenant: String,
     pub subscriptions: SubscriptionConfig,
+    /// Auth is on: every request must carry an [`Identity`].
+    pub auth_required: bool,
 }
 
 impl CallOutcomeApi {
@@ -62,7 +72,39 @@ impl CallOutcomeApi {
             permits,
             metrics,
             shutdown,
+            auth_required: settings.auth_required,
         }
+    }
+
+    /// Authorises a request for `role` and returns the tenant it may name: without auth,
+    /// the requested one unchanged; with an identity, the identity's own (the request
+    /// may name it or leave it empty).
+    fn scope(
+        &self,
+        identity: Option<&Identity>,
+        role: Role,
+        requested: &str,
+    ) -> Result<String, Status> {
+        let Some(identity) = identity else {
+            if self.auth_required {
+                return Err(Status::unauthenticated("missing credentials"));
+            }
+            return Ok(requested.to_owned());
+        };
+        if !identity.allows(role) {
+            return Err(Status::permission_denied(format!(
+                "`{}` lacks the `{}` role",
+                identity.name,
+                role.as_str()
+            )));
+        }
+        if !requested.is_empty() && requested != identity.tenant {
+            return Err(Status::permission_denied(format!(
+                "`{}` may act only for tenant `{}`",
+                identity.name, identity.tenant
+            )));
+        }
+        Ok(identity.tenant.clone())
     }
 
     /// The tenant a request acts for: the one it names, or the default.
@@ -117,10 +159,11 @@ impl CallOutcomeApi {
 
     async fn report(
         &self,
+        identity: Option<Identity>,
         request: pb::ReportOutcomeRequest,
     ) -> Result<pb::ReportOutcomeResponse, Status> {
-        let (tenant, outcome) =
-            self.outcome(&request.tenant, request.outcome.as_ref(), Purpose::Report)?;
+        let tenant = self.scope(identity.as_ref(), Role::Report, &request.tenant)?;
+        let (tenant, outcome) = self.outcome(&tenant, request.outcome.as_ref(), Purpose::Report)?;
         let result = self
             .pipeline
             .report(tenant, outcome)
@@ -141,10 +184,12 @@ impl CallOutcomeApi {
 
     async fn classify_outcome(
         &self,
+        identity: Option<Identity>,
         request: pb::ClassifyRequest,
     ) -> Result<pb::ClassifyResponse, Status> {
+        let tenant = self.scope(identity.as_ref(), Role::Report, &request.tenant)?;
         let (tenant, outcome) =
-            self.outcome(&request.tenant, request.outcome.as_ref(), Purpose::Classify)?;
+            self.outcome(&tenant, request.outcome.as_ref(), Purpose::Classify)?;
         let result = self
             .pipeline
             .classify(&tenant, &outcome)
@@ -160,10 +205,12 @@ impl CallOutcomeApi {
 
     async fn subscribe(
         &self,
+        identity: Option<Identity>,
         request: pb::SubscribeOutcomesRequest,
     ) -> Result<subscribe::ResponseStream, Status> {
+        let tenant = self.scope(identity.as_ref(), Role::Subscribe, &request.tenant)?;
         let mut violations = Vec::new();
-        let tenant = self.tenant(&request.tenant, &mut violations);
+        let tenant = self.tenant(&tenant, &mut violations);
         if !violations.is_empty() {
             return Err(ApiError::InvalidArgument(violations).into());
         }
@@ -204,8 +251,9 @@ impl CallOutcomeService for CallOutcomeApi {
             "calloutcome.v1.CallOutcomeService/ReportOutcome",
             request.metadata(),
         );
+        let identity = request.extensions().get::<Identity>().cloned();
         let result = self
-            .report(request.into_inner())
+            .report(identity, request.into_inner())
             .instrument(rpc.span.clone())
             .await;
         rpc.finish(&self.metrics, &result);
@@ -221,8 +269,9 @@ impl CallOutcomeService for CallOutcomeApi {
             "calloutcome.v1.CallOutcomeService/Classify",
             request.metadata(),
         );
+        let identity = request.extensions().get::<Identity>().cloned();
         let result = self
-            .classify_outcome(request.into_inner())
+            .classify_outcome(identity, request.into_inner())
             .instrument(rpc.span.clone())
             .await;
         rpc.finish(&self.metrics, &result);
@@ -240,8 +289,9 @@ impl CallOutcomeService for CallOutcomeApi {
             "calloutcome.v1.CallOutcomeService/SubscribeOutcomes",
             request.metadata(),
         );
+        let identity = request.extensions().get::<Identity>().cloned();
         let result = self
-            .subscribe(request.into_inner())
+            .subscribe(identity, request.into_inner())
             .instrument(rpc.span.clone())
             .await;
         rpc.finish(&self.metrics, &result);

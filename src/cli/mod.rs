@@ -37,6 +37,37 @@ pub enum Command {
     Subscribe(subscribe::SubscribeArgs),
     /// Validate a policy file or a service config file (and the policy it names).
     CheckConfig(CheckConfigArgs),
+    /// Print the SHA-256 (hex) of an API key, for `[[auth.api_keys]]` `sha256`.
+    HashKey(HashKeyArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct HashKeyArgs {
+    /// The API key ("-" reads it from the first line of standard input, which keeps it
+    /// out of the shell history).
+    pub key: String,
+}
+
+/// The `authorization` credential of client commands.
+#[derive(Debug, Clone, Args)]
+pub struct TokenArgs {
+    /// API key sent as `authorization: Bearer <token>`.
+    #[arg(long, env = "CALL_OUTCOME_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+}
+
+impl TokenArgs {
+    /// Adds the bearer credential to a request, when there is one.
+    pub(crate) fn authorize<T>(&self, request: T) -> Result<tonic::Request<T>, CliError> {
+        let mut request = tonic::Request::new(request);
+        if let Some(token) = self.token.as_deref().filter(|t| !t.is_empty()) {
+            let value = format!("Bearer {token}")
+                .parse::<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>()
+                .map_err(|_| CliError::Invalid("--token: not a valid header value".into()))?;
+            request.metadata_mut().insert("authorization", value);
+        }
+        Ok(request)
+    }
 }
 
 #[derive(Debug, Args)]
@@ -132,9 +163,11 @@ pub struct ReportArgs {
     /// Label as key=value (repeatable).
     #[arg(long = "label", value_parser = parse_label)]
     pub labels: Vec<(String, String)>,
-    /// Tenant to report into [default: the server's default tenant].
+    /// Tenant to report into [default: the server's default tenant, or the token's].
     #[arg(long, default_value = "")]
     pub tenant: String,
+    #[command(flatten)]
+    pub token: TokenArgs,
 }
 
 #[derive(Debug, Args)]
@@ -157,7 +190,7 @@ pub enum CliError {
     #[error("invalid outcome: {0}")]
     Invalid(String),
     /// Bad configuration or policy (exit 78, EX_CONFIG).
-    #[error("{0}")]
+    #[error(transparent)]
     Config(#[from] ConfigError),
     /// A file could not be read (exit 66, EX_NOINPUT).
     #[error("{path}: {source}")]
@@ -195,6 +228,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Report(args) => report(args).await,
         Command::Subscribe(args) => subscribe::run(args).await,
         Command::CheckConfig(args) => check_config(args),
+        Command::HashKey(args) => hash_key(args),
     }
 }
 
@@ -323,7 +357,7 @@ async fn report(args: ReportArgs) -> Result<(), CliError> {
         .await
         .map_err(|e| CliError::Rpc(format!("cannot connect to {}: {e}", args.server)))?;
     let response = client
-        .report_outcome(request)
+        .report_outcome(args.token.authorize(request)?)
         .await
         .map_err(status_error)?
         .into_inner();
@@ -376,6 +410,26 @@ fn status_error(status: tonic::Status) -> CliError {
         tonic::Code::InvalidArgument => CliError::Invalid(message),
         _ => CliError::Rpc(message),
     }
+}
+
+fn hash_key(args: HashKeyArgs) -> Result<(), CliError> {
+    let key = if args.key == "-" {
+        let mut line = String::new();
+        std::io::stdin()
+            .read_line(&mut line)
+            .map_err(|source| CliError::Io {
+                path: PathBuf::from("-"),
+                source,
+            })?;
+        line.trim_end_matches(['\r', '\n']).to_owned()
+    } else {
+        args.key
+    };
+    if key.is_empty() {
+        return Err(CliError::Invalid("the key is empty".into()));
+    }
+    println!("{}", crate::api::auth::hash_key(&key));
+    Ok(())
 }
 
 fn check_config(args: CheckConfigArgs) -> Result<(), CliError> {

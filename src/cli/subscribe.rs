@@ -35,7 +35,7 @@ pub struct SubscribeArgs {
     /// Only events with this label, as key=value (repeatable; all must match).
     #[arg(long = "label", value_parser = super::parse_label)]
     pub labels: Vec<(String, String)>,
-    /// Tenant [default: the server's default tenant].
+    /// Tenant [default: the server's default tenant, or the token's].
     #[arg(long, default_value = "")]
     pub tenant: String,
     /// Resume right after the event this token names.
@@ -50,6 +50,8 @@ pub struct SubscribeArgs {
     /// Print heartbeats as JSON lines too.
     #[arg(long)]
     pub heartbeats: bool,
+    #[command(flatten)]
+    pub token: super::TokenArgs,
 }
 
 /// Whether a failed stream is worth reconnecting.
@@ -86,7 +88,10 @@ pub async fn run(args: SubscribeArgs) -> Result<(), CliError> {
         };
         let failure = match CallOutcomeServiceClient::connect(args.server.clone()).await {
             Err(e) => format!("cannot connect to {}: {e}", args.server),
-            Ok(mut client) => match client.subscribe_outcomes(request).await {
+            Ok(mut client) => match client
+                .subscribe_outcomes(args.token.authorize(request)?)
+                .await
+            {
                 Err(status) if !retryable(status.code()) => {
                     return Err(CliError::Rpc(format!(
                         "{:?}: {}",
