@@ -33,6 +33,15 @@ use tracing_subscriber::{EnvFilter, Layer};
 /// Instrumentation scope and default `service.name`.
 pub const SERVICE_NAME: &str = "call-outcome";
 
+/// Whether spans are exported (the OpenTelemetry layer is installed). Without export the
+/// RPC span only has to carry the trace id of log lines, so it stays minimal.
+static EXPORTING_SPANS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// See [`EXPORTING_SPANS`].
+pub fn exporting_spans() -> bool {
+    EXPORTING_SPANS.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// Errors while setting up telemetry.
 #[derive(Debug, thiserror::Error)]
 pub enum TelemetryError {
@@ -180,10 +189,15 @@ pub fn init(
     } else {
         None
     };
-    let _ = tracing_subscriber::registry()
+    let exporting = traces.is_some();
+    if tracing_subscriber::registry()
         .with(logs)
         .with(traces)
-        .try_init();
+        .try_init()
+        .is_ok()
+    {
+        EXPORTING_SPANS.store(exporting, std::sync::atomic::Ordering::Relaxed);
+    }
     Ok(guard)
 }
 

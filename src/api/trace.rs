@@ -47,21 +47,28 @@ impl Rpc {
         let parent = opentelemetry::global::get_text_map_propagator(|p| {
             p.extract(&MetadataExtractor(metadata))
         });
-        let span = tracing::info_span!(
-            "rpc",
-            otel.name = full_name,
-            otel.kind = "server",
-            otel.status_code = Empty,
-            rpc.system = "grpc",
-            rpc.service = SERVICE_NAME,
-            rpc.method = method,
-            rpc.grpc.status_code = Empty,
-            trace_id = Empty,
-            outcome.category = Empty,
-            outcome.sip_code = Empty,
-            decision.action = Empty,
-            decision.rule = Empty,
-        );
+        let span = if crate::telemetry::exporting_spans() {
+            tracing::info_span!(
+                "rpc",
+                otel.name = full_name,
+                otel.kind = "server",
+                otel.status_code = Empty,
+                rpc.system = "grpc",
+                rpc.service = SERVICE_NAME,
+                rpc.method = method,
+                rpc.grpc.status_code = Empty,
+                trace_id = Empty,
+                outcome.category = Empty,
+                outcome.sip_code = Empty,
+                decision.action = Empty,
+                decision.rule = Empty,
+            )
+        } else {
+            // Nothing is exported: the span only gives log lines their method and trace
+            // id. Every field the log layer keeps is formatted on each `record`, so the
+            // outcome fields are left out (recording an absent field is a no-op).
+            tracing::info_span!("rpc", rpc.method = method, trace_id = Empty)
+        };
         let remote = parent.span().span_context().clone();
         // Fails only when no OpenTelemetry layer is installed (no export): then the
         // caller's trace id is still logged below.
