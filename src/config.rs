@@ -340,34 +340,26 @@ pub fn load_auth_file(path: &Path) -> Result<AuthConfig, ConfigError> {
     let text = read(path)?;
     toml::from_str::<AuthFile>(&text)
         .map(|f| f.auth)
-        .map_err(|e| {
-            let (line, column) = e
-                .span()
-                .map(|span| line_column(&text, span.start))
-                .unwrap_or((1, 1));
-            ConfigError::Syntax {
-                path: path.to_owned(),
-                line,
-                column,
-                message: e.message().trim().to_owned(),
-            }
-        })
+        .map_err(|e| syntax_error(&text, path, &e))
+}
+
+/// A TOML error as a config error naming the file, line and column.
+fn syntax_error(text: &str, path: &Path, e: &toml::de::Error) -> ConfigError {
+    let (line, column) = e
+        .span()
+        .map(|span| line_column(text, span.start))
+        .unwrap_or((1, 1));
+    ConfigError::Syntax {
+        path: path.to_owned(),
+        line,
+        column,
+        message: e.message().trim().to_owned(),
+    }
 }
 
 /// Parses a config file on its own, reporting errors with line and column.
 pub fn parse_file(text: &str, path: &Path) -> Result<Config, ConfigError> {
-    toml::from_str::<Config>(text).map_err(|e| {
-        let (line, column) = e
-            .span()
-            .map(|span| line_column(text, span.start))
-            .unwrap_or((1, 1));
-        ConfigError::Syntax {
-            path: path.to_owned(),
-            line,
-            column,
-            message: e.message().trim().to_owned(),
-        }
-    })
+    toml::from_str::<Config>(text).map_err(|e| syntax_error(text, path, &e))
 }
 
 /// 1-based line and column of a byte offset.
