@@ -8,6 +8,7 @@
 //! `CALL_OUTCOME_STORE__HISTORY_WINDOW=12h`.
 
 use crate::api::auth::{AuthConfig, KeyRing};
+use crate::api::rate_limit::RateLimitConfig;
 use crate::api::subscribe::SubscriptionConfig;
 use crate::api::validate::RequestLimits;
 use crate::events::memory::EventRetention;
@@ -46,6 +47,8 @@ pub struct Config {
     pub store: StoreLimits,
     pub events: EventRetention,
     pub subscriptions: SubscriptionConfig,
+    /// Per-tenant rate limits (`[rate_limits]`).
+    pub rate_limits: RateLimitConfig,
     pub log: LogConfig,
     /// Where history, idempotency and events live: `memory` (one replica, the default)
     /// or `nats` (JetStream, any number of replicas; see `[nats]`).
@@ -87,6 +90,7 @@ impl Default for Config {
             store: StoreLimits::default(),
             events: EventRetention::default(),
             subscriptions: SubscriptionConfig::default(),
+            rate_limits: RateLimitConfig::default(),
             log: LogConfig::default(),
             backend: Backend::default(),
             nats: NatsConfig::default(),
@@ -117,6 +121,10 @@ pub struct ServerTuning {
     pub max_concurrent_streams: u32,
     /// Serve gRPC server reflection (v1 and v1alpha).
     pub reflection: bool,
+    /// Most public-service requests handled at once across all connections; beyond it
+    /// a request is answered UNAVAILABLE at once, unprocessed. 0: no limit. A stream
+    /// counts only while it opens.
+    pub max_in_flight: usize,
 }
 
 impl Default for ServerTuning {
@@ -128,6 +136,7 @@ impl Default for ServerTuning {
             http2_keepalive_timeout: Duration::from_secs(10),
             max_concurrent_streams: 1024,
             reflection: true,
+            max_in_flight: 2048,
         }
     }
 }
@@ -248,6 +257,9 @@ impl Config {
         if self.backend == Backend::Nats {
             self.nats.validate().map_err(ConfigError::Invalid)?;
         }
+        self.rate_limits
+            .validate(self.limits.max_tenant_bytes)
+            .map_err(ConfigError::Invalid)?;
         self.key_ring()?;
         self.check_listen_security()?;
         Ok(())
@@ -385,6 +397,7 @@ pub fn looks_like_service_config(text: &str) -> bool {
         "store",
         "events",
         "subscriptions",
+        "rate_limits",
         "log",
         "backend",
         "nats",

@@ -40,6 +40,8 @@ pub mod telemetry;
 #[allow(clippy::all, clippy::pedantic, missing_docs)]
 pub mod proto {
     tonic::include_proto!("calloutcome.v1");
+    // The client, generated apart so that it keeps tonic's codec (see build.rs).
+    include!(concat!(env!("OUT_DIR"), "/client/calloutcome.v1.rs"));
 
     /// Encoded file descriptor set of the contract, served by reflection.
     pub const FILE_DESCRIPTOR_SET: &[u8] =

@@ -10,6 +10,8 @@
 //! `shutdown_grace` is cut off so the process always exits.
 
 use crate::api::auth::AuthLayer;
+use crate::api::in_flight::InFlightLayer;
+use crate::api::rate_limit::RateLimits;
 use crate::api::subscribe::SubscriptionPermits;
 use crate::api::{ApiSettings, CallOutcomeApi};
 use crate::config::{Backend, Config, ConfigError};
@@ -171,6 +173,21 @@ async fn serve_pipeline(
             Arc::new(move || permits.active() as u64),
         )?)
     };
+    let meter = metrics.meter();
+    let mut housekeeping = None;
+    let rate_limits = config.rate_limits.enabled.then(|| {
+        // Configured tenants are named in the metric; any other is `other`.
+        let known = config
+            .auth
+            .api_keys
+            .iter()
+            .map(|k| k.tenant.clone())
+            .chain([config.default_tenant.clone()]);
+        let limits = Arc::new(RateLimits::new(&config.rate_limits, known, Some(&meter)));
+        housekeeping = Some(limits.spawn_housekeeping(Duration::from_secs(10), streams.clone()));
+        tracing::info!(limits = ?config.rate_limits, "per-tenant rate limits on");
+        limits
+    });
     let api = CallOutcomeApi::new(
         pipeline.clone(),
         ApiSettings {
@@ -183,6 +200,10 @@ async fn serve_pipeline(
         Arc::clone(&metrics),
         streams.clone(),
     );
+    let api = match rate_limits {
+        Some(limits) => api.with_rate_limits(limits),
+        None => api,
+    };
     let service = CallOutcomeServiceServer::new(api)
         .max_decoding_message_size(config.server.max_message_bytes)
         .max_encoding_message_size(config.server.max_message_bytes.max(4 * 1024 * 1024))
@@ -190,6 +211,11 @@ async fn serve_pipeline(
         .send_compressed(CompressionEncoding::Gzip);
     // Only the public service is authenticated: health and reflection stay open.
     let service = tower::Layer::layer(&AuthLayer::new(keys), service);
+    // Outermost: a shed request costs neither authentication nor decoding.
+    let service = tower::Layer::layer(
+        &InFlightLayer::new(config.server.max_in_flight, Some(&meter)),
+        service,
+    );
 
     let (health, health_service) = tonic_health::server::health_reporter();
     health
@@ -312,6 +338,9 @@ async fn serve_pipeline(
         }
     };
     if let Some(task) = &nats_health {
+        task.abort();
+    }
+    if let Some(task) = &housekeeping {
         task.abort();
     }
     admin_stop.cancel();

@@ -443,6 +443,11 @@ impl Metrics {
             .map_err(|e| TelemetryError::Metrics(e.to_string()))
     }
 
+    /// The service's meter, for instruments owned by other modules (limits).
+    pub fn meter(&self) -> opentelemetry::metrics::Meter {
+        self.provider.meter(SERVICE_NAME)
+    }
+
     /// Flushes the OTLP reader, if any (bounded by the SDK's own timeouts).
     pub fn shutdown(&self) {
         let _ = self.provider.shutdown();

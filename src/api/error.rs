@@ -1,5 +1,6 @@
 //! The one mapping from the service's errors to gRPC status codes.
 
+use super::rate_limit::RateLimited;
 use super::validate::FieldViolation;
 use crate::events::EventError;
 use crate::pipeline::PipelineError;
@@ -15,6 +16,14 @@ pub enum ApiError {
     InvalidArgument(Vec<FieldViolation>),
     #[error(transparent)]
     Pipeline(#[from] PipelineError),
+    /// The tenant's rate limit for this RPC is used up; nothing was recorded.
+    #[error("{0}")]
+    RateLimited(RateLimited),
+    /// `server.max_in_flight` requests are being handled; this one was not looked at.
+    #[error(
+        "server overloaded: {max_in_flight} requests in flight; nothing was processed, retry with backoff"
+    )]
+    Overloaded { max_in_flight: usize },
 }
 
 fn summary(violations: &[FieldViolation]) -> String {
@@ -30,6 +39,18 @@ impl From<ApiError> for Status {
         let message = error.to_string();
         match error {
             ApiError::InvalidArgument(violations) => bad_request(message, violations),
+            // A quota, per AIP-193: RESOURCE_EXHAUSTED with when to retry and which quota.
+            ApiError::RateLimited(limited) => {
+                let mut details = ErrorDetails::with_retry_info(Some(limited.retry_after));
+                details.add_quota_failure_violation(
+                    format!("tenant:{}", limited.tenant),
+                    format!("{}: {}", limited.rpc.method(), limited.rate),
+                );
+                Status::with_error_details(Code::ResourceExhausted, message, details)
+            }
+            // The whole replica is busy, not the caller's quota: UNAVAILABLE is what gRPC
+            // clients and proxies retry (on another replica) with backoff.
+            ApiError::Overloaded { .. } => Status::new(Code::Unavailable, message),
             ApiError::Pipeline(PipelineError::Invalid(e)) => {
                 let violation =
                     FieldViolation::new(format!("outcome.{}", e.field()), e.to_string());

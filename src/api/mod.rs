@@ -6,8 +6,11 @@
 //! identity's tenant; a request naming another tenant is `PERMISSION_DENIED`.
 
 pub mod auth;
+pub mod codec;
 pub mod convert;
 pub mod error;
+pub mod in_flight;
+pub mod rate_limit;
 pub mod subscribe;
 pub mod trace;
 pub mod validate;
@@ -22,6 +25,7 @@ use crate::store::StoreError;
 use crate::telemetry::Metrics;
 use auth::{Identity, Role};
 use error::ApiError;
+use rate_limit::{LimitedRpc, RateLimits};
 use std::sync::Arc;
 use std::time::SystemTime;
 use subscribe::{SubscriptionConfig, SubscriptionPermits};
@@ -44,6 +48,8 @@ pub struct CallOutcomeApi {
     shutdown: CancellationToken,
     /// Auth is on: a request without an identity is refused.
     auth_required: bool,
+    /// Per-tenant rate limits; `None` when `[rate_limits]` is off.
+    rate_limits: Option<Arc<RateLimits>>,
 }
 
 /// What the api needs besides the pipeline.
@@ -73,6 +79,21 @@ impl CallOutcomeApi {
             metrics,
             shutdown,
             auth_required: settings.auth_required,
+            rate_limits: None,
+        }
+    }
+
+    /// Enforces per-tenant rate limits.
+    pub fn with_rate_limits(mut self, limits: Arc<RateLimits>) -> Self {
+        self.rate_limits = Some(limits);
+        self
+    }
+
+    /// Takes one call of `rpc` from `tenant`'s rate limit (a validated tenant name).
+    fn admit(&self, rpc: LimitedRpc, tenant: &String) -> Result<(), ApiError> {
+        match &self.rate_limits {
+            Some(limits) => limits.check(rpc, tenant).map_err(ApiError::RateLimited),
+            None => Ok(()),
         }
     }
 
@@ -124,6 +145,15 @@ impl CallOutcomeApi {
     ) -> Result<(String, crate::outcome::Outcome), ApiError> {
         let mut violations = Vec::new();
         let tenant = self.tenant(tenant, &mut violations);
+        // Charged before the outcome is validated, so that invalid requests count too;
+        // only a valid tenant name gets a bucket.
+        if violations.is_empty() {
+            let rpc = match purpose {
+                Purpose::Report => LimitedRpc::Report,
+                Purpose::Classify => LimitedRpc::Classify,
+            };
+            self.admit(rpc, &tenant)?;
+        }
         match validate::outcome(outcome, purpose, &self.limits, SystemTime::now()) {
             Ok(outcome) if violations.is_empty() => Ok((tenant, outcome)),
             Ok(_) => Err(ApiError::InvalidArgument(violations)),
@@ -214,6 +244,7 @@ impl CallOutcomeApi {
         if !violations.is_empty() {
             return Err(ApiError::InvalidArgument(violations).into());
         }
+        self.admit(LimitedRpc::Subscribe, &tenant)?;
         let subscription =
             subscribe::request(tenant, &request, &self.limits, &self.subscriptions, |d| {
                 self.pipeline.destination(d)
