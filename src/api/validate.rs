@@ -25,6 +25,8 @@ pub struct RequestLimits {
     pub max_header_bytes: usize,
     /// Largest `raw_sip_response`, in bytes.
     pub max_raw_sip_bytes: usize,
+    /// Most header lines in `raw_sip_response` (folded continuation lines count).
+    pub max_raw_sip_headers: usize,
     /// Most labels on one outcome.
     pub max_labels: usize,
     /// Longest label key, in bytes.
@@ -45,6 +47,7 @@ impl Default for RequestLimits {
             max_tenant_bytes: 64,
             max_header_bytes: 4096,
             max_raw_sip_bytes: 65_536,
+            max_raw_sip_headers: 256,
             max_labels: 32,
             max_label_key_bytes: 64,
             max_label_value_bytes: 256,
@@ -170,6 +173,11 @@ pub fn outcome(
             "outcome.raw_sip_response",
             format!("larger than {} bytes", limits.max_raw_sip_bytes),
         ));
+    } else if raw_sip_headers(&o.raw_sip_response) > limits.max_raw_sip_headers {
+        v.push(FieldViolation::new(
+            "outcome.raw_sip_response",
+            format!("more than {} header lines", limits.max_raw_sip_headers),
+        ));
     }
 
     let provider = o.provider.as_ref().and_then(|p| {
@@ -258,6 +266,15 @@ pub fn outcome(
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect(),
     })
+}
+
+/// Header lines of a raw SIP response: the lines after the status line, up to the
+/// first empty one (the body is not counted).
+fn raw_sip_headers(raw: &[u8]) -> usize {
+    raw.split(|&b| b == b'\n')
+        .skip(1)
+        .take_while(|line| !matches!(line, [] | [b'\r']))
+        .count()
 }
 
 fn text(v: &mut Vec<FieldViolation>, field: &str, value: &str, max: usize) {
@@ -389,6 +406,33 @@ mod tests {
         ] {
             assert!(got.iter().any(|g| g == f), "{f} missing from {got:?}");
         }
+    }
+
+    #[test]
+    fn raw_sip_header_lines_are_capped() {
+        assert_eq!(raw_sip_headers(b""), 0);
+        assert_eq!(
+            raw_sip_headers(b"SIP/2.0 486 Busy\r\nA: 1\r\nB: 2\r\n\r\nC: body"),
+            2
+        );
+        assert_eq!(raw_sip_headers(b"SIP/2.0 486 Busy\nA: 1\n B: folded\n"), 2);
+        let limits = RequestLimits {
+            max_raw_sip_headers: 3,
+            ..RequestLimits::default()
+        };
+        let mut o = valid();
+        o.raw_sip_response = b"SIP/2.0 603 Decline\r\nA: 1\r\nB: 2\r\nC: 3\r\n\r\n".to_vec();
+        assert!(outcome(Some(&o), Purpose::Report, &limits, SystemTime::now()).is_ok());
+        o.raw_sip_response = b"SIP/2.0 603 Decline\r\nA: 1\r\nB: 2\r\nC: 3\r\nD: 4\r\n".to_vec();
+        assert_eq!(
+            fields(outcome(
+                Some(&o),
+                Purpose::Report,
+                &limits,
+                SystemTime::now()
+            )),
+            ["outcome.raw_sip_response"]
+        );
     }
 
     #[test]
