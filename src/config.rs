@@ -542,6 +542,69 @@ mod tests {
     }
 
     #[test]
+    fn rate_limit_errors_name_the_line_and_overrides_load() {
+        let text = "[rate_limits]\nenabled = true\nreport_per_second = 0\n";
+        let err = parse_file(text, Path::new("svc.toml")).expect_err("zero rate");
+        assert!(err.to_string().starts_with("svc.toml:3:"), "{err}");
+        let text = "[server]\nmax_in_flight = -1\n";
+        let err = parse_file(text, Path::new("svc.toml")).expect_err("negative");
+        assert!(err.to_string().starts_with("svc.toml:2:"), "{err}");
+        let text = "[rate_limits.tenants.acme]\nreport_burst = 9\nbogus = 1\n";
+        let err = parse_file(text, Path::new("svc.toml")).expect_err("unknown key");
+        assert!(err.to_string().starts_with("svc.toml:3:"), "{err}");
+
+        let text = "[rate_limits]\nenabled = true\n[rate_limits.tenants.acme]\nreport_burst = 9\n";
+        let config = parse_file(text, Path::new("svc.toml")).expect("valid");
+        config.validate().expect("valid");
+        let acme = config.rate_limits.tenants.get("acme").expect("override");
+        assert_eq!(acme.report_burst.map(|n| n.get()), Some(9));
+        let text = "[rate_limits.tenants.\"a/b\"]\nreport_burst = 9\n";
+        let config = parse_file(text, Path::new("svc.toml")).expect("parses");
+        let err = config.validate().expect_err("bad tenant name");
+        assert!(err.to_string().contains("rate_limits.tenants.a/b"), "{err}");
+    }
+
+    /// examples/config.toml is the reference of every key: it must hold each one, with
+    /// its default.
+    #[test]
+    fn the_example_config_lists_every_key_with_its_default() {
+        fn paths(table: &toml::Table, prefix: &str, out: &mut Vec<String>) {
+            for (k, v) in table {
+                let path = format!("{prefix}{k}");
+                match v {
+                    toml::Value::Table(t) if !t.is_empty() => {
+                        paths(t, &format!("{path}."), out);
+                    }
+                    _ => out.push(path),
+                }
+            }
+        }
+        let text =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/config.toml"))
+                .expect("example");
+        let example: toml::Table = toml::from_str(&text).expect("toml");
+        let defaults = toml::Table::try_from(Config::default()).expect("serialise");
+        let (mut have, mut want) = (Vec::new(), Vec::new());
+        paths(&example, "", &mut have);
+        paths(&defaults, "", &mut want);
+        // Shown commented out: empty lists and maps of examples.
+        let commented = ["auth.api_keys", "rate_limits.tenants"];
+        for key in want {
+            assert!(
+                have.contains(&key) || commented.contains(&key.as_str()),
+                "examples/config.toml lacks `{key}`"
+            );
+        }
+        let mut config = parse_file(&text, Path::new("examples/config.toml")).expect("valid");
+        config.policy_file = None;
+        assert_eq!(
+            config,
+            Config::default(),
+            "examples/config.toml differs from the defaults"
+        );
+    }
+
+    #[test]
     fn regions_are_checked() {
         let mut c = Config {
             default_region: "gb".into(),
