@@ -171,6 +171,11 @@ reject "a misspelled key in a values file" "additional properties 'enabeld' not 
   -f <(printf 'networkPolicy:\n  enabeld: false\n')
 reject "a wrong type (string for replicaCount)" "got string, want integer" --set replicaCount=two
 reject "a wrong type (string for tls.enabled)" "got string, want boolean" --set-string tls.enabled=yes
+reject "a zero rate limit" "minimum: got 0, want 1" --set config.rateLimits.reportPerSecond=0
+reject "a rate-limit override for an invalid tenant name" "does not match pattern" \
+  --set 'config.rateLimits.tenants.a\.b/c.reportBurst=5'
+reject "an unknown rate-limit override key" "additional properties 'reportsPerSecond' not allowed" \
+  --set config.rateLimits.tenants.acme.reportsPerSecond=5
 reject "an unknown backend" "value must be one of 'memory', 'nats'" --set backend=redis
 reject "an inlined API key" "additional properties 'apiKey' not allowed" --set auth.apiKey=sk-test-123
 reject "inlined TLS key material" "additional properties 'key' not allowed" --set tls.key=-----BEGIN

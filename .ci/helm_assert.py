@@ -127,6 +127,14 @@ def common(docs):
     check(config.get("admin_listen") == f"0.0.0.0:{admin_port}", "config admin_listen matches the admin container port")
     check(config.get("log", {}).get("format") == "json", "JSON logs")
     check(config.get("policy_file") == "policy.toml", "policy_file is policy.toml next to config.toml")
+    server, rate = config.get("server", {}), config.get("rate_limits", {})
+    check(isinstance(server.get("max_in_flight"), int) and server["max_in_flight"] >= 0,
+          "[server] max_in_flight (load shedding) rendered")
+    check(isinstance(rate.get("enabled"), bool) and all(
+        isinstance(rate.get(k), int) and rate[k] >= 1 for k in (
+            "report_per_second", "report_burst", "classify_per_second", "classify_burst",
+            "subscribe_per_minute", "subscribe_burst", "max_tenants")),
+          "[rate_limits] rendered with every rate")
     mounts = {m["mountPath"]: m for m in c["volumeMounts"]}
     check("/etc/call-outcome/config.toml" in mounts and "/etc/call-outcome/policy.toml" in mounts,
           "config.toml and policy.toml mounted side by side")
@@ -208,6 +216,9 @@ def case_default(docs, dep, pod, c, config):
     check(not of_kind(docs, "HorizontalPodAutoscaler"), "no HPA unless enabled")
     check(not of_kind(docs, "ServiceMonitor"), "no ServiceMonitor unless enabled")
     check("tls" not in config, "no [tls] unless enabled")
+    check(config["rate_limits"]["enabled"] is False and "tenants" not in config["rate_limits"],
+          "rate limits off by default, no overrides")
+    check(config["server"]["max_in_flight"] == 2048, "max_in_flight 2048 by default")
     check(one(docs, "PodDisruptionBudget")["spec"].get("maxUnavailable") == 1, "PDB maxUnavailable 1")
     np = one(docs, "NetworkPolicy")["spec"]
     check(set(np["policyTypes"]) == {"Ingress", "Egress"}, "NetworkPolicy restricts ingress and egress")
@@ -248,6 +259,11 @@ def case_ha_nats(docs, dep, pod, c, config):
     nats = config.get("nats", {})
     check(nats.get("url", "").startswith("nats://") and nats.get("replicas") == 3, "[nats] url and replicas")
     check(nats.get("credentials_file") == "/etc/call-outcome/nats/nats.creds", "NATS credentials are a mounted file")
+    rate = config.get("rate_limits", {})
+    check(rate.get("enabled") is True and rate.get("report_per_second") == 500 and rate.get("report_burst") == 2000,
+          "[rate_limits] from values, defaults kept for unset keys")
+    check(rate.get("tenants") == {"acme": {"report_per_second": 5000, "report_burst": 10000}},
+          "per-tenant override rendered as [rate_limits.tenants.acme] with snake_case keys")
     vols = {v["name"]: v for v in pod["volumes"]}
     check(vols["nats-credentials"]["secret"]["secretName"] == "call-outcome-nats", "NATS credentials from the Secret")
     hpa = one(docs, "HorizontalPodAutoscaler")
