@@ -470,6 +470,18 @@ async fn a_tenant_over_its_rate_gets_resource_exhausted_with_retry_info() {
         .expect_err("second subscription within the minute");
     assert_eq!(err.code(), Code::ResourceExhausted);
     assert!(err.get_details_retry_info().is_some());
+    // Counted, with tenants the config does not name folded into `other`.
+    let metrics = get(server.admin_addr.expect("admin"), "/metrics").await.1;
+    for rpc in ["ReportOutcome", "SubscribeOutcomes"] {
+        assert!(
+            metrics.lines().any(
+                |l| l.starts_with("calloutcome_rate_limited_requests_total{")
+                    && l.contains(&format!("rpc_method=\"{rpc}\""))
+                    && l.contains("tenant=\"other\"")
+            ),
+            "{rpc}: {metrics}"
+        );
+    }
     drop(stream);
     server.stop().await.expect("clean stop");
 }
