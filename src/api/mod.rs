@@ -8,6 +8,7 @@
 pub mod auth;
 pub mod convert;
 pub mod error;
+pub mod jwt;
 pub mod subscribe;
 pub mod trace;
 pub mod validate;
