@@ -200,7 +200,15 @@ impl Config {
             Env::prefixed("CALL_OUTCOME_")
                 .split("__")
                 // The CLI's own variables share the prefix but are not service settings.
-                .ignore(&["config", "token", "server_url", "nats_url"]),
+                .ignore(&[
+                    "config",
+                    "token",
+                    "server_url",
+                    "nats_url",
+                    "ca_cert",
+                    "client_cert",
+                    "client_key",
+                ]),
         );
         let mut config: Config = figment
             .extract()
@@ -278,10 +286,7 @@ impl Config {
         }
         if self.auth.enabled
             && !self.auth.client_certs.is_empty()
-            && self
-                .tls
-                .as_ref()
-                .is_none_or(|t| t.client_ca_file.is_none())
+            && self.tls.as_ref().is_none_or(|t| t.client_ca_file.is_none())
         {
             return Err(ConfigError::Invalid(
                 "[[auth.client_certs]] needs [tls] with client_ca_file: without it no client \

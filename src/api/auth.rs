@@ -567,7 +567,9 @@ mod tests {
             ..CertNames::default()
         };
         let none = http::HeaderMap::new();
-        let id = auth.authenticate(&none, Some(&peer(acme.clone()))).expect("by cert");
+        let id = auth
+            .authenticate(&none, Some(&peer(acme.clone())))
+            .expect("by cert");
         assert_eq!(id.tenant, "acme");
         // Nothing at all, or a certificate that maps to nothing: UNAUTHENTICATED.
         let err = auth.authenticate(&none, None).expect_err("nothing");
@@ -597,7 +599,9 @@ mod tests {
             http::header::AUTHORIZATION,
             "Bearer wrong".parse().expect("hv"),
         );
-        let err = auth.authenticate(&h, Some(&peer(globex))).expect_err("bad token");
+        let err = auth
+            .authenticate(&h, Some(&peer(globex)))
+            .expect_err("bad token");
         assert_eq!(err.code(), tonic::Code::Unauthenticated);
     }
 

@@ -181,7 +181,8 @@ impl JwtVerifier {
             .keys
             .iter()
             .filter(|k| {
-                k.algorithm == header.alg && (k.kid.is_none() || k.kid.as_deref() == header.kid.as_deref())
+                k.algorithm == header.alg
+                    && (k.kid.is_none() || k.kid.as_deref() == header.kid.as_deref())
             })
             .peekable();
         if candidates.peek().is_none() {
@@ -284,8 +285,9 @@ fn load_key(entry: &JwtKeyConfig, at: &str) -> Result<DecodingKey, String> {
         }
         let secret = match (&entry.secret_file, &entry.secret_env) {
             (Some(path), None) => {
-                let mut bytes = std::fs::read(path)
-                    .map_err(|e| format!("{at}.secret_file: {}: cannot read: {e}", path.display()))?;
+                let mut bytes = std::fs::read(path).map_err(|e| {
+                    format!("{at}.secret_file: {}: cannot read: {e}", path.display())
+                })?;
                 // `echo secret > file` adds a newline that is not part of the secret.
                 if bytes.ends_with(b"\n") {
                     bytes.pop();
@@ -307,7 +309,9 @@ fn load_key(entry: &JwtKeyConfig, at: &str) -> Result<DecodingKey, String> {
                     .into_bytes()
             }
             (Some(_), Some(_)) => {
-                return Err(format!("{at}: set one of secret_file and secret_env, not both"));
+                return Err(format!(
+                    "{at}: set one of secret_file and secret_env, not both"
+                ));
             }
             (None, None) => {
                 return Err(format!(
@@ -423,10 +427,20 @@ mod tests {
         assert!(verifier.verify(&sign(&early)).is_err());
         let mut aud = good.clone();
         aud["aud"] = json!("someone-else");
-        assert!(verifier.verify(&sign(&aud)).expect_err("aud").contains("audience"));
+        assert!(
+            verifier
+                .verify(&sign(&aud))
+                .expect_err("aud")
+                .contains("audience")
+        );
         let mut iss = good.clone();
         iss["iss"] = json!("https://evil.example");
-        assert!(verifier.verify(&sign(&iss)).expect_err("iss").contains("issuer"));
+        assert!(
+            verifier
+                .verify(&sign(&iss))
+                .expect_err("iss")
+                .contains("issuer")
+        );
         let mut no_tenant = good.clone();
         no_tenant.as_object_mut().expect("obj").remove("tenant");
         assert!(verifier.verify(&sign(&no_tenant)).is_err());
@@ -447,7 +461,12 @@ mod tests {
             &EncodingKey::from_secret(SECRET),
         )
         .expect("sign");
-        assert!(verifier.verify(&other_alg).expect_err("alg").contains("not configured"));
+        assert!(
+            verifier
+                .verify(&other_alg)
+                .expect_err("alg")
+                .contains("not configured")
+        );
     }
 
     #[test]
@@ -456,14 +475,30 @@ mod tests {
         let mut c = config(dir.path());
         std::fs::write(dir.path().join("short.key"), b"short").expect("write");
         c.keys[0].secret_file = Some(dir.path().join("short.key"));
-        assert!(JwtVerifier::new(&c, 64).expect_err("short").contains("at least 32"));
+        assert!(
+            JwtVerifier::new(&c, 64)
+                .expect_err("short")
+                .contains("at least 32")
+        );
         c.keys[0].secret_file = None;
-        assert!(JwtVerifier::new(&c, 64).expect_err("none").contains("never inline"));
+        assert!(
+            JwtVerifier::new(&c, 64)
+                .expect_err("none")
+                .contains("never inline")
+        );
         c.keys[0].secret_env = Some("CALL_OUTCOME_JWT".into());
-        assert!(JwtVerifier::new(&c, 64).expect_err("prefix").contains("CALL_OUTCOME_"));
+        assert!(
+            JwtVerifier::new(&c, 64)
+                .expect_err("prefix")
+                .contains("CALL_OUTCOME_")
+        );
         let mut c = config(dir.path());
         c.keys[0].algorithm = Algorithm::ES256;
-        assert!(JwtVerifier::new(&c, 64).expect_err("secret").contains("public key"));
+        assert!(
+            JwtVerifier::new(&c, 64)
+                .expect_err("secret")
+                .contains("public key")
+        );
         c.keys[0].secret_file = None;
         c.keys[0].public_key_file = Some(dir.path().join("hs.key"));
         let err = JwtVerifier::new(&c, 64).expect_err("not pem");

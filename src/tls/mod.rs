@@ -89,7 +89,8 @@ impl TlsConfig {
 
     /// Whether clients may connect without a certificate.
     pub fn client_cert_required(&self) -> bool {
-        self.client_ca_file.is_some() && self.client_auth.unwrap_or_default() == ClientAuth::Required
+        self.client_ca_file.is_some()
+            && self.client_auth.unwrap_or_default() == ClientAuth::Required
     }
 }
 
@@ -305,15 +306,24 @@ mod tests {
 
         let missing = TlsConfig::new(dir.path().join("nope.crt"), &config.key_file);
         let err = load(&missing).expect_err("missing").to_string();
-        assert!(err.contains("nope.crt") && err.contains("cannot read"), "{err}");
+        assert!(
+            err.contains("nope.crt") && err.contains("cannot read"),
+            "{err}"
+        );
 
         let garbage = TlsConfig::new(write(dir.path(), "bad.crt", "hello"), &config.key_file);
         let err = load(&garbage).expect_err("garbage").to_string();
-        assert!(err.contains("bad.crt") && err.contains("CERTIFICATE"), "{err}");
+        assert!(
+            err.contains("bad.crt") && err.contains("CERTIFICATE"),
+            "{err}"
+        );
 
         let no_key = TlsConfig::new(&config.cert_file, &config.cert_file);
         let err = load(&no_key).expect_err("no key").to_string();
-        assert!(err.contains("tls.crt") && err.contains("private key"), "{err}");
+        assert!(
+            err.contains("tls.crt") && err.contains("private key"),
+            "{err}"
+        );
 
         let (_, other_key) = self_signed(&["other"]);
         let mismatch = TlsConfig::new(&config.cert_file, write(dir.path(), "o.key", &other_key));
@@ -322,7 +332,9 @@ mod tests {
 
         let mut client_auth_without_ca = config.clone();
         client_auth_without_ca.client_auth = Some(ClientAuth::Optional);
-        let err = load(&client_auth_without_ca).expect_err("no ca").to_string();
+        let err = load(&client_auth_without_ca)
+            .expect_err("no ca")
+            .to_string();
         assert!(err.contains("client_ca_file"), "{err}");
 
         let mut ca = config.clone();
