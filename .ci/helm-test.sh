@@ -7,7 +7,7 @@
 #   types; pods rolling when the policy changes; the shipped policy passing check-config.
 # Usage: .ci/helm-test.sh path/to/call-outcome
 # Needs helm, kubernetes-validate and tools-python on PATH (.ci/tools.sh helm
-# kubernetes_validate); a missing tool is a failure, never a skip.
+# kubernetes_validate) and openssl; a missing tool is a failure, never a skip.
 set -euo pipefail
 BIN=$(realpath "$1")
 cd "$(dirname "$0")/.."
@@ -20,9 +20,11 @@ KUBE_VERSIONS=(1.30.0 1.37.0)
 fail() { echo "HELM FAIL: $*" >&2; exit 1; }
 ok() { echo "ok - $*"; }
 
-for tool in helm kubernetes-validate tools-python openssl; do
+for tool in helm kubernetes-validate tools-python; do
   command -v "$tool" >/dev/null || fail "$tool not found on PATH (run .ci/tools.sh helm kubernetes_validate)"
 done
+# Makes the throwaway certificate for checking the TLS render (Debian package openssl).
+command -v openssl >/dev/null || fail "openssl not found on PATH (apt-get install openssl)"
 [ -x "$BIN" ] || fail "binary $BIN not found"
 helm version --short | grep -q '^v4\.' || fail "helm v4 expected, got $(helm version --short)"
 assert() { tools-python .ci/helm_assert.py "$@"; }

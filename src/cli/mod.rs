@@ -435,8 +435,18 @@ fn check_config(args: CheckConfigArgs) -> Result<(), CliError> {
     if config::looks_like_service_config(&text) {
         let config = Config::load(Some(&args.file))?;
         let policy = config.policy()?;
+        let tls = match &config.tls {
+            None => "off".to_owned(),
+            Some(t) if t.client_cert_required() => "on, client certificate required".to_owned(),
+            Some(t) if t.client_ca_file.is_some() => "on, client certificate optional".to_owned(),
+            Some(_) => "on".to_owned(),
+        };
+        let auth = match config.authenticator()? {
+            Some(auth) => auth.summary(),
+            None => "off".to_owned(),
+        };
         println!(
-            "{}: valid service config; policy {}: {} rules",
+            "{}: valid service config; policy {}: {} rules; TLS {tls}; auth {auth}",
             args.file.display(),
             config
                 .policy_file
