@@ -404,7 +404,7 @@ async fn the_cli_speaks_mutual_tls() {
         "--to",
         "+15550104477",
         "--sip-code",
-        "486",
+        "603",
         "--json",
         "--server",
     ]
@@ -420,6 +420,17 @@ async fn the_cli_speaks_mutual_tls() {
         "localhost".to_owned(),
     ]);
     let mut with_cert = args.clone();
+    let with_cert_flags: Vec<String> = args
+        [args.iter().position(|a| a == "--server").expect("flag")..]
+        .iter()
+        .cloned()
+        .chain([
+            "--client-cert".to_owned(),
+            path(&cert_file),
+            "--client-key".to_owned(),
+            path(&key_file),
+        ])
+        .collect();
     with_cert.extend([
         "--client-cert".to_owned(),
         path(&cert_file),
@@ -436,6 +447,24 @@ async fn the_cli_speaks_mutual_tls() {
     assert!(
         stdout.contains("acme") || stdout.contains("event_id"),
         "{stdout}"
+    );
+
+    // subscribe takes the same flags: it reads the report back, as acme.
+    let mut subscribe: Vec<String> = ["subscribe", "--from-oldest", "--max-events", "1"]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect();
+    subscribe.extend(with_cert_flags.clone());
+    let out = run(subscribe).await.expect("join");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let line = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        line.contains("cli-tls-1") && line.contains("acme"),
+        "{line}"
     );
 
     let no_cert = run(args.clone()).await.expect("join");
