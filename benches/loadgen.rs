@@ -532,9 +532,9 @@ impl Bare {
             report: pb::ReportOutcomeResponse {
                 classification: Some(classification),
                 decision: Some(decision),
-                event_id: reported.report.event_id,
+                event_id: reported.report.event_id.clone(),
                 duplicate: false,
-                destination: reported.report.destination,
+                destination: reported.report.destination.clone(),
             },
             classify: pb::ClassifyResponse {
                 classification: Some((&classified.classification).into()),

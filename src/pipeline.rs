@@ -33,7 +33,7 @@ pub enum PipelineError {
 /// The result of a report.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReportResult {
-    pub report: StoredReport,
+    pub report: Arc<StoredReport>,
     /// True when the report repeats an earlier one; `report` is the first result.
     pub duplicate: bool,
 }
@@ -53,6 +53,8 @@ pub struct Pipeline {
     events: Arc<dyn EventLog>,
     policy: Arc<Policy>,
     default_region: Option<phonenumber::country::Id>,
+    /// Both backends are in-process: reports run inline (see [`Pipeline::report`]).
+    inline_reports: bool,
 }
 
 impl std::fmt::Debug for Pipeline {
@@ -70,11 +72,13 @@ impl Pipeline {
         policy: Arc<Policy>,
         default_region: Option<phonenumber::country::Id>,
     ) -> Self {
+        let inline_reports = store.in_process() && events.in_process();
         Pipeline {
             store,
             events,
             policy,
             default_region,
+            inline_reports,
         }
     }
 
@@ -137,8 +141,12 @@ impl Pipeline {
 
     /// Records an outcome: idempotent on `(tenant, call_id, attempt)`.
     ///
-    /// The work runs in its own task so that a client that goes away mid-report cannot
-    /// leave it half done (history recorded, event not published, key still claimed).
+    /// A client that goes away mid-report must not leave it half done (history recorded,
+    /// event not published, key still claimed). With networked backends the work runs in
+    /// its own task for that. With in-process backends it runs inline: their operations
+    /// never suspend once the key is claimed, so a dropped request can only interrupt
+    /// the claim's wait for a concurrent duplicate, which leaves nothing behind — and a
+    /// task per report cost more than the report itself.
     pub async fn report(
         &self,
         tenant: String,
@@ -148,6 +156,9 @@ impl Pipeline {
         // invalid outcome changes nothing.
         let classification =
             debug_span!("classify").in_scope(|| classify::classify(&outcome.classify_input()))?;
+        if self.inline_reports {
+            return self.record(tenant, outcome, classification).await;
+        }
         let pipeline = self.clone();
         tokio::spawn(
             async move { pipeline.record(tenant, outcome, classification).await }
@@ -178,7 +189,7 @@ impl Pipeline {
         {
             Claim::Done(report) => {
                 return Ok(ReportResult {
-                    report: *report,
+                    report,
                     duplicate: true,
                 });
             }
@@ -201,7 +212,7 @@ impl Pipeline {
         key: &ReportKey,
         outcome: Outcome,
         classification: Classification,
-    ) -> Result<StoredReport, PipelineError> {
+    ) -> Result<Arc<StoredReport>, PipelineError> {
         let now = SystemTime::now();
         let destination = self.destination(&outcome.to);
         let history = self
@@ -231,13 +242,13 @@ impl Pipeline {
             })
         });
         let event_id = uuid::Uuid::now_v7().to_string();
-        let report = StoredReport {
+        let report = Arc::new(StoredReport {
             classification,
             decision,
             event_id,
             destination,
             recorded_at: now,
-        };
+        });
         self.events
             .publish(NewEvent {
                 event_id: report.event_id.clone(),

@@ -12,10 +12,10 @@
 //! the OpenTelemetry tracing layer is not installed at all, so the hot path only pays for
 //! the RPC span that carries the trace id of every log line.
 
-use crate::classify::Classification;
+use crate::classify::{Category, Classification};
 use crate::config::LogFormat;
 use crate::events::EventLog;
-use crate::policy::Decision;
+use crate::policy::{Action, Decision};
 use opentelemetry::KeyValue;
 use opentelemetry::metrics::{
     Counter, Histogram, MeterProvider, ObservableCounter, ObservableGauge,
@@ -23,8 +23,10 @@ use opentelemetry::metrics::{
 use opentelemetry::trace::TracerProvider;
 use opentelemetry_sdk::metrics::SdkMeterProvider;
 use opentelemetry_sdk::trace::SdkTracerProvider;
+use std::collections::HashMap;
 use std::io::IsTerminal;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
@@ -214,12 +216,12 @@ const LATENCY_BUCKETS: &[f64] = &[
 pub struct Metrics {
     provider: SdkMeterProvider,
     /// Collected through callbacks; kept so the registrations live as long as the metrics.
-    _observed: ([ObservableCounter<u64>; 4], ObservableGauge<u64>),
+    _observed: ([ObservableCounter<u64>; 8], ObservableGauge<u64>),
     registry: prometheus::Registry,
-    outcomes: Counter<u64>,
-    decisions: Counter<u64>,
-    duplicates: Counter<u64>,
-    suppressions: Counter<u64>,
+    /// The per-report counters live in atomics read by observable instruments at
+    /// collection: an SDK counter `add` hashes its attribute set and takes a lock on
+    /// every call, several times per report.
+    hot: Arc<HotCounters>,
     invalid: Counter<u64>,
     backend_errors: Counter<u64>,
     rpc_duration: Histogram<f64>,
@@ -323,23 +325,36 @@ impl Metrics {
             .with_callback(move |o| o.observe(active_subscribers(), &[]))
             .build();
 
+        let hot = Arc::new(HotCounters::default());
+        let counters = Arc::clone(&hot);
+        let outcomes = meter
+            .u64_observable_counter("calloutcome_outcomes")
+            .with_description("Recorded outcomes by category, SIP class and decided action.")
+            .with_callback(move |o| counters.observe_outcomes(o))
+            .build();
+        let counters = Arc::clone(&hot);
+        let decisions = meter
+            .u64_observable_counter("calloutcome_decisions")
+            .with_description(
+                "Decisions by action and the policy rule that made them (reports and classifications).",
+            )
+            .with_callback(move |o| counters.observe_decisions(o))
+            .build();
+        let counters = Arc::clone(&hot);
+        let duplicates = meter
+            .u64_observable_counter("calloutcome_duplicates")
+            .with_description("Reports that repeated an earlier one and were not recorded again.")
+            .with_callback(move |o| o.observe(counters.duplicates.load(Ordering::Relaxed), &[]))
+            .build();
+        let counters = Arc::clone(&hot);
+        let suppressions = meter
+            .u64_observable_counter("calloutcome_suppressions")
+            .with_description("Reports whose destination the policy suppressed.")
+            .with_callback(move |o| o.observe(counters.suppressions.load(Ordering::Relaxed), &[]))
+            .build();
+
         Ok(Metrics {
-            outcomes: meter
-                .u64_counter("calloutcome_outcomes")
-                .with_description("Recorded outcomes by category, SIP class and decided action.")
-                .build(),
-            decisions: meter
-                .u64_counter("calloutcome_decisions")
-                .with_description("Decisions by action and the policy rule that made them (reports and classifications).")
-                .build(),
-            duplicates: meter
-                .u64_counter("calloutcome_duplicates")
-                .with_description("Reports that repeated an earlier one and were not recorded again.")
-                .build(),
-            suppressions: meter
-                .u64_counter("calloutcome_suppressions")
-                .with_description("Reports whose destination the policy suppressed.")
-                .build(),
+            hot,
             invalid: meter
                 .u64_counter("calloutcome_invalid_requests")
                 .with_description("Requests rejected with INVALID_ARGUMENT, by RPC method.")
@@ -351,13 +366,24 @@ impl Metrics {
             rpc_duration: meter
                 .f64_histogram("calloutcome_rpc_duration")
                 .with_unit("s")
-                .with_description("RPC latency (unary: until the response; streams: until the stream opens).")
+                .with_description(
+                    "RPC latency (unary: until the response; streams: until the stream opens).",
+                )
                 .with_boundaries(LATENCY_BUCKETS.to_vec())
                 .build(),
             provider,
             registry,
             _observed: (
-                [events_published, events_delivered, events_dropped, gaps],
+                [
+                    events_published,
+                    events_delivered,
+                    events_dropped,
+                    gaps,
+                    outcomes,
+                    decisions,
+                    duplicates,
+                    suppressions,
+                ],
                 active,
             ),
         })
@@ -365,34 +391,21 @@ impl Metrics {
 
     /// A recorded (or duplicate) report.
     pub fn report(&self, classification: &Classification, decision: &Decision, duplicate: bool) {
+        let hot = &self.hot;
         if duplicate {
-            self.duplicates.add(1, &[]);
+            hot.duplicates.fetch_add(1, Ordering::Relaxed);
             return;
         }
-        let class = sip_class(classification.sip_code);
-        self.outcomes.add(
-            1,
-            &[
-                KeyValue::new("category", classification.category.as_str()),
-                KeyValue::new("sip_class", class),
-                KeyValue::new("action", decision.action.as_str()),
-            ],
-        );
+        hot.outcomes[outcome_slot(classification, decision)].fetch_add(1, Ordering::Relaxed);
         self.decision(decision);
         if decision.suppressed {
-            self.suppressions.add(1, &[]);
+            hot.suppressions.fetch_add(1, Ordering::Relaxed);
         }
     }
 
     /// A decision made (report or classification).
     pub fn decision(&self, decision: &Decision) {
-        self.decisions.add(
-            1,
-            &[
-                KeyValue::new("action", decision.action.as_str()),
-                KeyValue::new("rule", decision.rule.clone()),
-            ],
-        );
+        self.hot.decision(decision);
     }
 
     /// A request rejected as invalid.
@@ -436,15 +449,124 @@ impl Metrics {
     }
 }
 
-fn sip_class(code: Option<u16>) -> &'static str {
+/// SIP classes, in the order of [`sip_class_index`].
+const SIP_CLASSES: [&str; 6] = ["2xx", "3xx", "4xx", "5xx", "6xx", "none"];
+
+fn sip_class_index(code: Option<u16>) -> usize {
     match code {
-        Some(200..=299) => "2xx",
-        Some(300..=399) => "3xx",
-        Some(400..=499) => "4xx",
-        Some(500..=599) => "5xx",
-        Some(600..=699) => "6xx",
-        _ => "none",
+        Some(200..=299) => 0,
+        Some(300..=399) => 1,
+        Some(400..=499) => 2,
+        Some(500..=599) => 3,
+        Some(600..=699) => 4,
+        _ => 5,
     }
+}
+
+fn category_index(category: Category) -> usize {
+    Category::ALL
+        .iter()
+        .position(|c| *c == category)
+        .unwrap_or_default()
+}
+
+fn action_index(action: Action) -> usize {
+    Action::ALL
+        .iter()
+        .position(|a| *a == action)
+        .unwrap_or_default()
+}
+
+/// Index of (category, SIP class, action) in [`HotCounters::outcomes`].
+fn outcome_slot(classification: &Classification, decision: &Decision) -> usize {
+    (category_index(classification.category) * SIP_CLASSES.len()
+        + sip_class_index(classification.sip_code))
+        * Action::ALL.len()
+        + action_index(decision.action)
+}
+
+/// Counters bumped on every report, read only when metrics are collected.
+struct HotCounters {
+    /// One per (category, SIP class, action); see [`outcome_slot`].
+    outcomes: Box<[AtomicU64]>,
+    /// Per policy rule (a bounded set: the policy's rule names), one per action.
+    decisions: parking_lot::RwLock<HashMap<String, Box<[AtomicU64]>, foldhash::fast::RandomState>>,
+    duplicates: AtomicU64,
+    suppressions: AtomicU64,
+}
+
+impl Default for HotCounters {
+    fn default() -> Self {
+        HotCounters {
+            outcomes: (0..Category::ALL.len() * SIP_CLASSES.len() * Action::ALL.len())
+                .map(|_| AtomicU64::new(0))
+                .collect(),
+            decisions: parking_lot::RwLock::default(),
+            duplicates: AtomicU64::new(0),
+            suppressions: AtomicU64::new(0),
+        }
+    }
+}
+
+impl HotCounters {
+    fn decision(&self, decision: &Decision) {
+        let action = action_index(decision.action);
+        if let Some(row) = self.decisions.read().get(decision.rule.as_str()) {
+            row[action].fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        // First decision by this rule: add its row (rule names come from the policy,
+        // so the map stays as small as the policy).
+        self.decisions
+            .write()
+            .entry(decision.rule.clone())
+            .or_insert_with(|| Action::ALL.iter().map(|_| AtomicU64::new(0)).collect())[action]
+            .fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn observe_outcomes(&self, observer: &dyn opentelemetry::metrics::AsyncInstrument<u64>) {
+        for (c, category) in Category::ALL.iter().enumerate() {
+            for (s, class) in SIP_CLASSES.iter().enumerate() {
+                for (a, action) in Action::ALL.iter().enumerate() {
+                    let slot = (c * SIP_CLASSES.len() + s) * Action::ALL.len() + a;
+                    let count = self.outcomes[slot].load(Ordering::Relaxed);
+                    // Series appear once they have counted something, as SDK counters do.
+                    if count > 0 {
+                        observer.observe(
+                            count,
+                            &[
+                                KeyValue::new("category", category.as_str()),
+                                KeyValue::new("sip_class", *class),
+                                KeyValue::new("action", action.as_str()),
+                            ],
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    fn observe_decisions(&self, observer: &dyn opentelemetry::metrics::AsyncInstrument<u64>) {
+        for (rule, row) in self.decisions.read().iter() {
+            for (a, action) in Action::ALL.iter().enumerate() {
+                let count = row[a].load(Ordering::Relaxed);
+                if count > 0 {
+                    observer.observe(
+                        count,
+                        &[
+                            KeyValue::new("action", action.as_str()),
+                            KeyValue::new("rule", rule.clone()),
+                        ],
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+fn sip_class(code: Option<u16>) -> &'static str {
+    SIP_CLASSES[sip_class_index(code)]
 }
 
 #[cfg(test)]

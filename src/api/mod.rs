@@ -177,9 +177,9 @@ impl CallOutcomeApi {
         Ok(pb::ReportOutcomeResponse {
             classification: Some((&report.classification).into()),
             decision: Some((&report.decision).into()),
-            event_id: report.event_id,
+            event_id: report.event_id.clone(),
             duplicate: result.duplicate,
-            destination: report.destination,
+            destination: report.destination.clone(),
         })
     }
 

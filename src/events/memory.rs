@@ -138,6 +138,10 @@ impl Shared {
 
 #[async_trait::async_trait]
 impl EventLog for MemoryEventLog {
+    fn in_process(&self) -> bool {
+        true
+    }
+
     async fn publish(&self, event: NewEvent) -> Result<Published, EventError> {
         let shared = &self.shared;
         let now = event.recorded_at;

@@ -226,6 +226,12 @@ pub trait EventLog: Send + Sync + 'static {
     fn counters(&self) -> &EventCounters;
 
     /// Whether the backend can serve requests (readiness).
+    /// Whether `publish` completes without suspending (an in-process log); see
+    /// [`crate::store::Store::in_process`].
+    fn in_process(&self) -> bool {
+        false
+    }
+
     async fn ready(&self) -> bool {
         true
     }

@@ -32,6 +32,7 @@
 use super::{Claim, ReportKey, Store, StoreError, StoreLimits, StoredReport};
 use crate::classify::Category;
 use crate::outcome::{HistoryEntry, HistorySnapshot};
+use hashbrown::HashTable;
 use parking_lot::Mutex;
 use std::borrow::Borrow;
 use std::collections::{HashMap, VecDeque};
@@ -51,9 +52,9 @@ const MIN_LEASE: Duration = Duration::from_secs(1);
 const MAX_TTL: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 /// Number of completed-key shards.
 const DONE_SHARDS: usize = 16;
-/// The in-flight map is swept of expired markers when it reaches this size (then twice
-/// its live size).
-const MIN_SWEEP_AT: usize = 1024;
+/// A report-key shard is swept of expired markers when it holds this many (then twice
+/// its live count).
+const MIN_SWEEP_AT: usize = 64;
 
 /// The embedded store. Cheap to clone; clones share the same data.
 #[derive(Clone)]
@@ -64,28 +65,15 @@ pub struct MemoryStore {
 struct Inner {
     limits: StoreLimits,
     lease: Duration,
-    done: DoneCache,
-    in_flight: Mutex<InFlight>,
+    reports: ReportKeys,
     shards: Box<[Mutex<Shard>]>,
     shard_cap: usize,
     hasher: RandomState,
     started: Instant,
 }
 
-struct InFlight {
-    markers: HashMap<ReportKey, Marker>,
-    sweep_at: usize,
-}
-
-/// A key being processed. Dropping the marker drops the sender, which wakes waiters.
-struct Marker {
-    expires: Instant,
-    wake: watch::Sender<()>,
-}
-
 impl MemoryStore {
     pub fn new(limits: StoreLimits) -> Self {
-        let done = DoneCache::new(limits.max_report_keys, limits.idempotency_ttl);
         let shard_cap =
             usize::try_from(limits.max_destinations.div_ceil(SHARDS as u64)).unwrap_or(usize::MAX);
         let shards = (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect();
@@ -95,32 +83,15 @@ impl MemoryStore {
             .max(MIN_LEASE);
         MemoryStore {
             inner: Arc::new(Inner {
-                limits,
                 lease,
-                done,
-                in_flight: Mutex::new(InFlight {
-                    markers: HashMap::new(),
-                    sweep_at: MIN_SWEEP_AT,
-                }),
+                reports: ReportKeys::new(limits.max_report_keys, limits.idempotency_ttl),
+                limits,
                 shards,
                 shard_cap,
                 hasher: RandomState::new(),
                 started: Instant::now(),
             }),
         }
-    }
-
-    fn done(&self, key: &ReportKey) -> Option<Claim> {
-        self.inner
-            .done
-            .get(key)
-            .map(|report| Claim::Done(Box::new(StoredReport::clone(&report))))
-    }
-
-    fn release(&self, key: &ReportKey) {
-        let marker = self.inner.in_flight.lock().markers.remove(key);
-        // Waking waiters happens here, outside the lock.
-        drop(marker);
     }
 
     fn shard(&self, key: &[u8]) -> &Mutex<Shard> {
@@ -149,31 +120,20 @@ impl Store for MemoryStore {
     async fn claim(&self, key: &ReportKey) -> Result<Claim, StoreError> {
         let deadline = Instant::now() + self.inner.limits.in_flight_wait;
         loop {
-            if let Some(done) = self.done(key) {
-                return Ok(done);
-            }
-            let (mut woken, expires) = {
-                let mut in_flight = self.inner.in_flight.lock();
-                let now = Instant::now();
-                match in_flight.markers.get(key) {
-                    Some(marker) if marker.expires > now => {
-                        (marker.wake.subscribe(), marker.expires)
-                    }
-                    _ => {
-                        // `complete` stores the result before it releases the marker, so
-                        // a key that just completed is seen here.
-                        if let Some(done) = self.done(key) {
-                            return Ok(done);
-                        }
-                        in_flight.insert(key.clone(), now + self.inner.lease, now);
-                        // No await point from here on: a cancelled claim leaves nothing.
-                        return Ok(Claim::New);
-                    }
-                }
-            };
+            let (mut woken, expires) =
+                match self
+                    .inner
+                    .reports
+                    .claim(key, Instant::now(), self.inner.lease)
+                {
+                    // No await point before this return: a cancelled claim leaves nothing.
+                    ClaimState::New => return Ok(Claim::New),
+                    ClaimState::Done(report) => return Ok(Claim::Done(report)),
+                    ClaimState::InFlight { woken, expires } => (woken, expires),
+                };
             let until = expires.min(deadline);
-            // `changed` fails when the marker (and so the sender) is dropped: the first
-            // report completed or abandoned, or another claimer replaced an expired one.
+            // `changed` fails when the marker's sender is dropped: the first report
+            // completed or abandoned, or another claimer replaced an expired marker.
             if tokio::time::timeout_at(until, woken.changed())
                 .await
                 .is_err()
@@ -188,15 +148,22 @@ impl Store for MemoryStore {
     }
 
     async fn abandon(&self, key: &ReportKey) {
-        self.release(key);
+        self.inner.reports.release(key);
     }
 
-    async fn complete(&self, key: &ReportKey, report: &StoredReport) -> Result<(), StoreError> {
+    async fn complete(
+        &self,
+        key: &ReportKey,
+        report: &Arc<StoredReport>,
+    ) -> Result<(), StoreError> {
         // The first result wins: a report retried after its lease ran out must not
         // change what duplicates of the first one are told.
-        self.inner.done.insert_first(key, report);
-        self.release(key);
+        self.inner.reports.complete(key, report, Instant::now());
         Ok(())
+    }
+
+    fn in_process(&self) -> bool {
+        true
     }
 
     async fn record(
@@ -274,17 +241,6 @@ impl Store for MemoryStore {
             *meta = Meta { tick, touched: now };
         }
         Ok(snapshot)
-    }
-}
-
-impl InFlight {
-    fn insert(&mut self, key: ReportKey, expires: Instant, now: Instant) {
-        if self.markers.len() >= self.sweep_at {
-            self.markers.retain(|_, m| m.expires > now);
-            self.sweep_at = (self.markers.len() * 2).max(MIN_SWEEP_AT);
-        }
-        let (wake, _) = watch::channel(());
-        self.markers.insert(key, Marker { expires, wake });
     }
 }
 
@@ -509,86 +465,248 @@ impl<'a> Row<'a> {
     }
 }
 
-/// Completed reports by key: at most `capacity` keys (oldest completed forgotten first),
-/// each for `ttl` after its completion. Keys never change once stored (the first result
-/// wins), so insertion order is both expiry order and eviction order.
-struct DoneCache {
-    shards: Box<[Mutex<DoneShard>]>,
+/// What [`ReportKeys::claim`] found.
+enum ClaimState {
+    /// The key was free (or its marker had expired): it is now marked in flight.
+    New,
+    Done(Arc<StoredReport>),
+    /// Another report holds the key until `expires`; `woken` changes when it lets go.
+    InFlight {
+        woken: watch::Receiver<()>,
+        expires: Instant,
+    },
+}
+
+/// Report keys, in flight or completed, in sharded hash tables: a claim and a
+/// completion are each one short lock and one hash probe.
+///
+/// Completed keys: at most `capacity` (oldest completed forgotten first), each for `ttl`
+/// after completion. A completed key never changes (the first result wins), so the
+/// completion order is both expiry order and eviction order: a queue of
+/// `(hash, completion number)` finds the oldest without storing the key twice.
+struct ReportKeys {
+    shards: Box<[Mutex<ReportShard>]>,
     shard_cap: usize,
     ttl: Duration,
-    hasher: RandomState,
+    hasher: foldhash::fast::RandomState,
 }
 
 #[derive(Default)]
-struct DoneShard {
-    /// Key → (report, expiry, insertion number).
-    map: HashMap<Arc<ReportKey>, (Arc<StoredReport>, Instant, u64)>,
-    /// Insertion order: (key, insertion number, expiry).
-    order: VecDeque<(Arc<ReportKey>, u64, Instant)>,
-    inserted: u64,
+struct ReportShard {
+    table: HashTable<ReportSlot>,
+    /// Completed keys in completion order: (hash, completion number, expiry).
+    order: VecDeque<(u64, u64, Instant)>,
+    completed: u64,
+    /// Markers in the table; expired ones are swept when this reaches `sweep_at`.
+    in_flight: usize,
+    sweep_at: usize,
 }
 
-impl DoneCache {
+struct ReportSlot {
+    hash: u64,
+    key: ReportKey,
+    state: SlotState,
+}
+
+enum SlotState {
+    /// Being processed until `expires`. Waiters subscribe to `wake` (made for the first
+    /// waiter); dropping the sender, when the state changes, wakes them.
+    InFlight {
+        expires: Instant,
+        wake: Option<watch::Sender<()>>,
+    },
+    Done {
+        report: Arc<StoredReport>,
+        expires: Instant,
+        number: u64,
+    },
+}
+
+impl ReportKeys {
     fn new(capacity: u64, ttl: Duration) -> Self {
         let shard_cap =
             usize::try_from(capacity.div_ceil(DONE_SHARDS as u64)).unwrap_or(usize::MAX);
-        DoneCache {
+        ReportKeys {
             shards: (0..DONE_SHARDS)
-                .map(|_| Mutex::new(DoneShard::default()))
+                .map(|_| {
+                    Mutex::new(ReportShard {
+                        sweep_at: MIN_SWEEP_AT,
+                        ..ReportShard::default()
+                    })
+                })
                 .collect(),
             shard_cap,
             ttl: ttl.min(MAX_TTL),
-            hasher: RandomState::new(),
+            hasher: foldhash::fast::RandomState::default(),
         }
     }
 
-    fn shard(&self, key: &ReportKey) -> &Mutex<DoneShard> {
-        &self.shards[self.hasher.hash_one(key) as usize % DONE_SHARDS]
+    fn locate(&self, key: &ReportKey) -> (u64, &Mutex<ReportShard>) {
+        let hash = self.hasher.hash_one(key);
+        // The high bits pick the shard; the table uses the low ones.
+        (hash, &self.shards[(hash >> 57) as usize % DONE_SHARDS])
     }
 
-    fn get(&self, key: &ReportKey) -> Option<Arc<StoredReport>> {
-        let shard = self.shard(key).lock();
-        let (report, expires, _) = shard.map.get(key)?;
-        (*expires > Instant::now()).then(|| Arc::clone(report))
+    fn claim(&self, key: &ReportKey, now: Instant, lease: Duration) -> ClaimState {
+        let (hash, shard) = self.locate(key);
+        let mut shard = shard.lock();
+        let shard = &mut *shard;
+        let found = shard
+            .table
+            .find_mut(hash, |slot| slot.hash == hash && slot.key == *key);
+        let marker = SlotState::InFlight {
+            expires: now + lease,
+            wake: None,
+        };
+        match found {
+            Some(slot) => match &mut slot.state {
+                SlotState::Done {
+                    report, expires, ..
+                } if *expires > now => ClaimState::Done(Arc::clone(report)),
+                SlotState::InFlight { expires, wake } if *expires > now => {
+                    let woken = wake.get_or_insert_with(|| watch::channel(()).0).subscribe();
+                    ClaimState::InFlight {
+                        woken,
+                        expires: *expires,
+                    }
+                }
+                state => {
+                    // Expired: a dead claimer's marker, or a result past its TTL whose
+                    // queue entry will find a newer number and leave the key alone.
+                    if matches!(state, SlotState::Done { .. }) {
+                        shard.in_flight += 1;
+                    }
+                    *state = marker;
+                    ClaimState::New
+                }
+            },
+            None => {
+                if shard.in_flight >= shard.sweep_at {
+                    shard.sweep_expired_markers(now);
+                }
+                shard.in_flight += 1;
+                shard.table.insert_unique(
+                    hash,
+                    ReportSlot {
+                        hash,
+                        key: key.clone(),
+                        state: marker,
+                    },
+                    |slot| slot.hash,
+                );
+                ClaimState::New
+            }
+        }
     }
 
-    /// Stores `report` unless `key` already has a live result.
-    fn insert_first(&self, key: &ReportKey, report: &StoredReport) {
+    /// Drops the key's marker, if it has one (waking its waiters).
+    fn release(&self, key: &ReportKey) {
+        let (hash, shard) = self.locate(key);
+        let removed = {
+            let mut shard = shard.lock();
+            let entry = shard.table.find_entry(hash, |slot| {
+                slot.hash == hash
+                    && slot.key == *key
+                    && matches!(slot.state, SlotState::InFlight { .. })
+            });
+            match entry {
+                Ok(entry) => {
+                    let (slot, _) = entry.remove();
+                    shard.in_flight -= 1;
+                    Some(slot)
+                }
+                Err(_) => None,
+            }
+        };
+        // Waking waiters happens here, outside the lock.
+        drop(removed);
+    }
+
+    /// Stores `report` as the key's result unless it already has a live one, and
+    /// releases its marker.
+    fn complete(&self, key: &ReportKey, report: &Arc<StoredReport>, now: Instant) {
         if self.shard_cap == 0 || self.ttl.is_zero() {
+            self.release(key);
             return;
         }
-        let now = Instant::now();
-        let mut shard = self.shard(key).lock();
-        if shard
-            .map
-            .get(key)
-            .is_some_and(|(_, expires, _)| *expires > now)
-        {
-            return;
-        }
-        let expires = now + self.ttl;
-        shard.inserted += 1;
-        let number = shard.inserted;
-        let key = Arc::new(key.clone());
-        shard.order.push_back((Arc::clone(&key), number, expires));
-        shard
-            .map
-            .insert(key, (Arc::new(report.clone()), expires, number));
-        // Forget what expired, then the oldest beyond the capacity.
-        while let Some((_, _, first_expires)) = shard.order.front() {
-            if *first_expires > now && shard.map.len() <= self.shard_cap {
+        let (hash, shard) = self.locate(key);
+        let released = {
+            let mut guard = shard.lock();
+            let shard = &mut *guard;
+            shard.completed += 1;
+            let number = shard.completed;
+            let expires = now + self.ttl;
+            let done = SlotState::Done {
+                report: Arc::clone(report),
+                expires,
+                number,
+            };
+            let released = match shard
+                .table
+                .find_mut(hash, |slot| slot.hash == hash && slot.key == *key)
+            {
+                Some(slot) => match &slot.state {
+                    SlotState::Done { expires: first, .. } if *first > now => return,
+                    SlotState::Done { .. } => {
+                        slot.state = done;
+                        None
+                    }
+                    SlotState::InFlight { .. } => {
+                        shard.in_flight -= 1;
+                        Some(std::mem::replace(&mut slot.state, done))
+                    }
+                },
+                None => {
+                    shard.table.insert_unique(
+                        hash,
+                        ReportSlot {
+                            hash,
+                            key: key.clone(),
+                            state: done,
+                        },
+                        |slot| slot.hash,
+                    );
+                    None
+                }
+            };
+            shard.order.push_back((hash, number, expires));
+            shard.evict(now, self.shard_cap);
+            released
+        };
+        // Waking waiters happens here, outside the lock.
+        drop(released);
+    }
+}
+
+impl ReportShard {
+    /// Forgets completed keys that expired, then the oldest beyond `cap`.
+    fn evict(&mut self, now: Instant, cap: usize) {
+        while let Some(&(hash, number, expires)) = self.order.front() {
+            if expires > now && self.order.len() <= cap {
                 break;
             }
-            let (old, old_number, _) = shard.order.pop_front().expect("front exists");
-            // A key stored again after it expired has a newer number: keep that one.
-            if shard
-                .map
-                .get(&*old)
-                .is_some_and(|(_, _, n)| *n == old_number)
-            {
-                shard.map.remove(&*old);
+            self.order.pop_front();
+            // A key completed again after it expired has a newer number: keep that one.
+            if let Ok(entry) = self.table.find_entry(hash, |slot| {
+                slot.hash == hash
+                    && matches!(slot.state, SlotState::Done { number: n, .. } if n == number)
+            }) {
+                entry.remove();
             }
         }
+    }
+
+    fn sweep_expired_markers(&mut self, now: Instant) {
+        let mut swept = 0;
+        self.table.retain(|slot| match slot.state {
+            SlotState::InFlight { expires, .. } if expires <= now => {
+                swept += 1;
+                false
+            }
+            _ => true,
+        });
+        self.in_flight -= swept;
+        self.sweep_at = (self.in_flight * 2).max(MIN_SWEEP_AT);
     }
 }
 
@@ -614,10 +732,10 @@ mod tests {
         }
     }
 
-    fn report(event_id: &str) -> StoredReport {
+    fn report(event_id: &str) -> Arc<StoredReport> {
         use crate::classify::{Basis, Classification, Fault, Retryable};
         use crate::policy::{Action, Decision};
-        StoredReport {
+        Arc::new(StoredReport {
             classification: Classification {
                 category: Category::Busy,
                 fault: Fault::CalleeDevice,
@@ -649,7 +767,7 @@ mod tests {
             event_id: event_id.into(),
             destination: "+15550104477".into(),
             recorded_at: SystemTime::UNIX_EPOCH,
-        }
+        })
     }
 
     fn entry(call_id: &str, attempt: u32, ago_secs: u64) -> HistoryEntry {
@@ -675,16 +793,10 @@ mod tests {
         let store = MemoryStore::new(limits());
         assert_eq!(store.claim(&key("a")).await, Ok(Claim::New));
         store.complete(&key("a"), &report("e1")).await.unwrap();
-        assert_eq!(
-            store.claim(&key("a")).await,
-            Ok(Claim::Done(Box::new(report("e1"))))
-        );
+        assert_eq!(store.claim(&key("a")).await, Ok(Claim::Done(report("e1"))));
         // The first result wins.
         store.complete(&key("a"), &report("e2")).await.unwrap();
-        assert_eq!(
-            store.claim(&key("a")).await,
-            Ok(Claim::Done(Box::new(report("e1"))))
-        );
+        assert_eq!(store.claim(&key("a")).await, Ok(Claim::Done(report("e1"))));
         // Other attempts and tenants are other keys.
         let mut other = key("a");
         other.attempt = 2;
@@ -702,10 +814,7 @@ mod tests {
         assert_eq!(store.claim(&key("a")).await, Ok(Claim::New));
         store.complete(&key("a"), &report("e1")).await.unwrap();
         tokio::time::advance(Duration::from_secs(59)).await;
-        assert_eq!(
-            store.claim(&key("a")).await,
-            Ok(Claim::Done(Box::new(report("e1"))))
-        );
+        assert_eq!(store.claim(&key("a")).await, Ok(Claim::Done(report("e1"))));
         tokio::time::advance(Duration::from_secs(2)).await;
         // Expired: the key is new again, and a second result is kept from then on.
         assert_eq!(store.claim(&key("a")).await, Ok(Claim::New));
@@ -718,10 +827,7 @@ mod tests {
                 .unwrap();
         }
         tokio::time::advance(Duration::from_secs(30)).await;
-        assert_eq!(
-            store.claim(&key("a")).await,
-            Ok(Claim::Done(Box::new(report("e2"))))
-        );
+        assert_eq!(store.claim(&key("a")).await, Ok(Claim::Done(report("e2"))));
     }
 
     #[tokio::test]
@@ -738,17 +844,17 @@ mod tests {
         }
         let kept: usize = store
             .inner
-            .done
+            .reports
             .shards
             .iter()
-            .map(|s| s.lock().map.len())
+            .map(|s| s.lock().table.len())
             .sum();
         assert!(kept <= 32, "{kept} keys kept");
         assert!(kept >= 16, "{kept} keys kept");
         // The newest is kept, the oldest is not.
         assert_eq!(
             store.claim(&key("k999")).await,
-            Ok(Claim::Done(Box::new(report("e999"))))
+            Ok(Claim::Done(report("e999")))
         );
         assert_eq!(store.claim(&key("k0")).await, Ok(Claim::New));
         let none = MemoryStore::new(StoreLimits {
@@ -770,10 +876,7 @@ mod tests {
         tokio::time::sleep(Duration::from_secs(1)).await;
         assert!(!waiter.is_finished());
         store.complete(&key("a"), &report("e1")).await.unwrap();
-        assert_eq!(
-            waiter.await.unwrap(),
-            Ok(Claim::Done(Box::new(report("e1"))))
-        );
+        assert_eq!(waiter.await.unwrap(), Ok(Claim::Done(report("e1"))));
     }
 
     #[tokio::test(start_paused = true)]
@@ -795,10 +898,7 @@ mod tests {
         tokio::time::sleep(Duration::from_secs(1)).await;
         assert!(!third.is_finished());
         store.complete(&key("a"), &report("e2")).await.unwrap();
-        assert_eq!(
-            third.await.unwrap(),
-            Ok(Claim::Done(Box::new(report("e2"))))
-        );
+        assert_eq!(third.await.unwrap(), Ok(Claim::Done(report("e2"))));
     }
 
     #[tokio::test(start_paused = true)]
@@ -838,10 +938,7 @@ mod tests {
         tokio::time::sleep(Duration::from_secs(1)).await;
         waiter.abort();
         store.complete(&key("a"), &report("e1")).await.unwrap();
-        assert_eq!(
-            store.claim(&key("a")).await,
-            Ok(Claim::Done(Box::new(report("e1"))))
-        );
+        assert_eq!(store.claim(&key("a")).await, Ok(Claim::Done(report("e1"))));
     }
 
     #[tokio::test]
@@ -850,13 +947,24 @@ mod tests {
             in_flight_wait: Duration::ZERO,
             ..limits()
         });
-        for i in 0..MIN_SWEEP_AT {
-            store.claim(&key(&i.to_string())).await.unwrap();
+        let reports = &store.inner.reports;
+        let shard_of = |k: &ReportKey| reports.locate(k).1 as *const _;
+        // Keys that all land in one shard, so that its sweep threshold is reached.
+        let first = shard_of(&key("0"));
+        let same_shard: Vec<ReportKey> = (0..)
+            .map(|i| key(&i.to_string()))
+            .filter(|k| shard_of(k) == first)
+            .take(MIN_SWEEP_AT + 1)
+            .collect();
+        for k in &same_shard[..MIN_SWEEP_AT] {
+            store.claim(k).await.unwrap();
         }
         tokio::time::pause();
         tokio::time::advance(MIN_LEASE * 2).await;
-        store.claim(&key("last")).await.unwrap();
-        assert_eq!(store.inner.in_flight.lock().markers.len(), 1);
+        store.claim(&same_shard[MIN_SWEEP_AT]).await.unwrap();
+        let shard = reports.locate(&same_shard[0]).1.lock();
+        assert_eq!(shard.table.len(), 1, "expired markers swept");
+        assert_eq!(shard.in_flight, 1);
     }
 
     #[tokio::test]

@@ -23,6 +23,7 @@ use crate::classify::Classification;
 use crate::outcome::{HistoryEntry, HistorySnapshot};
 use crate::policy::Decision;
 use serde::{Deserialize, Serialize};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 /// The idempotency key of a report. `attempt` is 0 when the caller did not send one.
@@ -49,7 +50,7 @@ pub enum Claim {
     /// The key is ours: go on with the report.
     New,
     /// The key was completed before: this report is a duplicate.
-    Done(Box<StoredReport>),
+    Done(Arc<StoredReport>),
 }
 
 /// Errors of a store backend.
@@ -110,7 +111,8 @@ pub trait Store: Send + Sync + 'static {
     async fn abandon(&self, key: &ReportKey);
 
     /// Stores the result of a claimed report.
-    async fn complete(&self, key: &ReportKey, report: &StoredReport) -> Result<(), StoreError>;
+    async fn complete(&self, key: &ReportKey, report: &Arc<StoredReport>)
+    -> Result<(), StoreError>;
 
     /// Appends `entry` to the history of `(tenant, destination)` and returns the
     /// snapshot that includes it (oldest first, inside the window).
@@ -126,6 +128,13 @@ pub trait Store: Send + Sync + 'static {
     -> Result<HistorySnapshot, StoreError>;
 
     /// Whether the backend can serve requests (readiness).
+    /// Whether every operation completes without suspending once a key is claimed (an
+    /// in-process backend): the pipeline then runs a report inline, since a dropped
+    /// request cannot interrupt it between the claim and the completion.
+    fn in_process(&self) -> bool {
+        false
+    }
+
     async fn ready(&self) -> bool {
         true
     }

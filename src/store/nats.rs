@@ -25,6 +25,7 @@ use crate::nats::{NatsConnection, NatsError, key_token, tenant_token};
 use crate::outcome::{HistoryEntry, HistorySnapshot};
 use async_nats::jetstream::kv;
 use serde::{Deserialize, Serialize};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 use tokio::time::Instant;
 use tokio_stream::StreamExt;
@@ -174,7 +175,7 @@ impl Store for NatsStore {
                 }
             };
             let since_ms = match serde_json::from_slice::<ReportValue>(&entry.value) {
-                Ok(ReportValue::Done { report }) => return Ok(Claim::Done(report)),
+                Ok(ReportValue::Done { report }) => return Ok(Claim::Done(Arc::from(report))),
                 Ok(ReportValue::Pending { since_ms }) => since_ms,
                 // Unreadable: treat it as an abandoned marker.
                 Err(_) => 0,
@@ -222,11 +223,15 @@ impl Store for NatsStore {
         }
     }
 
-    async fn complete(&self, key: &ReportKey, report: &StoredReport) -> Result<(), StoreError> {
+    async fn complete(
+        &self,
+        key: &ReportKey,
+        report: &Arc<StoredReport>,
+    ) -> Result<(), StoreError> {
         self.connection.check_store()?;
         let k = Self::report_key(key);
         let value = encode(&ReportValue::Done {
-            report: Box::new(report.clone()),
+            report: Box::new(StoredReport::clone(report)),
         })?;
         for _ in 0..MAX_CAS_ATTEMPTS {
             let result = match Self::live(&self.reports, &k).await? {
