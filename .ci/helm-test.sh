@@ -7,7 +7,7 @@
 #   types; pods rolling when the policy changes; the shipped policy passing check-config.
 # Usage: .ci/helm-test.sh path/to/call-outcome
 # Needs helm, kubernetes-validate and tools-python on PATH (.ci/tools.sh helm
-# kubernetes_validate); a missing tool is a failure, never a skip.
+# kubernetes_validate) and openssl; a missing tool is a failure, never a skip.
 set -euo pipefail
 BIN=$(realpath "$1")
 cd "$(dirname "$0")/.."
@@ -23,6 +23,8 @@ ok() { echo "ok - $*"; }
 for tool in helm kubernetes-validate tools-python; do
   command -v "$tool" >/dev/null || fail "$tool not found on PATH (run .ci/tools.sh helm kubernetes_validate)"
 done
+# Makes the throwaway certificate for checking the TLS render (Debian package openssl).
+command -v openssl >/dev/null || fail "openssl not found on PATH (apt-get install openssl)"
 [ -x "$BIN" ] || fail "binary $BIN not found"
 helm version --short | grep -q '^v4\.' || fail "helm v4 expected, got $(helm version --short)"
 assert() { tools-python .ci/helm_assert.py "$@"; }
@@ -148,13 +150,52 @@ assert extract "$WORK/render-default" "$WORK/cfg"
 cmp -s "$WORK/cfg/policy.toml" src/policy/default.toml || fail "rendered policy.toml differs from the built-in policy"
 ok "rendered policy.toml is the built-in policy"
 # The service itself validates what the chart renders (config and the policy it names).
-# tls-auth is left out: its [tls]/auth keys belong to the security issue, not landed yet.
 for name in default ha-nats metrics values-ha; do
   assert extract "$WORK/render-$name" "$WORK/cfg-$name"
   "$BIN" check-config "$WORK/cfg-$name/config.toml" >"$WORK/cc.log" 2>&1 \
     || { cat "$WORK/cc.log" >&2; fail "call-outcome check-config rejects the rendered config.toml ($name)"; }
   ok "call-outcome check-config accepts the rendered config.toml ($name)"
 done
+# tls-auth names files the pod gets from Secrets (/etc/call-outcome/tls, .../secrets), and
+# check-config reads and verifies them. So the test plays the Secrets: a throwaway
+# certificate, key and CA, and an auth.toml as a user would put in the auth Secret, under
+# $WORK/etc/call-outcome; only that path prefix of the rendered config is rewritten.
+assert extract "$WORK/render-tls-auth" "$WORK/cfg-tls-auth"
+MOUNTS="$WORK/etc/call-outcome"
+mkdir -p "$MOUNTS/tls" "$MOUNTS/secrets"
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 \
+  -subj /CN=call-outcome -addext subjectAltName=DNS:call-outcome.telephony.svc \
+  -keyout "$MOUNTS/tls/tls.key" -out "$MOUNTS/tls/tls.crt" >"$WORK/openssl.log" 2>&1 \
+  || { cat "$WORK/openssl.log" >&2; fail "openssl could not make a test certificate"; }
+cp "$MOUNTS/tls/tls.crt" "$MOUNTS/tls/ca.crt"
+cat >"$MOUNTS/secrets/auth.toml" <<TOML
+[auth]
+enabled = true
+[[auth.api_keys]]
+name = "helm-test"
+sha256 = "$("$BIN" hash-key helm-test-key)"
+tenant = "default"
+roles = ["report"]
+[[auth.client_certs]]
+name = "dialer"
+san_dns = "dialer.telephony.svc"
+tenant = "default"
+roles = ["report", "subscribe"]
+TOML
+grep -q '^\[tls\]' "$WORK/cfg-tls-auth/config.toml" || fail "tls-auth renders no [tls] table"
+sed "s#\"/etc/call-outcome/#\"$WORK/etc/call-outcome/#g" "$WORK/cfg-tls-auth/config.toml" >"$WORK/cfg-tls-auth/local.toml"
+"$BIN" check-config "$WORK/cfg-tls-auth/local.toml" >"$WORK/cc.log" 2>&1 \
+  || { cat "$WORK/cc.log" >&2; fail "call-outcome check-config rejects the rendered config.toml (tls-auth)"; }
+ok "call-outcome check-config accepts the rendered config.toml (tls-auth: [tls] with client CA, auth_file)"
+# ...and it does read them: a broken certificate is refused, naming the file.
+cp "$MOUNTS/tls/tls.crt" "$WORK/tls.crt.good"
+echo "not a certificate" >"$MOUNTS/tls/tls.crt"
+if "$BIN" check-config "$WORK/cfg-tls-auth/local.toml" >"$WORK/cc.log" 2>&1; then
+  fail "check-config accepted a broken tls.crt"
+fi
+grep -qF "$MOUNTS/tls/tls.crt" "$WORK/cc.log" || { cat "$WORK/cc.log" >&2; fail "check-config did not name the broken tls.crt"; }
+cp "$WORK/tls.crt.good" "$MOUNTS/tls/tls.crt"
+ok "call-outcome check-config refuses the tls-auth config with a broken certificate, naming the file"
 
 # --- the values schema rejects typos, wrong types and inlined secrets ----------------------
 reject() { # reject <description> <expected error text> <helm flags...>

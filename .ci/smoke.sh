@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Smoke test of the real binary with real clients: starts `call-outcome serve` on a free
 # loopback port, then checks reflection, health and the RPCs with grpcurl, the CLI's
-# classify/report/check-config, and a clean exit on SIGTERM.
-# Usage: .ci/smoke.sh path/to/call-outcome   (grpcurl must be on PATH)
+# classify/report/check-config, and a clean exit on SIGTERM; then a second server with
+# mutual TLS, called by grpcurl (Go's TLS stack) with a client certificate.
+# Usage: .ci/smoke.sh path/to/call-outcome   (grpcurl and openssl must be on PATH)
 set -euo pipefail
 BIN=$(realpath "$1")
 cd "$(dirname "$0")/.."
@@ -101,4 +102,61 @@ wait "$PID" && rc=0 || rc=$?
 PID=
 [ "$rc" -eq 0 ] || fail "server exit code $rc after SIGTERM"
 echo "ok - SIGTERM drains and exits 0"
+
+# --- mutual TLS with another TLS implementation: grpcurl (Go) against rustls -------------
+command -v openssl >/dev/null || fail "openssl not found on PATH (apt-get install openssl)"
+PKI="$WORK/pki"; mkdir -p "$PKI"
+cert() { # cert <name> <subject> <extensions>: a leaf signed by the test CA
+  openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "$2" \
+    -keyout "$PKI/$1.key" -out "$PKI/$1.csr" 2>/dev/null
+  openssl x509 -req -in "$PKI/$1.csr" -CA "$PKI/ca.crt" -CAkey "$PKI/ca.key" -CAcreateserial \
+    -days 1 -extfile <(printf '%b' "$3") -out "$PKI/$1.crt" 2>/dev/null
+}
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 -subj /CN=smoke-ca \
+  -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign \
+  -keyout "$PKI/ca.key" -out "$PKI/ca.crt" 2>/dev/null || fail "openssl: CA"
+cert tls /CN=localhost 'subjectAltName=DNS:localhost\nextendedKeyUsage=serverAuth' || fail "openssl: server"
+cert dialer /CN=dialer 'subjectAltName=URI:spiffe://acme/dialer\nextendedKeyUsage=clientAuth' || fail "openssl: client"
+cat >"$WORK/tls.toml" <<TOML
+listen = "127.0.0.1:0"
+admin_listen = ""
+[tls]
+cert_file = "pki/tls.crt"
+key_file = "pki/tls.key"
+client_ca_file = "pki/ca.crt"
+[auth]
+enabled = true
+[[auth.client_certs]]
+name = "dialer"
+san_uri = "spiffe://acme/dialer"
+tenant = "acme"
+roles = ["report"]
+TOML
+LOG="$WORK/tls-server.log"
+"$BIN" serve --config "$WORK/tls.toml" >"$LOG" 2>&1 &
+PID=$!
+for _ in $(seq 1 200); do
+  grep -q "serving calloutcome" "$LOG" 2>/dev/null && break
+  kill -0 "$PID" 2>/dev/null || fail "TLS server exited early"
+  sleep 0.05
+done
+ADDR=$(grep -o 'listen=[0-9.:]*' "$LOG" | head -n1 | cut -d= -f2 || true)
+[ -n "$ADDR" ] || fail "no listen address in the TLS server's log"
+TLSFLAGS=(-cacert "$PKI/ca.crt" -servername localhost)
+out=$(grpcurl "${TLSFLAGS[@]}" -cert "$PKI/dialer.crt" -key "$PKI/dialer.key" \
+  -d '{"outcome":{"callId":"tls-1","to":"+15550104477","sip":{"code":603}}}' \
+  "$ADDR" calloutcome.v1.CallOutcomeService/ReportOutcome 2>&1) || fail "grpcurl over mTLS: $out"
+expect "grpcurl reports over mutual TLS (certificate → tenant acme)" "$out" '"CATEGORY_DECLINED"'
+if out=$(grpcurl "${TLSFLAGS[@]}" -connect-timeout 3 "$ADDR" list 2>&1); then
+  fail "served a client without a certificate: $out"
+fi
+echo "ok - no client certificate, no connection"
+if out=$(grpcurl -plaintext -connect-timeout 3 "$ADDR" list 2>&1); then
+  fail "served plaintext on the TLS port: $out"
+fi
+echo "ok - plaintext is refused on the TLS port"
+kill -TERM "$PID"
+wait "$PID" && rc=0 || rc=$?
+PID=
+[ "$rc" -eq 0 ] || fail "TLS server exit code $rc after SIGTERM"
 echo "smoke: all passed"

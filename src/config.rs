@@ -7,7 +7,7 @@
 //! table and key: `CALL_OUTCOME_LISTEN=0.0.0.0:50051`,
 //! `CALL_OUTCOME_STORE__HISTORY_WINDOW=12h`.
 
-use crate::api::auth::{AuthConfig, KeyRing};
+use crate::api::auth::{AuthConfig, Authenticator};
 use crate::api::rate_limit::RateLimitConfig;
 use crate::api::subscribe::SubscriptionConfig;
 use crate::api::validate::RequestLimits;
@@ -15,6 +15,7 @@ use crate::events::memory::EventRetention;
 use crate::nats::NatsConfig;
 use crate::policy::{Policy, PolicyError};
 use crate::store::StoreLimits;
+use crate::tls::{TlsConfig, TlsError};
 use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
@@ -63,6 +64,8 @@ pub struct Config {
     /// Escape hatch: serve without authentication on a non-loopback address. Anyone who
     /// can reach the port can then report into and read every tenant.
     pub allow_insecure_public_listen: bool,
+    /// TLS on the public port (`[tls]`); unset: plaintext.
+    pub tls: Option<TlsConfig>,
 }
 
 /// The store and event log backend.
@@ -97,6 +100,7 @@ impl Default for Config {
             auth: AuthConfig::default(),
             auth_file: None,
             allow_insecure_public_listen: false,
+            tls: None,
         }
     }
 }
@@ -186,6 +190,8 @@ pub enum ConfigError {
     Invalid(String),
     #[error("{0}")]
     Policy(#[from] PolicyError),
+    #[error(transparent)]
+    Tls(#[from] TlsError),
 }
 
 impl Config {
@@ -203,7 +209,15 @@ impl Config {
             Env::prefixed("CALL_OUTCOME_")
                 .split("__")
                 // The CLI's own variables share the prefix but are not service settings.
-                .ignore(&["config", "token", "server_url", "nats_url"]),
+                .ignore(&[
+                    "config",
+                    "token",
+                    "server_url",
+                    "nats_url",
+                    "ca_cert",
+                    "client_cert",
+                    "client_key",
+                ]),
         );
         let mut config: Config = figment
             .extract()
@@ -214,13 +228,23 @@ impl Config {
         {
             config.policy_file = Some(dir.join(policy));
         }
+        let config_dir = file.and_then(Path::parent);
+        if let (Some(tls), Some(dir)) = (&mut config.tls, config_dir) {
+            tls.resolve_paths(dir);
+        }
+        // Key files named by [auth] are relative to the file that holds it.
+        let mut auth_dir = config_dir.map(Path::to_owned);
         if let Some(auth_file) = config.auth_file.clone() {
-            let auth_file = match file.and_then(Path::parent) {
+            let auth_file = match config_dir {
                 Some(dir) if auth_file.is_relative() => dir.join(auth_file),
                 _ => auth_file,
             };
             config.auth = load_auth_file(&auth_file)?;
+            auth_dir = auth_file.parent().map(Path::to_owned);
             config.auth_file = Some(auth_file);
+        }
+        if let (Some(jwt), Some(dir)) = (&mut config.auth.jwt, &auth_dir) {
+            jwt.resolve_paths(dir);
         }
         config.validate()?;
         Ok(config)
@@ -260,8 +284,28 @@ impl Config {
         self.rate_limits
             .validate(self.limits.max_tenant_bytes)
             .map_err(ConfigError::Invalid)?;
-        self.key_ring()?;
+        self.authenticator()?;
+        self.check_tls()?;
         self.check_listen_security()?;
+        Ok(())
+    }
+
+    /// The TLS files load, and client certificates can only be mapped to identities
+    /// when a client CA verifies them.
+    pub fn check_tls(&self) -> Result<(), ConfigError> {
+        if let Some(tls) = &self.tls {
+            crate::tls::load(tls)?;
+        }
+        if self.auth.enabled
+            && !self.auth.client_certs.is_empty()
+            && self.tls.as_ref().is_none_or(|t| t.client_ca_file.is_none())
+        {
+            return Err(ConfigError::Invalid(
+                "[[auth.client_certs]] needs [tls] with client_ca_file: without it no client \
+                 certificate is verified"
+                    .into(),
+            ));
+        }
         Ok(())
     }
 
@@ -274,7 +318,8 @@ impl Config {
         {
             return Err(ConfigError::Invalid(format!(
                 "listen = \"{}\" is not a loopback address and auth is off: set auth.enabled = true \
-                 with [[auth.api_keys]] (see examples/secure.toml), or, to serve every tenant to \
+                 with [[auth.api_keys]], [auth.jwt] or [[auth.client_certs]] (see \
+                 examples/secure.toml), or, to serve every tenant to \
                  anyone who can reach the port, set allow_insecure_public_listen = true \
                  (env CALL_OUTCOME_ALLOW_INSECURE_PUBLIC_LISTEN=true)",
                 self.listen
@@ -283,11 +328,12 @@ impl Config {
         Ok(())
     }
 
-    /// The configured API keys; `None` when auth is disabled.
-    pub fn key_ring(&self) -> Result<Option<KeyRing>, ConfigError> {
-        let ring =
-            KeyRing::new(&self.auth, self.limits.max_tenant_bytes).map_err(ConfigError::Invalid)?;
-        Ok(self.auth.enabled.then_some(ring))
+    /// The configured identity sources (API keys, JWT, client certificates); `None`
+    /// when auth is disabled.
+    pub fn authenticator(&self) -> Result<Option<Authenticator>, ConfigError> {
+        let auth = Authenticator::new(&self.auth, self.limits.max_tenant_bytes)
+            .map_err(ConfigError::Invalid)?;
+        Ok(self.auth.enabled.then_some(auth))
     }
 
     /// The admin listener's address, `None` when disabled.
@@ -404,6 +450,7 @@ pub fn looks_like_service_config(text: &str) -> bool {
         "auth",
         "auth_file",
         "allow_insecure_public_listen",
+        "tls",
     ];
     toml::from_str::<toml::Table>(text)
         .map(|t| t.keys().any(|k| KEYS.contains(&k.as_str())))
@@ -588,7 +635,7 @@ mod tests {
         paths(&example, "", &mut have);
         paths(&defaults, "", &mut want);
         // Shown commented out: empty lists and maps of examples.
-        let commented = ["auth.api_keys", "rate_limits.tenants"];
+        let commented = ["auth.api_keys", "auth.client_certs", "rate_limits.tenants"];
         for key in want {
             assert!(
                 have.contains(&key) || commented.contains(&key.as_str()),

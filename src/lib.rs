@@ -19,6 +19,7 @@
 //! - [`pipeline`]: the order of the steps above and their failure handling.
 //! - [`api`]: tonic service implementations (validation, conversion, error mapping).
 //! - [`server`]: wiring — health, reflection, limits, graceful shutdown.
+//! - [`tls`]: TLS on the public port (rustls with ring), mutual TLS, reload from disk.
 //! - [`config`], [`telemetry`], [`cli`]: configuration, logging, the command line.
 
 pub mod api;
@@ -35,6 +36,7 @@ pub mod server;
 pub mod sip;
 pub mod store;
 pub mod telemetry;
+pub mod tls;
 
 /// The generated `calloutcome.v1` messages, client and server.
 #[allow(clippy::all, clippy::pedantic, missing_docs)]

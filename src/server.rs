@@ -25,6 +25,7 @@ use crate::store::Store;
 use crate::store::memory::MemoryStore;
 use crate::store::nats::NatsStore;
 use crate::telemetry::{Metrics, OtlpSettings, TelemetryError};
+use crate::tls::serve::TlsServer;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -130,8 +131,14 @@ pub async fn serve(
         Some(addr) => Some(bind(addr).await?),
         None => None,
     };
+    let tls = tls_server(&config)?;
     let (pipeline, nats) = backends(&config).await?;
-    serve_pipeline(config, listener, admin, pipeline, nats, shutdown).await
+    serve_pipeline(config, listener, admin, pipeline, nats, tls, shutdown).await
+}
+
+/// The TLS side of the public port, when `[tls]` is configured.
+fn tls_server(config: &Config) -> Result<Option<Arc<TlsServer>>, ConfigError> {
+    Ok(config.tls.clone().map(TlsServer::new).transpose()?)
 }
 
 /// As [`serve`], with the admin listener already bound (or none) and the backends built.
@@ -141,14 +148,15 @@ async fn serve_pipeline(
     admin: Option<TcpListener>,
     pipeline: Pipeline,
     nats: Option<NatsConnection>,
+    tls: Option<Arc<TlsServer>>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ServerError> {
     let local = listener.local_addr().ok();
-    let keys = config.key_ring()?.map(Arc::new);
-    match &keys {
-        Some(_) => tracing::info!(
-            keys = config.auth.api_keys.len(),
-            "auth: API keys required on {SERVICE_NAME}"
+    let auth = config.authenticator()?.map(Arc::new);
+    match &auth {
+        Some(auth) => tracing::info!(
+            sources = %auth.summary(),
+            "auth: credentials required on {SERVICE_NAME}"
         ),
         None if config.allow_insecure_public_listen
             && local.is_some_and(|a| !a.ip().is_loopback()) =>
@@ -210,7 +218,7 @@ async fn serve_pipeline(
         .accept_compressed(CompressionEncoding::Gzip)
         .send_compressed(CompressionEncoding::Gzip);
     // Only the public service is authenticated: health and reflection stay open.
-    let service = tower::Layer::layer(&AuthLayer::new(keys), service);
+    let service = tower::Layer::layer(&AuthLayer::new(auth), service);
     // Outermost: a shed request costs neither authentication nor decoding.
     let service = tower::Layer::layer(
         &InFlightLayer::new(config.server.max_in_flight, Some(&meter)),
@@ -289,14 +297,28 @@ async fn serve_pipeline(
         .add_optional_service(reflection_v1)
         .add_optional_service(reflection_v1alpha)
         .add_service(service);
-    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
-    let mut serving: JoinHandle<Result<(), tonic::transport::Error>> =
-        tokio::spawn(router.serve_with_incoming_shutdown(incoming, async move {
-            let _ = stopped.await;
-        }));
+    let stop_signal = async move {
+        let _ = stopped.await;
+    };
+    let reloads = CancellationToken::new();
+    let mut serving: JoinHandle<Result<(), tonic::transport::Error>> = match &tls {
+        Some(tls) => {
+            tls.spawn_reloader(reloads.clone());
+            tokio::spawn(router.serve_with_incoming_shutdown(tls.incoming(listener), stop_signal))
+        }
+        None => {
+            let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+            tokio::spawn(router.serve_with_incoming_shutdown(incoming, stop_signal))
+        }
+    };
     tracing::info!(
         listen = %local.map_or_else(|| "?".to_owned(), |a| a.to_string()),
         reflection = config.server.reflection,
+        tls = match &tls {
+            None => "off",
+            Some(t) if t.client_cert_required() => "on, client certificate required",
+            Some(_) => "on",
+        },
         "serving {SERVICE_NAME}"
     );
 
@@ -340,6 +362,7 @@ async fn serve_pipeline(
     if let Some(task) = &nats_health {
         task.abort();
     }
+    reloads.cancel();
     if let Some(task) = &housekeeping {
         task.abort();
     }
@@ -462,6 +485,8 @@ pub struct RunningServer {
     pub addr: SocketAddr,
     /// The admin listener's address, when one is configured.
     pub admin_addr: Option<SocketAddr>,
+    /// The TLS side, when `[tls]` is configured (its reload status, for tests).
+    pub tls: Option<Arc<TlsServer>>,
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<Result<(), ServerError>>>,
 }
@@ -470,8 +495,10 @@ impl RunningServer {
     /// Binds `config.listen` (use port 0 for a free port) and serves in the background.
     pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
         // The security rules hold for embedded servers too, before anything binds.
-        config.key_ring()?;
+        config.authenticator()?;
+        config.check_tls()?;
         config.check_listen_security()?;
+        let tls = tls_server(&config)?;
         let listener = bind(config.listen).await?;
         let addr = listener.local_addr().map_err(|source| ServerError::Bind {
             addr: config.listen,
@@ -491,6 +518,7 @@ impl RunningServer {
             admin,
             pipeline,
             nats,
+            tls.clone(),
             async move {
                 let _ = rx.await;
             },
@@ -498,14 +526,16 @@ impl RunningServer {
         Ok(RunningServer {
             addr,
             admin_addr,
+            tls,
             shutdown: Some(tx),
             task: Some(task),
         })
     }
 
-    /// `http://addr`, for clients.
+    /// `http://addr` (`https://` with TLS), for clients.
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://{}", self.addr)
     }
 
     /// Triggers a graceful shutdown and waits for it.

@@ -39,6 +39,7 @@ fn auth_config() -> Config {
                 key("globex", "globex-key", "globex", &[Role::Admin]),
                 key("acme-reporter", "acme-report-only", "acme", &[Role::Report]),
             ],
+            ..AuthConfig::default()
         },
         ..Config::default()
     }

@@ -10,6 +10,7 @@ pub mod codec;
 pub mod convert;
 pub mod error;
 pub mod in_flight;
+pub mod jwt;
 pub mod rate_limit;
 pub mod subscribe;
 pub mod trace;

@@ -1,15 +1,17 @@
 //! The command line: `serve`, `classify` (offline), `report` (against a server) and
 //! `check-config`. Owns argument parsing and output; the work is done by the library.
 
+mod connect;
 mod output;
 mod subscribe;
+
+pub use connect::ConnectArgs;
 
 use crate::config::{self, Backend, Config, ConfigError, LogFormat};
 use crate::outcome::Outcome;
 use crate::pipeline::Pipeline;
 use crate::policy::Policy;
 use crate::proto as pb;
-use crate::proto::call_outcome_service_client::CallOutcomeServiceClient;
 use clap::{Args, Parser, Subcommand};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -51,7 +53,7 @@ pub struct HashKeyArgs {
 /// The `authorization` credential of client commands.
 #[derive(Debug, Clone, Args)]
 pub struct TokenArgs {
-    /// API key sent as `authorization: Bearer <token>`.
+    /// API key or JWT, sent as `authorization: Bearer <token>`.
     #[arg(long, env = "CALL_OUTCOME_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
 }
@@ -139,13 +141,8 @@ pub struct ClassifyArgs {
 
 #[derive(Debug, Args)]
 pub struct ReportArgs {
-    /// Server URL.
-    #[arg(
-        long,
-        env = "CALL_OUTCOME_SERVER_URL",
-        default_value = "http://127.0.0.1:50051"
-    )]
-    pub server: String,
+    #[command(flatten)]
+    pub connect: ConnectArgs,
     #[command(flatten)]
     pub outcome: OutcomeArgs,
     /// The call's id (idempotency key with --attempt).
@@ -353,9 +350,7 @@ async fn report(args: ReportArgs) -> Result<(), CliError> {
         outcome: Some(pb::CallOutcome::from(&outcome)),
         tenant: args.tenant.clone(),
     };
-    let mut client = CallOutcomeServiceClient::connect(args.server.clone())
-        .await
-        .map_err(|e| CliError::Rpc(format!("cannot connect to {}: {e}", args.server)))?;
+    let mut client = args.connect.connect().await?;
     let response = client
         .report_outcome(args.token.authorize(request)?)
         .await
@@ -440,8 +435,18 @@ fn check_config(args: CheckConfigArgs) -> Result<(), CliError> {
     if config::looks_like_service_config(&text) {
         let config = Config::load(Some(&args.file))?;
         let policy = config.policy()?;
+        let tls = match &config.tls {
+            None => "off".to_owned(),
+            Some(t) if t.client_cert_required() => "on, client certificate required".to_owned(),
+            Some(t) if t.client_ca_file.is_some() => "on, client certificate optional".to_owned(),
+            Some(_) => "on".to_owned(),
+        };
+        let auth = match config.authenticator()? {
+            Some(auth) => auth.summary(),
+            None => "off".to_owned(),
+        };
         println!(
-            "{}: valid service config; policy {}: {} rules",
+            "{}: valid service config; policy {}: {} rules; TLS {tls}; auth {auth}",
             args.file.display(),
             config
                 .policy_file

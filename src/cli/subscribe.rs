@@ -8,7 +8,6 @@ use crate::api::convert::system_time;
 use crate::classify::{Category, Classification};
 use crate::policy::Decision;
 use crate::proto as pb;
-use crate::proto::call_outcome_service_client::CallOutcomeServiceClient;
 use clap::Args;
 use serde_json::json;
 use std::time::Duration;
@@ -16,13 +15,8 @@ use tokio_stream::StreamExt;
 
 #[derive(Debug, Args)]
 pub struct SubscribeArgs {
-    /// Server URL.
-    #[arg(
-        long,
-        env = "CALL_OUTCOME_SERVER_URL",
-        default_value = "http://127.0.0.1:50051"
-    )]
-    pub server: String,
+    #[command(flatten)]
+    pub connect: super::ConnectArgs,
     /// Categories to receive (comma-separated) [default: declined,rejected_unwanted].
     #[arg(long, value_delimiter = ',')]
     pub categories: Vec<Category>,
@@ -69,6 +63,8 @@ fn retryable(code: tonic::Code) -> bool {
 }
 
 pub async fn run(args: SubscribeArgs) -> Result<(), CliError> {
+    // TLS files are read once: a bad flag fails now instead of being retried.
+    let endpoint = args.connect.endpoint()?;
     let mut token = args.from_token.clone().unwrap_or_default();
     let mut delivered = 0_u64;
     let mut backoff = Duration::from_millis(100);
@@ -86,8 +82,8 @@ pub async fn run(args: SubscribeArgs) -> Result<(), CliError> {
             },
             resume_token: token.clone(),
         };
-        let failure = match CallOutcomeServiceClient::connect(args.server.clone()).await {
-            Err(e) => format!("cannot connect to {}: {e}", args.server),
+        let failure = match args.connect.connect_to(&endpoint).await {
+            Err(e) => e.to_string(),
             Ok(mut client) => match client
                 .subscribe_outcomes(args.token.authorize(request)?)
                 .await
