@@ -248,6 +248,66 @@ fn parsed_e164(sanitized: String, region: Option<Id>) -> Option<String> {
     if !international && sanitized.len() < MIN_NATIONAL_DIGITS {
         return None;
     }
+    // The parser costs microseconds per number (tens of thousands of instructions: region
+    // lookup and pattern matches), and the same destinations come back (retries,
+    // redials, callbacks): its answers are memoised. A `+` number is read without the
+    // default region, so the digits alone are its memo key.
+    let memo_key = if international {
+        sanitized.clone()
+    } else {
+        match region {
+            Some(r) => format!("{}:{sanitized}", r.as_ref()),
+            None => format!(":{sanitized}"),
+        }
+    };
+    PARSER_MEMO.get_or_insert(memo_key, || parse_e164(sanitized, region, international))
+}
+
+/// Parser answers by input, bounded: [`MEMO_SHARDS`] × [`MEMO_SHARD_CAP`] entries (a
+/// full shard is cleared), well under 10 MB.
+static PARSER_MEMO: std::sync::LazyLock<ParserMemo> = std::sync::LazyLock::new(ParserMemo::new);
+const MEMO_SHARDS: usize = 16;
+const MEMO_SHARD_CAP: usize = 4096;
+
+type MemoMap = std::collections::HashMap<Box<str>, Option<Box<str>>, foldhash::fast::RandomState>;
+
+struct ParserMemo {
+    shards: Box<[parking_lot::Mutex<MemoMap>]>,
+    hasher: foldhash::fast::RandomState,
+}
+
+impl ParserMemo {
+    fn new() -> Self {
+        ParserMemo {
+            shards: (0..MEMO_SHARDS)
+                .map(|_| parking_lot::Mutex::new(MemoMap::default()))
+                .collect(),
+            hasher: foldhash::fast::RandomState::default(),
+        }
+    }
+
+    fn get_or_insert(
+        &self,
+        key: String,
+        compute: impl FnOnce() -> Option<String>,
+    ) -> Option<String> {
+        use std::hash::BuildHasher;
+        let shard = &self.shards[self.hasher.hash_one(key.as_str()) as usize % MEMO_SHARDS];
+        if let Some(known) = shard.lock().get(key.as_str()) {
+            return known.as_deref().map(str::to_owned);
+        }
+        // Computed outside the lock: two threads may both parse a new number once.
+        let answer = compute();
+        let mut map = shard.lock();
+        if map.len() >= MEMO_SHARD_CAP {
+            map.clear();
+        }
+        map.insert(key.into_boxed_str(), answer.as_deref().map(Box::from));
+        answer
+    }
+}
+
+fn parse_e164(sanitized: String, region: Option<Id>, international: bool) -> Option<String> {
     // Only `+?[0-9]{1,20}` reaches the parser, which keeps it away from the free-text
     // paths where it has been known to panic.
     // A `+` number carries its country: the default region must not change its reading.
@@ -303,6 +363,44 @@ mod tests {
     use proptest::prelude::*;
 
     const US: Option<Id> = Some(Id::US);
+
+    #[test]
+    fn memoised_answers_are_the_parsers() {
+        let de = Some(Id::DE);
+        let cases = [
+            ("+4930123456", None),
+            ("+442079460000", None),
+            ("+44020794600", None),
+            ("+999123456789", None),
+            ("030123456", de),
+            ("0301234567", de),
+            ("0301234567", None),
+        ];
+        for (sanitized, region) in cases {
+            let direct = parse_e164(sanitized.into(), region, sanitized.starts_with('+'));
+            // First call fills the memo, the second reads it.
+            assert_eq!(parsed_e164(sanitized.into(), region), direct, "{sanitized}");
+            assert_eq!(parsed_e164(sanitized.into(), region), direct, "{sanitized}");
+        }
+    }
+
+    #[test]
+    fn the_memo_is_bounded() {
+        let memo = ParserMemo::new();
+        for i in 0..(MEMO_SHARDS * MEMO_SHARD_CAP * 2) {
+            let answer = memo.get_or_insert(format!("+49{i}"), || Some(i.to_string()));
+            assert_eq!(answer, Some(i.to_string()));
+        }
+        for shard in memo.shards.iter() {
+            assert!(shard.lock().len() <= MEMO_SHARD_CAP);
+        }
+        // A known key is answered from the memo, not recomputed.
+        memo.get_or_insert("+491".into(), || Some("first".into()));
+        assert_eq!(
+            memo.get_or_insert("+491".into(), || Some("second".into())),
+            Some("first".into())
+        );
+    }
 
     #[test]
     fn the_three_spellings_of_one_number_agree() {
