@@ -20,12 +20,16 @@
 //! - [`api`]: tonic service implementations (validation, conversion, error mapping).
 //! - [`server`]: wiring — health, reflection, limits, graceful shutdown.
 //! - [`config`], [`telemetry`], [`cli`]: configuration, logging, the command line.
+//! - `fuzzing` (hidden): the invariants checked by the `cargo fuzz` targets in `fuzz/`
+//!   and by `tests/fuzz_corpus.rs`.
 
 pub mod api;
 pub mod classify;
 pub mod cli;
 pub mod config;
 pub mod events;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod nats;
 pub mod outcome;
 pub mod pipeline;
