@@ -21,6 +21,12 @@ cargo fmt --all -- --check
 step "cargo clippy --all-targets -- -D warnings"
 cargo clippy --all-targets --locked -- -D warnings
 
+step "fuzz targets: fmt + clippy (fuzz/ is its own workspace; the corpus replays in cargo test)"
+# Compiles on stable (only `cargo fuzz run` needs nightly flags); sharing target/ reuses the
+# dependencies checked above, so this costs about 35 s (mostly libFuzzer's C++ build).
+cargo fmt --manifest-path fuzz/Cargo.toml -- --check
+cargo clippy --locked --manifest-path fuzz/Cargo.toml --target-dir target -- -D warnings
+
 step "cargo test (unit, integration, CLI, doc)"
 cargo test --all-targets --locked
 cargo test --doc --locked

@@ -92,7 +92,19 @@ install_kubernetes_validate() {
   chmod 0755 "$TOOLS/bin/kubernetes-validate" "$TOOLS/bin/tools-python"
 }
 
+# The TLS smoke and chart checks make throwaway certificates with the openssl CLI. Debian
+# has it wherever ca-certificates is installed; otherwise it comes from Debian's packages.
+install_openssl() {
+  command -v openssl >/dev/null && return 0
+  log "installing openssl (Debian package)"
+  if [ "$(id -u)" = 0 ]; then
+    apt-get update -qq && apt-get install -y -qq openssl >/dev/null
+  else
+    sudo apt-get update -qq && sudo apt-get install -y -qq openssl >/dev/null
+  fi
+}
+
 tools=("$@")
-[ ${#tools[@]} -gt 0 ] || tools=(buf grpcurl nats_server helm kubernetes_validate)
+[ ${#tools[@]} -gt 0 ] || tools=(buf grpcurl nats_server helm kubernetes_validate openssl)
 for t in "${tools[@]}"; do "install_$t"; done
 echo "$TOOLS"

@@ -197,28 +197,43 @@ pub enum ConfigError {
 impl Config {
     /// Loads defaults, then `file` (when given), then the `CALL_OUTCOME_*` environment.
     pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
+        let text = file.map(read).transpose()?;
+        Config::assemble(file.zip(text.as_deref()), true)
+    }
+
+    /// What `load` makes of a config file whose text is `text`, without the environment
+    /// layer: the same parsing, `path:line:column` errors, path resolution against
+    /// `path`'s folder (an `auth_file` is read) and validation. For tests and fuzzing.
+    pub fn from_toml_str(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        Config::assemble(Some((path, text)), false)
+    }
+
+    /// Defaults < the file's text < the environment (when `environment`), validated.
+    fn assemble(file: Option<(&Path, &str)>, environment: bool) -> Result<Config, ConfigError> {
         let mut figment = Figment::from(Serialized::defaults(Config::default()));
-        if let Some(path) = file {
-            let text = read(path)?;
+        if let Some((path, text)) = file {
             // Parse the file on its own first: figment reports type errors by key only,
             // while toml's spans give the line and column a person needs.
-            parse_file(&text, path)?;
-            figment = figment.merge(Toml::string(&text));
+            parse_file(text, path)?;
+            figment = figment.merge(Toml::string(text));
         }
-        figment = figment.merge(
-            Env::prefixed("CALL_OUTCOME_")
-                .split("__")
-                // The CLI's own variables share the prefix but are not service settings.
-                .ignore(&[
-                    "config",
-                    "token",
-                    "server_url",
-                    "nats_url",
-                    "ca_cert",
-                    "client_cert",
-                    "client_key",
-                ]),
-        );
+        if environment {
+            figment = figment.merge(
+                Env::prefixed("CALL_OUTCOME_")
+                    .split("__")
+                    // The CLI's own variables share the prefix but are not service settings.
+                    .ignore(&[
+                        "config",
+                        "token",
+                        "server_url",
+                        "nats_url",
+                        "ca_cert",
+                        "client_cert",
+                        "client_key",
+                    ]),
+            );
+        }
+        let file = file.map(|(path, _)| path);
         let mut config: Config = figment
             .extract()
             .map_err(|e| ConfigError::Invalid(e.to_string()))?;
@@ -649,6 +664,27 @@ mod tests {
             Config::default(),
             "examples/config.toml differs from the defaults"
         );
+    }
+
+    #[test]
+    fn text_is_read_as_load_reads_the_file() {
+        figment::Jail::expect_with(|jail| {
+            let text = "listen = \"127.0.0.1:6000\"\npolicy_file = \"p.toml\"\n";
+            jail.create_file("svc.toml", text)?;
+            let path = Path::new("svc.toml");
+            let loaded = Config::load(Some(path)).map_err(|e| e.to_string())?;
+            assert_eq!(Config::from_toml_str(text, path).ok(), Some(loaded));
+            // The environment is not a layer of the text alone.
+            jail.set_env("CALL_OUTCOME_LISTEN", "127.0.0.1:7000");
+            let config = Config::from_toml_str(text, path).map_err(|e| e.to_string())?;
+            assert_eq!(config.listen.port(), 6000);
+            let err = Config::from_toml_str("[log]\nlevle = 1\n", Path::new("a/b.toml"))
+                .expect_err("unknown key");
+            assert!(err.to_string().starts_with("a/b.toml:2:1:"), "{err}");
+            let err = Config::from_toml_str("default_tenant = \"\"\n", path).expect_err("empty");
+            assert!(err.to_string().contains("default_tenant"), "{err}");
+            Ok(())
+        });
     }
 
     #[test]

@@ -21,12 +21,16 @@
 //! - [`server`]: wiring — health, reflection, limits, graceful shutdown.
 //! - [`tls`]: TLS on the public port (rustls with ring), mutual TLS, reload from disk.
 //! - [`config`], [`telemetry`], [`cli`]: configuration, logging, the command line.
+//! - `fuzzing` (hidden): the invariants checked by the `cargo fuzz` targets in `fuzz/`
+//!   and by `tests/fuzz_corpus.rs`.
 
 pub mod api;
 pub mod classify;
 pub mod cli;
 pub mod config;
 pub mod events;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod nats;
 pub mod outcome;
 pub mod pipeline;

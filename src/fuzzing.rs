@@ -1,0 +1,439 @@
+//! The checks behind the `cargo fuzz` targets in `fuzz/` (one function per target), kept
+//! in the crate so that `tests/fuzz_corpus.rs` replays the committed corpus through
+//! exactly the same code on stable Rust.
+//!
+//! Owns the invariants each parser must keep on any input. Each check takes raw fuzzer
+//! bytes and **panics** when an invariant breaks: a panic is how libFuzzer and the
+//! replay test report a finding, so `assert!` is the point here, unlike in service
+//! code. It must not do I/O beyond what the checked function itself does, nor depend on
+//! the environment or the clock, so a finding replays identically.
+
+use crate::classify::{
+    self, Category, Classification, ClassifyError, ClassifyInput, RetryAfterScope,
+};
+use crate::config::{Config, ConfigError};
+use crate::outcome::{HistoryEntry, HistorySnapshot, Outcome};
+use crate::policy::{Action, Policy, PolicyInput};
+use crate::sip::reason::{Location, ReasonValue, is_token};
+use crate::sip::{parse_reason_header, parse_response, parse_retry_after, reason_values};
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::Path;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// One target's check: panics when an input breaks an invariant.
+pub type Check = fn(&[u8]);
+
+/// Fuzz targets by name, with their check: what `tests/fuzz_corpus.rs` replays.
+pub const TARGETS: &[(&str, Check)] = &[
+    ("sip_message", sip_message),
+    ("reason", reason),
+    ("retry_after", retry_after),
+    ("policy", policy),
+    ("config", config),
+];
+
+/// Raw SIP response parser, then the classifier on it.
+///
+/// Invariants: a parsed status code has three digits; header names are tokens and find
+/// their own field; unfolded values hold no line break; the one-pass accessor agrees
+/// with the separate ones; classification fails exactly when the bytes are not a
+/// response with a final code, and equals the classification of the same code and
+/// headers sent as explicit fields.
+pub fn sip_message(data: &[u8]) {
+    let raw_input = ClassifyInput {
+        raw_sip_response: Some(data),
+        ..ClassifyInput::default()
+    };
+    let classified = classify::classify(&raw_input);
+    let response = match parse_response(data) {
+        Ok(r) => r,
+        Err(e) => {
+            let nothing = data.is_empty();
+            match classified {
+                Err(ClassifyError::RawSipResponse(_)) if !nothing => {}
+                Err(ClassifyError::NothingToClassify) if nothing => {}
+                other => panic!("unparsable response ({e}) classified as {other:?}"),
+            }
+            return;
+        }
+    };
+    let code = response.status_code();
+    assert!(code <= 999, "status code {code} has more than three digits");
+    let _ = response.reason_phrase();
+    for h in response.headers() {
+        assert!(is_token(h.name), "header name {:?} is not a token", h.name);
+        assert!(
+            response.header(h.name).is_some(),
+            "header {:?} not found by name",
+            h.name
+        );
+        let value = h.value();
+        assert!(
+            !value.contains(['\r', '\n']),
+            "unfolded value of {:?} holds a line break: {value:?}",
+            h.name
+        );
+        assert_eq!(value.trim_matches([' ', '\t']), value, "value not trimmed");
+    }
+    let (reason, retry) = response.reason_and_retry_after();
+    assert_eq!(reason, response.reason(), "one-pass Reason differs");
+    assert_eq!(
+        retry,
+        response.retry_after(),
+        "one-pass Retry-After differs"
+    );
+
+    match (code, &classified) {
+        (200..=699, Ok(c)) => {
+            check_classification(c);
+            assert_eq!(c.reported_sip_code, Some(code), "reported code differs");
+            let reason = reason.as_deref().unwrap_or("");
+            let retry = retry.as_deref().unwrap_or("");
+            let explicit = classify::classify(&ClassifyInput {
+                sip_code: Some(i64::from(code)),
+                reason_header: reason,
+                retry_after_header: retry,
+                ..ClassifyInput::default()
+            });
+            assert_eq!(
+                explicit.as_ref(),
+                Ok(c),
+                "explicit fields classify differently from the raw response"
+            );
+        }
+        (100..=199, Err(ClassifyError::ProvisionalCode(_))) => {}
+        (0..=99 | 700.., Err(ClassifyError::CodeOutOfRange(_))) => {}
+        _ => panic!("status code {code} classified as {classified:?}"),
+    }
+}
+
+/// What every classification must satisfy.
+fn check_classification(c: &Classification) {
+    if let Some(cause) = c.q850_cause {
+        assert!(
+            (1..=127).contains(&cause),
+            "Q.850 cause {cause} out of range"
+        );
+    }
+    assert_eq!(c.q850_cause.is_some(), c.q850_source.is_some());
+    if let Some(code) = c.sip_code {
+        assert!((200..=699).contains(&code), "effective code {code}");
+        assert_eq!(
+            c.reported_sip_code.map(|r| r / 100),
+            Some(code / 100),
+            "the effective code changed class"
+        );
+    }
+    if let Some(loc) = &c.q850_location {
+        assert!(Location::parse(loc).is_some(), "unknown location {loc:?}");
+    }
+    assert!(!c.summary.is_empty(), "empty summary");
+}
+
+/// Reason header parser (RFC 3326 / RFC 8606).
+///
+/// Invariants: values are well-formed (token protocol, Q.850 cause in 1..=127, a
+/// location that spells back to itself) and re-serialising them in canonical form
+/// parses back to the same values.
+pub fn reason(data: &[u8]) {
+    let text = String::from_utf8_lossy(data);
+    let values = parse_reason_header(&text);
+    assert_eq!(values, reason_values(&text).collect::<Vec<_>>());
+    for v in &values {
+        assert!(is_token(v.protocol), "protocol {:?}", v.protocol);
+        if let Some(cause) = v.q850_cause() {
+            assert!((1..=127).contains(&cause), "Q.850 cause {cause}");
+            assert!(v.is_q850());
+        }
+        if let Some(loc) = v.location {
+            assert_eq!(Location::parse(loc.as_str()), Some(loc));
+        }
+    }
+    let canonical = values
+        .iter()
+        .map(format_reason_value)
+        .collect::<Vec<_>>()
+        .join(", ");
+    let again = parse_reason_header(&canonical);
+    assert_eq!(
+        values, again,
+        "canonical form {canonical:?} parses differently"
+    );
+}
+
+/// `protocol;cause=N;text="…";location=X` with `"` and `\` escaped.
+fn format_reason_value(v: &ReasonValue<'_>) -> String {
+    let mut out = v.protocol.to_owned();
+    if let Some(cause) = v.cause {
+        let _ = write!(out, ";cause={cause}");
+    }
+    if let Some(text) = &v.text {
+        out.push_str(";text=\"");
+        for c in text.chars() {
+            if matches!(c, '"' | '\\') {
+                out.push('\\');
+            }
+            out.push(c);
+        }
+        out.push('"');
+    }
+    if let Some(loc) = v.location {
+        let _ = write!(out, ";location={}", loc.as_str());
+    }
+    out
+}
+
+/// Retry-After parser (RFC 3261 §20.33).
+///
+/// Invariants: surrounding whitespace does not change the result; a parsed value
+/// formatted back (`seconds (comment);duration=d`) parses to the same value; the
+/// seconds are the leading digits, saturated.
+pub fn retry_after(data: &[u8]) {
+    let text = String::from_utf8_lossy(data);
+    let parsed = parse_retry_after(&text);
+    let padded = format!(" \t{text}\r\n ");
+    assert_eq!(
+        parse_retry_after(&padded),
+        parsed,
+        "padding changed the result"
+    );
+    let Some(ra) = parsed else {
+        return;
+    };
+    let digits: String = text
+        .trim_start_matches([' ', '\t', '\r', '\n'])
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    let expected = digits.bytes().fold(0u32, |acc, b| {
+        acc.saturating_mul(10)
+            .saturating_add(u32::from(b.wrapping_sub(b'0')))
+    });
+    assert_eq!(ra.seconds, expected, "seconds are not the leading digits");
+    let mut formatted = ra.seconds.to_string();
+    if let Some(comment) = ra.comment {
+        let _ = write!(formatted, " ({comment})");
+    }
+    if let Some(d) = ra.duration {
+        let _ = write!(formatted, ";duration={d}");
+    }
+    assert_eq!(
+        parse_retry_after(&formatted),
+        Some(ra),
+        "formatted {formatted:?} parses differently"
+    );
+}
+
+/// Policy parser, then `decide` on fixed outcomes for every tenant.
+///
+/// Invariants: parsing is deterministic; an error points inside the text; a valid
+/// policy decides every outcome by one of its own rules (the catch-all guarantee),
+/// deterministically, with a retry plan exactly for retry actions below the limit.
+pub fn policy(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let first = Policy::parse(text, "fuzz.toml");
+    let second = Policy::parse(text, "fuzz.toml");
+    let policy = match (first, second) {
+        (Err(a), Err(b)) => {
+            assert_eq!(a, b, "non-deterministic error");
+            let lines = text.split('\n').count();
+            assert!(
+                (1..=lines).contains(&a.line) && a.column >= 1,
+                "error position {}:{} outside a {lines}-line text",
+                a.line,
+                a.column
+            );
+            assert!(a.to_string().starts_with("fuzz.toml:"), "{a}");
+            return;
+        }
+        (Ok(a), Ok(b)) => {
+            assert_eq!(a.rules().collect::<Vec<_>>(), b.rules().collect::<Vec<_>>());
+            a
+        }
+        (a, b) => panic!(
+            "non-deterministic parse: {:?} then {:?}",
+            a.is_ok(),
+            b.is_ok()
+        ),
+    };
+    let mut tenants: Vec<&str> = policy.tenants().collect();
+    tenants.push("fuzz-no-section");
+    let cases = decide_cases();
+    for tenant in tenants {
+        let names: Vec<String> = policy.rules_for(tenant).map(|r| r.name).collect();
+        for (outcome, classification, history, includes_current) in &cases {
+            for jitter_seed in [0, u64::MAX] {
+                let input = PolicyInput {
+                    tenant,
+                    outcome,
+                    classification,
+                    history,
+                    includes_current: *includes_current,
+                    now: fixed_now(),
+                    jitter_seed,
+                };
+                let d = policy.decide(&input);
+                assert_eq!(d, policy.decide(&input), "non-deterministic decision");
+                assert!(
+                    names.contains(&d.rule),
+                    "tenant {tenant:?}: rule {:?} is not one of {names:?}",
+                    d.rule
+                );
+                let retries = matches!(
+                    d.action,
+                    Action::RetryLater | Action::RetryNowAlternateRoute
+                );
+                assert_eq!(
+                    d.retry.is_some(),
+                    retries,
+                    "retry plan vs action {}",
+                    d.action
+                );
+                if let Some(r) = &d.retry {
+                    assert_eq!(r.next_attempt, d.attempt.saturating_add(1));
+                    assert!(d.attempt < r.max_attempts, "retry at the attempt limit");
+                    assert!(r.not_before >= fixed_now());
+                    // A Retry-After is a floor: the callee's value, or the clamped route one.
+                    let floor = match classification.retry_after {
+                        Some(ra) if ra.scope == RetryAfterScope::Callee => ra.seconds,
+                        _ => d.avoid_route_seconds,
+                    };
+                    assert!(r.delay_seconds >= floor, "delay below the Retry-After");
+                }
+                if !d.notify_user {
+                    assert!(d.user_message.is_empty(), "message without notify");
+                }
+                if let Some(ra) = classification.retry_after {
+                    assert!(d.avoid_route_seconds <= ra.seconds);
+                } else {
+                    assert_eq!(d.avoid_route_seconds, 0);
+                }
+            }
+        }
+    }
+}
+
+fn fixed_now() -> SystemTime {
+    UNIX_EPOCH + Duration::from_secs(1_750_000_000)
+}
+
+type DecideCase = (Outcome, Classification, HistorySnapshot, bool);
+
+/// Realistic outcomes, classified by the real classifier, with a history that has a
+/// run of declines after an answered call.
+fn decide_cases() -> Vec<DecideCase> {
+    const RAW: &[&str] = &[
+        "SIP/2.0 603 Decline\r\nReason: Q.850;cause=21;text=\"CALL_REJECTED\";location=U\r\n\r\n",
+        "SIP/2.0 486 Busy Here\r\nRetry-After: 300\r\n\r\n",
+        "SIP/2.0 503 Service Unavailable\r\nRetry-After: 120\r\n\r\n",
+        "SIP/2.0 480 Temporarily Unavailable\r\nReason: Q.850;cause=19\r\nRetry-After: 4294967295\r\n\r\n",
+        "SIP/2.0 603 Network Blocked\r\nReason: SIP;cause=603;text=\"v=analytics1;reason=fraud\"\r\n\r\n",
+        "SIP/2.0 404 Not Found\r\n\r\n",
+        "SIP/2.0 200 OK\r\n\r\n",
+    ];
+    let now = fixed_now();
+    let entry = |secs: u64, category| HistoryEntry {
+        at: now - Duration::from_secs(secs),
+        call_id: "earlier".into(),
+        attempt: 1,
+        category,
+        sip_code: None,
+    };
+    let history = HistorySnapshot {
+        destination: "+15557654321".into(),
+        entries: vec![
+            entry(90_000, Category::Answered),
+            entry(7_200, Category::Declined),
+            entry(3_600, Category::Declined),
+            entry(60, Category::Busy),
+        ],
+    };
+    let labels = BTreeMap::from([
+        ("campaign".to_owned(), "renewals".to_owned()),
+        ("vip".to_owned(), "yes".to_owned()),
+    ]);
+    let mut cases = Vec::new();
+    for (i, raw) in RAW.iter().enumerate() {
+        for attempt in [None, Some(1), Some(u32::MAX)] {
+            let outcome = Outcome {
+                call_id: format!("fuzz-{i}"),
+                attempt,
+                from: "+15551230000".into(),
+                to: "+15557654321".into(),
+                raw_sip_response: Some(raw.as_bytes().to_vec()),
+                labels: labels.clone(),
+                ..Outcome::default()
+            };
+            if let Ok(c) = classify::classify(&outcome.classify_input()) {
+                cases.push((outcome, c, history.clone(), attempt.is_none()));
+            }
+        }
+    }
+    let provider = Outcome {
+        call_id: "fuzz-provider".into(),
+        provider: Some(("telnyx".into(), "timeout".into())),
+        ..Outcome::default()
+    };
+    if let Ok(c) = classify::classify(&provider.classify_input()) {
+        cases.push((provider, c, HistorySnapshot::default(), false));
+    }
+    cases
+}
+
+/// Service config parser (`Config::from_toml_str`: the path `Config::load` takes).
+///
+/// Invariants: deterministic; a syntax error points inside the text and names the file;
+/// a valid config passes validation again, serialises back to TOML and reads back equal.
+/// Inputs that name other files (`auth_file`, `[tls]`, JWT key files) are skipped:
+/// loading them reads those files (an input could name `/dev/zero`).
+pub fn config(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let path = Path::new("fuzz-config-dir/fuzz.toml");
+    if crate::config::parse_file(text, path)
+        .is_ok_and(|c| c.auth_file.is_some() || c.tls.is_some() || c.auth.jwt.is_some())
+    {
+        return;
+    }
+    let result = Config::from_toml_str(text, path);
+    let again = Config::from_toml_str(text, path);
+    match (&result, &again) {
+        (Ok(a), Ok(b)) => assert_eq!(a, b, "non-deterministic config"),
+        (Err(a), Err(b)) => assert_eq!(a.to_string(), b.to_string(), "non-deterministic error"),
+        _ => panic!("non-deterministic: {result:?} then {again:?}"),
+    }
+    let config = match result {
+        Ok(config) => config,
+        Err(ConfigError::Syntax {
+            path: p,
+            line,
+            column,
+            ..
+        }) => {
+            assert_eq!(p, path);
+            let lines = text.split('\n').count();
+            assert!(
+                (1..=lines).contains(&line) && column >= 1,
+                "error position {line}:{column} outside a {lines}-line text"
+            );
+            return;
+        }
+        Err(ConfigError::Invalid(_)) => return,
+        Err(e) => panic!("unexpected kind of config error: {e}"),
+    };
+    if let Err(e) = config.validate() {
+        panic!("a loaded config fails validation: {e}");
+    }
+    let written = match toml::to_string(&config) {
+        Ok(t) => t,
+        Err(e) => panic!("a loaded config does not serialise: {e}\n{config:?}"),
+    };
+    match crate::config::parse_file(&written, path) {
+        Ok(back) => assert_eq!(back, config, "serialised config reads back differently"),
+        Err(e) => panic!("serialised config does not parse: {e}\n{written}"),
+    }
+}
