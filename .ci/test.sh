@@ -24,6 +24,8 @@ cargo clippy --all-targets --locked -- -D warnings
 step "fuzz targets: fmt + clippy (fuzz/ is its own workspace; the corpus replays in cargo test)"
 # Compiles on stable (only `cargo fuzz run` needs nightly flags); sharing target/ reuses the
 # dependencies checked above, so this costs about 35 s (mostly libFuzzer's C++ build).
+# fuzz/Cargo.lock starts from the main lock: after a dependency change, refresh it with
+#   cp Cargo.lock fuzz/Cargo.lock && cargo metadata --manifest-path fuzz/Cargo.toml >/dev/null
 cargo fmt --manifest-path fuzz/Cargo.toml -- --check
 cargo clippy --locked --manifest-path fuzz/Cargo.toml --target-dir target -- -D warnings
 
