@@ -512,8 +512,8 @@ impl Bare {
             ..Default::default()
         };
         let classified = pipeline.classify("default", &classify).await?;
-        let classification: pb::Classification = (&reported.report.classification).into();
-        let decision: pb::Decision = (&reported.report.decision).into();
+        let classification: pb::Classification = (&*reported.report.classification).into();
+        let decision: pb::Decision = (&*reported.report.decision).into();
         let event = pb::OutcomeEvent {
             event_id: reported.report.event_id.clone(),
             sequence: 0,

@@ -243,8 +243,8 @@ impl Pipeline {
         });
         let event_id = uuid::Uuid::now_v7().to_string();
         let report = Arc::new(StoredReport {
-            classification,
-            decision,
+            classification: Arc::new(classification),
+            decision: Arc::new(decision),
             event_id,
             destination,
             recorded_at: now,
@@ -255,8 +255,8 @@ impl Pipeline {
                 tenant: key.tenant.clone(),
                 destination: report.destination.clone(),
                 outcome,
-                classification: report.classification.clone(),
-                decision: report.decision.clone(),
+                classification: Arc::clone(&report.classification),
+                decision: Arc::clone(&report.decision),
                 recorded_at: now,
             })
             .instrument(debug_span!("events.publish"))

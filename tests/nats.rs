@@ -353,8 +353,8 @@ async fn a_retried_publish_of_one_report_is_stored_once() {
         tenant: "acme".into(),
         destination: classified.destination,
         outcome,
-        classification: classified.classification,
-        decision: classified.decision,
+        classification: std::sync::Arc::new(classified.classification),
+        decision: std::sync::Arc::new(classified.decision),
         recorded_at: SystemTime::now(),
     };
     let events = pipeline.events();

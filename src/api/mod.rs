@@ -205,8 +205,8 @@ impl CallOutcomeApi {
         self.metrics
             .report(&report.classification, &report.decision, result.duplicate);
         Ok(pb::ReportOutcomeResponse {
-            classification: Some((&report.classification).into()),
-            decision: Some((&report.decision).into()),
+            classification: Some((&*report.classification).into()),
+            decision: Some((&*report.decision).into()),
             event_id: report.event_id.clone(),
             duplicate: result.duplicate,
             destination: report.destination.clone(),

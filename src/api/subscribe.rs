@@ -322,8 +322,8 @@ fn to_wire(tenant: &str, delivery: Delivery) -> pb::SubscribeOutcomesResponse {
                 resume_token: token_at(position),
                 tenant: e.tenant.clone(),
                 outcome: Some((&e.outcome).into()),
-                classification: Some((&e.classification).into()),
-                decision: Some((&e.decision).into()),
+                classification: Some((&*e.classification).into()),
+                decision: Some((&*e.decision).into()),
                 recorded_at: Some(timestamp(e.recorded_at)),
                 destination: e.destination.clone(),
             })

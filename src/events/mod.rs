@@ -44,8 +44,9 @@ pub struct NewEvent {
     /// Normalised destination key.
     pub destination: String,
     pub outcome: Outcome,
-    pub classification: Classification,
-    pub decision: Decision,
+    /// Shared with the stored report (one copy in memory for both).
+    pub classification: Arc<Classification>,
+    pub decision: Arc<Decision>,
     pub recorded_at: SystemTime,
 }
 

@@ -736,7 +736,7 @@ mod tests {
         use crate::classify::{Basis, Classification, Fault, Retryable};
         use crate::policy::{Action, Decision};
         Arc::new(StoredReport {
-            classification: Classification {
+            classification: Arc::new(Classification {
                 category: Category::Busy,
                 fault: Fault::CalleeDevice,
                 retryable: Retryable::Later,
@@ -750,8 +750,8 @@ mod tests {
                 retry_after: None,
                 summary: "The line was busy.".into(),
                 basis: Basis::SipCode,
-            },
-            decision: Decision {
+            }),
+            decision: Arc::new(Decision {
                 action: Action::RetryLater,
                 notify_user: false,
                 user_message: String::new(),
@@ -763,7 +763,7 @@ mod tests {
                 rule: "busy".into(),
                 explanation: "busy: retry later".into(),
                 attempt: 1,
-            },
+            }),
             event_id: event_id.into(),
             destination: "+15550104477".into(),
             recorded_at: SystemTime::UNIX_EPOCH,

@@ -37,8 +37,9 @@ pub struct ReportKey {
 /// The result of a report, kept so that a duplicate gets the first response.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StoredReport {
-    pub classification: Classification,
-    pub decision: Decision,
+    /// Shared with the event of the report (one copy in memory for both).
+    pub classification: Arc<Classification>,
+    pub decision: Arc<Decision>,
     pub event_id: String,
     pub destination: String,
     pub recorded_at: SystemTime,
