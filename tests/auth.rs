@@ -7,7 +7,6 @@ mod common;
 use call_outcome::api::auth::{ApiKeyConfig, AuthConfig, Role, hash_key};
 use call_outcome::config::{Config, parse_file};
 use call_outcome::proto as pb;
-use call_outcome::proto::call_outcome_service_client::CallOutcomeServiceClient;
 use call_outcome::server::RunningServer;
 use common::*;
 use pb::subscribe_outcomes_response::Kind;
@@ -16,8 +15,6 @@ use std::time::Duration;
 use tokio_stream::StreamExt;
 use tonic::transport::Channel;
 use tonic::{Code, Streaming};
-
-type Client = CallOutcomeServiceClient<Channel>;
 
 const SECURE_EXAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/secure.toml");
 
@@ -43,30 +40,6 @@ fn auth_config() -> Config {
         },
         ..Config::default()
     }
-}
-
-fn with_token<T>(message: T, token: &str) -> tonic::Request<T> {
-    let mut request = tonic::Request::new(message);
-    request.metadata_mut().insert(
-        "authorization",
-        format!("Bearer {token}").parse().expect("ascii"),
-    );
-    request
-}
-
-async fn report_as(
-    client: &mut Client,
-    token: &str,
-    tenant: &str,
-    call_id: &str,
-    code: i32,
-) -> Result<pb::ReportOutcomeResponse, tonic::Status> {
-    let mut r = report(outcome(call_id, 1, "+15550100001", code));
-    r.tenant = tenant.into();
-    client
-        .report_outcome(with_token(r, token))
-        .await
-        .map(tonic::Response::into_inner)
 }
 
 fn from_oldest() -> pb::SubscribeOutcomesRequest {

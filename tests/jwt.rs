@@ -9,7 +9,6 @@ use call_outcome::api::auth::{ApiKeyConfig, AuthConfig, Role, hash_key};
 use call_outcome::api::jwt::{JwtConfig, JwtKeyConfig};
 use call_outcome::config::Config;
 use call_outcome::proto as pb;
-use call_outcome::proto::call_outcome_service_client::CallOutcomeServiceClient;
 use common::*;
 use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
 use pb::subscribe_outcomes_response::Kind;
@@ -18,9 +17,6 @@ use std::path::Path;
 use std::time::Duration;
 use tokio_stream::StreamExt;
 use tonic::Code;
-use tonic::transport::Channel;
-
-type Client = CallOutcomeServiceClient<Channel>;
 
 const SECRET: &str = "test-only-hs256-secret-32-bytes-long!";
 const ISSUER: &str = "https://idp.example";
@@ -113,29 +109,6 @@ fn jwt_config(dir: &Path, idp: &Idp) -> Config {
     }
 }
 
-fn with_token<T>(message: T, token: &str) -> tonic::Request<T> {
-    let mut request = tonic::Request::new(message);
-    request.metadata_mut().insert(
-        "authorization",
-        format!("Bearer {token}").parse().expect("ascii"),
-    );
-    request
-}
-
-async fn report_with(
-    client: &mut Client,
-    token: &str,
-    tenant: &str,
-    call_id: &str,
-) -> Result<pb::ReportOutcomeResponse, tonic::Status> {
-    let mut r = report(outcome(call_id, 1, "+15550100001", 603));
-    r.tenant = tenant.into();
-    client
-        .report_outcome(with_token(r, token))
-        .await
-        .map(tonic::Response::into_inner)
-}
-
 #[tokio::test]
 async fn valid_tokens_act_for_their_claimed_tenant() {
     let dir = tempfile::tempdir().expect("dir");
@@ -144,30 +117,30 @@ async fn valid_tokens_act_for_their_claimed_tenant() {
     let mut client = client(&server).await;
 
     let hs = idp.hs256(&claims("acme", &["report"]));
-    report_with(&mut client, &hs, "", "hs-1")
+    report_as(&mut client, &hs, "", "hs-1", 603)
         .await
         .expect("HS256 token reports");
-    report_with(&mut client, &hs, "acme", "hs-2")
+    report_as(&mut client, &hs, "acme", "hs-2", 603)
         .await
         .expect("naming its own tenant");
-    let status = report_with(&mut client, &hs, "globex", "hs-3")
+    let status = report_as(&mut client, &hs, "globex", "hs-3", 603)
         .await
         .expect_err("another tenant");
     assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
 
     let es = idp.es256(&claims("globex", &["report"]));
-    report_with(&mut client, &es, "", "es-1")
+    report_as(&mut client, &es, "", "es-1", 603)
         .await
         .expect("ES256 token reports");
     // `scope`-style roles: one space-separated string.
     let mut scoped = claims("globex", &[]);
     scoped["roles"] = json!("openid report");
-    report_with(&mut client, &idp.es256(&scoped), "", "es-2")
+    report_as(&mut client, &idp.es256(&scoped), "", "es-2", 603)
         .await
         .expect("space-separated roles");
 
     // API keys keep working beside JWTs.
-    report_with(&mut client, "ops-key", "", "key-1")
+    report_as(&mut client, "ops-key", "", "key-1", 603)
         .await
         .expect("API key");
     server.stop().await.expect("stops");
@@ -202,7 +175,7 @@ async fn bad_tokens_are_unauthenticated_and_missing_roles_denied() {
         ("forged", forged, "signature"),
         ("not a JWT", "a.b.c".to_owned(), "JWT"),
     ] {
-        let status = report_with(&mut client, &token, "", what)
+        let status = report_as(&mut client, &token, "", what, 603)
             .await
             .expect_err(what);
         assert_eq!(status.code(), Code::Unauthenticated, "{what}: {status:?}");
@@ -212,7 +185,7 @@ async fn bad_tokens_are_unauthenticated_and_missing_roles_denied() {
     }
 
     let subscriber = idp.hs256(&claims("acme", &["subscribe"]));
-    let status = report_with(&mut client, &subscriber, "", "no-role")
+    let status = report_as(&mut client, &subscriber, "", "no-role", 603)
         .await
         .expect_err("missing report role");
     assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
@@ -236,10 +209,10 @@ async fn resume_tokens_do_not_cross_jwt_tenants() {
     let mut client = client(&server).await;
     let acme = idp.hs256(&claims("acme", &["report", "subscribe"]));
     let globex = idp.es256(&claims("globex", &["admin"]));
-    report_with(&mut client, &globex, "", "g-1")
+    report_as(&mut client, &globex, "", "g-1", 603)
         .await
         .expect("globex");
-    report_with(&mut client, &acme, "", "a-1")
+    report_as(&mut client, &acme, "", "a-1", 603)
         .await
         .expect("acme");
 

@@ -81,15 +81,6 @@ async fn assert_refused(client: Result<Client, tonic::transport::Error>, what: &
     }
 }
 
-fn with_token<T>(message: T, token: &str) -> tonic::Request<T> {
-    let mut request = tonic::Request::new(message);
-    request.metadata_mut().insert(
-        "authorization",
-        format!("Bearer {token}").parse().expect("ascii"),
-    );
-    request
-}
-
 #[tokio::test]
 async fn tls_serves_and_plaintext_is_refused() {
     let dir = tempfile::tempdir().expect("dir");

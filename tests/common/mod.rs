@@ -93,3 +93,30 @@ pub async fn wait_for_subscribers(server: &RunningServer, n: u64) {
     }
     panic!("never saw {wanted}");
 }
+
+/// `message` with `authorization: Bearer <token>`.
+pub fn with_token<T>(message: T, token: &str) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {token}").parse().expect("ascii"),
+    );
+    request
+}
+
+/// Reports SIP `code` for `call_id` (attempt 1) as the holder of `token`, into `tenant`
+/// (empty: the identity's own).
+pub async fn report_as(
+    client: &mut CallOutcomeServiceClient<Channel>,
+    token: &str,
+    tenant: &str,
+    call_id: &str,
+    code: i32,
+) -> Result<pb::ReportOutcomeResponse, tonic::Status> {
+    let mut r = report(outcome(call_id, 1, "+15550100001", code));
+    r.tenant = tenant.into();
+    client
+        .report_outcome(with_token(r, token))
+        .await
+        .map(tonic::Response::into_inner)
+}
