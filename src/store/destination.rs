@@ -252,15 +252,17 @@ fn parsed_e164(sanitized: String, region: Option<Id>) -> Option<String> {
     // lookup and pattern matches), and the same destinations come back (retries,
     // redials, callbacks): its answers are memoised. A `+` number is read without the
     // default region, so the digits alone are its memo key.
+    let national_key;
     let memo_key = if international {
-        sanitized.clone()
+        sanitized.as_str()
     } else {
-        match region {
+        national_key = match region {
             Some(r) => format!("{}:{sanitized}", r.as_ref()),
             None => format!(":{sanitized}"),
-        }
+        };
+        national_key.as_str()
     };
-    PARSER_MEMO.get_or_insert(memo_key, || parse_e164(sanitized, region, international))
+    PARSER_MEMO.get_or_insert(memo_key, || parse_e164(&sanitized, region, international))
 }
 
 /// Parser answers by input, bounded: [`MEMO_SHARDS`] × [`MEMO_SHARD_CAP`] entries (a
@@ -286,14 +288,11 @@ impl ParserMemo {
         }
     }
 
-    fn get_or_insert(
-        &self,
-        key: String,
-        compute: impl FnOnce() -> Option<String>,
-    ) -> Option<String> {
+    fn get_or_insert(&self, key: &str, compute: impl FnOnce() -> Option<String>) -> Option<String> {
         use std::hash::BuildHasher;
-        let shard = &self.shards[self.hasher.hash_one(key.as_str()) as usize % MEMO_SHARDS];
-        if let Some(known) = shard.lock().get(key.as_str()) {
+        // Looked up by reference: a key is copied only when a new answer is stored.
+        let shard = &self.shards[self.hasher.hash_one(key) as usize % MEMO_SHARDS];
+        if let Some(known) = shard.lock().get(key) {
             return known.as_deref().map(str::to_owned);
         }
         // Computed outside the lock: two threads may both parse a new number once.
@@ -302,17 +301,17 @@ impl ParserMemo {
         if map.len() >= MEMO_SHARD_CAP {
             map.clear();
         }
-        map.insert(key.into_boxed_str(), answer.as_deref().map(Box::from));
+        map.insert(Box::from(key), answer.as_deref().map(Box::from));
         answer
     }
 }
 
-fn parse_e164(sanitized: String, region: Option<Id>, international: bool) -> Option<String> {
+fn parse_e164(sanitized: &str, region: Option<Id>, international: bool) -> Option<String> {
     // Only `+?[0-9]{1,20}` reaches the parser, which keeps it away from the free-text
     // paths where it has been known to panic.
     // A `+` number carries its country: the default region must not change its reading.
     let region = if international { None } else { region };
-    let number = phonenumber::parse(region, &sanitized).ok()?;
+    let number = phonenumber::parse(region, sanitized).ok()?;
     if !plausible_length(&number) {
         return None;
     }
@@ -325,7 +324,7 @@ fn parse_e164(sanitized: String, region: Option<Id>, international: bool) -> Opt
         let stable =
             again.is_some_and(|n| n.format().mode(phonenumber::Mode::E164).to_string() == key);
         if !stable {
-            return Some(sanitized);
+            return Some(sanitized.to_owned());
         }
     }
     Some(key)
@@ -377,7 +376,7 @@ mod tests {
             ("0301234567", None),
         ];
         for (sanitized, region) in cases {
-            let direct = parse_e164(sanitized.into(), region, sanitized.starts_with('+'));
+            let direct = parse_e164(sanitized, region, sanitized.starts_with('+'));
             // First call fills the memo, the second reads it.
             assert_eq!(parsed_e164(sanitized.into(), region), direct, "{sanitized}");
             assert_eq!(parsed_e164(sanitized.into(), region), direct, "{sanitized}");
@@ -388,16 +387,16 @@ mod tests {
     fn the_memo_is_bounded() {
         let memo = ParserMemo::new();
         for i in 0..(MEMO_SHARDS * MEMO_SHARD_CAP * 2) {
-            let answer = memo.get_or_insert(format!("+49{i}"), || Some(i.to_string()));
+            let answer = memo.get_or_insert(&format!("+49{i}"), || Some(i.to_string()));
             assert_eq!(answer, Some(i.to_string()));
         }
         for shard in memo.shards.iter() {
             assert!(shard.lock().len() <= MEMO_SHARD_CAP);
         }
         // A known key is answered from the memo, not recomputed.
-        memo.get_or_insert("known".into(), || Some("first".into()));
+        memo.get_or_insert("known", || Some("first".into()));
         assert_eq!(
-            memo.get_or_insert("known".into(), || Some("second".into())),
+            memo.get_or_insert("known", || Some("second".into())),
             Some("first".into())
         );
     }
