@@ -57,7 +57,8 @@ usage: cargo bench --bench loadgen -- <unary|fanout|memory|h2load|all|smoke> [op
   --idle-subscribers N     memory: idle subscribers [1000]
   --destinations N         memory: distinct destinations reported [1000000]
   --h2load-requests N      h2load: requests per target [200000]
-  --no-pin                 do not pin servers to core 0 and the client to core 1";
+  --no-pin                 do not pin servers to core 0 and the client to core 1
+  --rpcs LIST              unary: which RPCs, of classify,report [both]";
 
 #[derive(Debug, Clone)]
 struct Args {
@@ -79,6 +80,7 @@ struct Args {
     h2load_requests: u64,
     pin: bool,
     listen: Option<SocketAddr>,
+    rpcs: Vec<Rpc>,
 }
 
 impl Args {
@@ -102,6 +104,7 @@ impl Args {
             h2load_requests: 200_000,
             pin: true,
             listen: None,
+            rpcs: vec![Rpc::Classify, Rpc::Report],
         };
         let mut it = std::env::args().skip(1);
         while let Some(arg) = it.next() {
@@ -132,6 +135,16 @@ impl Args {
                 "--destinations" => args.destinations = value()?.parse()?,
                 "--h2load-requests" => args.h2load_requests = value()?.parse()?,
                 "--no-pin" => args.pin = false,
+                "--rpcs" => {
+                    args.rpcs = value()?
+                        .split(',')
+                        .map(|name| match name {
+                            "classify" => Ok(Rpc::Classify),
+                            "report" => Ok(Rpc::Report),
+                            other => Err(format!("--rpcs: unknown RPC {other}")),
+                        })
+                        .collect::<Result<_, _>>()?
+                }
                 "--listen" => args.listen = Some(value()?.parse()?),
                 "-h" | "--help" => args.command = "help".into(),
                 other if !other.starts_with('-') && args.command.is_empty() => {
@@ -815,7 +828,7 @@ async fn unary(args: &Args) -> AnyResult<Vec<UnarySummary>> {
         args.pin && cores() >= 2
     );
     let mut summaries = Vec::new();
-    for rpc in [Rpc::Classify, Rpc::Report] {
+    for rpc in args.rpcs.clone() {
         let mut sums = HashMap::from([
             (Kind::Bare, (0.0, new_hist())),
             (Kind::Service, (0.0, new_hist())),

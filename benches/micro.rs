@@ -112,7 +112,6 @@ fn policy(c: &mut Criterion) {
         entries: (1..=3)
             .map(|i| HistoryEntry {
                 at: now - Duration::from_secs(600 * i),
-                call_id: format!("c-{i}"),
                 attempt: 1,
                 category: classification.category,
                 sip_code: Some(486),

@@ -337,7 +337,6 @@ fn decide_cases() -> Vec<DecideCase> {
     let now = fixed_now();
     let entry = |secs: u64, category| HistoryEntry {
         at: now - Duration::from_secs(secs),
-        call_id: "earlier".into(),
         attempt: 1,
         category,
         sip_code: None,

@@ -45,11 +45,11 @@ impl Outcome {
     }
 }
 
-/// One remembered outcome of a destination.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// One remembered outcome of a destination. The store also keeps which report it came
+/// from (to recognise a retried report), but the policy never needs it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HistoryEntry {
     pub at: SystemTime,
-    pub call_id: String,
     pub attempt: u32,
     pub category: Category,
     pub sip_code: Option<u16>,

@@ -220,9 +220,9 @@ impl Pipeline {
             .record(
                 &key.tenant,
                 &destination,
+                &key.call_id,
                 HistoryEntry {
                     at: now,
-                    call_id: key.call_id.clone(),
                     attempt: key.attempt,
                     category: classification.category,
                     sip_code: classification.sip_code,

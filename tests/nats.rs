@@ -301,9 +301,9 @@ async fn concurrent_replicas_never_lose_a_history_update() {
                     .record(
                         "acme.eu",
                         TO,
+                        &format!("{name}-{i}"),
                         HistoryEntry {
                             at: SystemTime::now(),
-                            call_id: format!("{name}-{i}"),
                             attempt: 1,
                             category: Category::Declined,
                             sip_code: Some(603),

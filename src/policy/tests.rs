@@ -65,7 +65,6 @@ fn outcome(attempt: Option<u32>) -> Outcome {
 fn entry(at: SystemTime, category: Category) -> HistoryEntry {
     HistoryEntry {
         at,
-        call_id: "old".into(),
         attempt: 1,
         category,
         sip_code: None,

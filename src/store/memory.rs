@@ -16,10 +16,11 @@
 //!   swept as the map grows, so abandoned claims cannot accumulate.
 //! - Histories: at most `max_destinations` destinations (rounded up to a multiple of
 //!   64), each with at most `max_entries_per_destination` entries. A destination is kept
-//!   as a single packed byte buffer (key + entries + call ids, about 17 bytes per entry
-//!   plus its call id), about 150 bytes per destination with one entry including the
-//!   hash map slot. Destinations not touched for `history_window` are swept; when full,
-//!   the least recently used eighth of a shard is evicted.
+//!   as a single byte buffer (key + fixed-size entries of 23 bytes, the call id kept as
+//!   a 64-bit hash), about 90 bytes per destination with one entry including the hash
+//!   table slot (120 bytes of RSS measured). Destinations not touched for
+//!   `history_window` are swept; when full, the least recently used eighth of a shard is
+//!   evicted.
 //!
 //! Cancellation: `claim` has no await point after it marks a key in flight, so a
 //! cancelled `claim` never leaves a marker behind. A caller that got [`Claim::New`] and
@@ -34,9 +35,8 @@ use crate::classify::Category;
 use crate::outcome::{HistoryEntry, HistorySnapshot};
 use hashbrown::HashTable;
 use parking_lot::Mutex;
-use std::borrow::Borrow;
-use std::collections::{HashMap, VecDeque};
-use std::hash::{BuildHasher, Hash, Hasher, RandomState};
+use std::collections::VecDeque;
+use std::hash::BuildHasher;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::watch;
@@ -68,7 +68,10 @@ struct Inner {
     reports: ReportKeys,
     shards: Box<[Mutex<Shard>]>,
     shard_cap: usize,
-    hasher: RandomState,
+    /// Picks the shard and slot of a destination.
+    hasher: foldhash::fast::RandomState,
+    /// Turns call ids into the report ids of history entries (see [`Destination`]).
+    id_hasher: foldhash::quality::RandomState,
     started: Instant,
 }
 
@@ -88,15 +91,16 @@ impl MemoryStore {
                 limits,
                 shards,
                 shard_cap,
-                hasher: RandomState::new(),
+                hasher: foldhash::fast::RandomState::default(),
+                id_hasher: foldhash::quality::RandomState::default(),
                 started: Instant::now(),
             }),
         }
     }
 
-    fn shard(&self, key: &[u8]) -> &Mutex<Shard> {
-        let index = self.inner.hasher.hash_one(key) as usize % SHARDS;
-        &self.inner.shards[index]
+    fn shard(&self, hash: u64) -> &Mutex<Shard> {
+        // The high bits pick the shard; the table uses the low ones.
+        &self.inner.shards[(hash >> 58) as usize % SHARDS]
     }
 
     /// Seconds since the store started: the clock of idle expiry.
@@ -124,7 +128,7 @@ impl Store for MemoryStore {
                 match self
                     .inner
                     .reports
-                    .claim(key, Instant::now(), self.inner.lease)
+                    .claim(key, Instant::now(), self.inner.lease)?
                 {
                     // No await point before this return: a cancelled claim leaves nothing.
                     ClaimState::New => return Ok(Claim::New),
@@ -158,8 +162,7 @@ impl Store for MemoryStore {
     ) -> Result<(), StoreError> {
         // The first result wins: a report retried after its lease ran out must not
         // change what duplicates of the first one are told.
-        self.inner.reports.complete(key, report, Instant::now());
-        Ok(())
+        self.inner.reports.complete(key, report, Instant::now())
     }
 
     fn in_process(&self) -> bool {
@@ -170,50 +173,59 @@ impl Store for MemoryStore {
         &self,
         tenant: &str,
         destination: &str,
+        call_id: &str,
         entry: HistoryEntry,
     ) -> Result<HistorySnapshot, StoreError> {
-        let key = history_key(tenant, destination)?;
-        if entry.call_id.len() > usize::from(u16::MAX) {
-            return Err(StoreError::Backend(
-                "call id too long for the history".into(),
-            ));
-        }
+        let key = HistoryKey::new(tenant, destination)?;
         let cutoff = self.cutoff();
         let max_entries = self.inner.limits.max_entries_per_destination;
         let now = self.now_secs();
-        let mut shard = self.shard(&key).lock();
-        shard.sweep_idle(now, self.window_secs());
-
-        let (snapshot, packed) = {
-            let mut rows = shard
-                .map
-                .get_key_value(key.as_slice())
-                .map(|(packed, _)| packed.rows())
-                .unwrap_or_default();
-            // A retried report replaces its own entry rather than counting twice.
-            rows.retain(|r| {
-                r.at >= cutoff && !(r.attempt == entry.attempt && r.call_id == entry.call_id)
-            });
-            let new = Row::of(&entry);
-            if new.at >= cutoff {
-                let at = rows.partition_point(|r| r.at <= new.at);
-                rows.insert(at, new);
-            }
-            let excess = rows.len().saturating_sub(max_entries);
-            rows.drain(..excess);
-            let snapshot = snapshot(destination, &rows);
-            let packed = (!rows.is_empty()).then(|| Packed::encode(&key, &rows));
-            (snapshot, packed)
+        let window = self.window_secs();
+        let new = Row {
+            at: to_nanos(entry.at),
+            id: self.inner.id_hasher.hash_one(call_id),
+            attempt: entry.attempt,
+            sip_code: entry.sip_code,
+            category: entry.category,
         };
-
-        let existed = shard.map.remove(key.as_slice()).is_some();
-        if let Some(packed) = packed
-            && (existed || shard.make_room(self.inner.shard_cap, now, self.window_secs()))
+        let hash = self.inner.hasher.hash_one(key.bytes());
+        let mut shard = self.shard(hash).lock();
+        let shard = &mut *shard;
+        shard.sweep_idle(now, window);
+        let tick = shard.tick();
+        let mut entries = Vec::new();
+        match shard
+            .table
+            .find_mut(hash, |slot| slot.hash == hash && slot.key() == key.bytes())
         {
-            let tick = shard.tick();
-            shard.map.insert(packed, Meta { tick, touched: now });
+            Some(slot) => {
+                slot.record(new, cutoff, max_entries);
+                slot.tick = tick;
+                slot.touched = now;
+                entries.extend(slot.rows().map(Row::to_entry));
+                if entries.is_empty() {
+                    // Nothing left inside the window: forget the destination.
+                    if let Ok(found) = shard
+                        .table
+                        .find_entry(hash, |slot| slot.hash == hash && slot.key() == key.bytes())
+                    {
+                        found.remove();
+                    }
+                }
+            }
+            None if new.at < cutoff || max_entries == 0 => {}
+            None => {
+                if shard.make_room(self.inner.shard_cap, now, window) {
+                    let slot = Destination::new(hash, key.bytes(), new, tick, now);
+                    shard.table.insert_unique(hash, slot, |slot| slot.hash);
+                }
+                entries.push(new.to_entry());
+            }
         }
-        Ok(snapshot)
+        Ok(HistorySnapshot {
+            destination: destination.to_owned(),
+            entries,
+        })
     }
 
     async fn history(
@@ -221,48 +233,78 @@ impl Store for MemoryStore {
         tenant: &str,
         destination: &str,
     ) -> Result<HistorySnapshot, StoreError> {
-        let key = history_key(tenant, destination)?;
+        let key = HistoryKey::new(tenant, destination)?;
         let cutoff = self.cutoff();
         let now = self.now_secs();
-        let mut shard = self.shard(&key).lock();
+        let hash = self.inner.hasher.hash_one(key.bytes());
+        let mut shard = self.shard(hash).lock();
+        let shard = &mut *shard;
         shard.sweep_idle(now, self.window_secs());
         let tick = shard.tick();
-        let Some((packed, _)) = shard.map.get_key_value(key.as_slice()) else {
-            return Ok(HistorySnapshot {
-                destination: destination.to_owned(),
-                entries: Vec::new(),
-            });
-        };
-        let mut rows = packed.rows();
-        rows.retain(|r| r.at >= cutoff);
-        let snapshot = snapshot(destination, &rows);
-        // Reading counts as use, for idle expiry and LRU eviction alike.
-        if let Some(meta) = shard.map.get_mut(key.as_slice()) {
-            *meta = Meta { tick, touched: now };
+        let mut entries = Vec::new();
+        if let Some(slot) = shard
+            .table
+            .find_mut(hash, |slot| slot.hash == hash && slot.key() == key.bytes())
+        {
+            entries.extend(slot.rows().filter(|r| r.at >= cutoff).map(Row::to_entry));
+            // Reading counts as use, for idle expiry and LRU eviction alike.
+            slot.tick = tick;
+            slot.touched = now;
         }
-        Ok(snapshot)
+        Ok(HistorySnapshot {
+            destination: destination.to_owned(),
+            entries,
+        })
     }
 }
 
 /// `u16 tenant length, tenant, destination`: the length prefix keeps tenants apart.
-fn history_key(tenant: &str, destination: &str) -> Result<Vec<u8>, StoreError> {
-    let too_long = || StoreError::Backend("tenant or destination too long for the history".into());
-    let tenant_len = u16::try_from(tenant.len()).map_err(|_| too_long())?;
-    let total = 2 + tenant.len() + destination.len();
-    if total > usize::from(u16::MAX) {
-        return Err(too_long());
-    }
-    let mut key = Vec::with_capacity(total);
-    key.extend_from_slice(&tenant_len.to_le_bytes());
-    key.extend_from_slice(tenant.as_bytes());
-    key.extend_from_slice(destination.as_bytes());
-    Ok(key)
+/// Built on the stack for the usual sizes (no allocation per lookup).
+struct HistoryKey {
+    buf: [u8; HistoryKey::INLINE],
+    len: usize,
+    heap: Vec<u8>,
 }
 
-fn snapshot(destination: &str, rows: &[Row<'_>]) -> HistorySnapshot {
-    HistorySnapshot {
-        destination: destination.to_owned(),
-        entries: rows.iter().map(Row::to_entry).collect(),
+impl HistoryKey {
+    const INLINE: usize = 128;
+
+    fn new(tenant: &str, destination: &str) -> Result<Self, StoreError> {
+        let too_long =
+            || StoreError::Backend("tenant or destination too long for the history".into());
+        let tenant_len = u16::try_from(tenant.len()).map_err(|_| too_long())?;
+        let total = 2 + tenant.len() + destination.len();
+        if total > usize::from(u16::MAX) {
+            return Err(too_long());
+        }
+        let parts: [&[u8]; 3] = [
+            &tenant_len.to_le_bytes(),
+            tenant.as_bytes(),
+            destination.as_bytes(),
+        ];
+        let mut key = HistoryKey {
+            buf: [0; Self::INLINE],
+            len: total,
+            heap: Vec::new(),
+        };
+        if total <= Self::INLINE {
+            let mut at = 0;
+            for part in parts {
+                key.buf[at..at + part.len()].copy_from_slice(part);
+                at += part.len();
+            }
+        } else {
+            key.heap = parts.concat();
+        }
+        Ok(key)
+    }
+
+    fn bytes(&self) -> &[u8] {
+        if self.heap.is_empty() {
+            &self.buf[..self.len]
+        } else {
+            &self.heap
+        }
     }
 }
 
@@ -275,17 +317,10 @@ fn to_nanos(at: SystemTime) -> u64 {
 
 #[derive(Default)]
 struct Shard {
-    map: HashMap<Packed, Meta>,
+    table: HashTable<Destination>,
     /// Logical clock: unique per access, so LRU eviction removes exactly what it must.
     clock: u64,
     next_idle_sweep: u32,
-}
-
-#[derive(Clone, Copy)]
-struct Meta {
-    tick: u64,
-    /// Seconds since the store started.
-    touched: u32,
 }
 
 impl Shard {
@@ -299,8 +334,8 @@ impl Shard {
         if now < self.next_idle_sweep {
             return;
         }
-        self.map
-            .retain(|_, meta| now.saturating_sub(meta.touched) < window);
+        self.table
+            .retain(|slot| now.saturating_sub(slot.touched) < window);
         self.next_idle_sweep = now.saturating_add((window / 4).max(1));
     }
 
@@ -309,159 +344,186 @@ impl Shard {
         if cap == 0 {
             return false;
         }
-        if self.map.len() < cap {
+        if self.table.len() < cap {
             return true;
         }
         self.next_idle_sweep = 0;
         self.sweep_idle(now, window);
-        if self.map.len() < cap {
+        if self.table.len() < cap {
             return true;
         }
         // Evict the least recently used eighth at once, so that this O(n) pass runs at
         // most once per cap/8 insertions.
         let keep = (cap - cap / 8).max(1);
         // At least one goes: len >= cap >= keep.
-        let evict = (self.map.len() + 1).saturating_sub(keep).max(1);
-        let mut ticks: Vec<u64> = self.map.values().map(|m| m.tick).collect();
+        let evict = (self.table.len() + 1).saturating_sub(keep).max(1);
+        let mut ticks: Vec<u64> = self.table.iter().map(|slot| slot.tick).collect();
         if evict >= ticks.len() {
-            self.map.clear();
+            self.table.clear();
             return true;
         }
         let (_, &mut threshold, _) = ticks.select_nth_unstable(evict - 1);
-        self.map.retain(|_, meta| meta.tick > threshold);
+        self.table.retain(|slot| slot.tick > threshold);
         true
     }
 }
 
-/// A destination's key and entries in one allocation:
-/// `u16 key length, key, entries`, each entry being
-/// `u64 at (ns since epoch), u32 attempt, u16 sip code, u8 flags, u16 id length, id`.
+/// One destination: its key and entries in a single allocation,
+/// `u16 key length, key, entries` (oldest first), each entry [`ROW`] bytes:
+/// `u64 at (ns since epoch), u64 report id, u32 attempt, u16 sip code, u8 flags`.
 /// Flags: bits 0–6 the category's index in [`Category::ALL`], bit 7 "has a SIP code".
-struct Packed(Box<[u8]>);
+///
+/// The report id is a 64-bit hash of the call id under a per-process key: it is only
+/// compared, to recognise a retried report (same call id and attempt), and two call
+/// ids of one destination colliding is a 1-in-2^58 event for a full history of 64.
+/// Keeping the hash rather than the call id makes every entry the same size, so an
+/// entry is appended (or the oldest dropped) in place, with no decoding or copy of
+/// the others.
+struct Destination {
+    hash: u64,
+    buf: Box<[u8]>,
+    tick: u64,
+    /// Seconds since the store started.
+    touched: u32,
+}
 
-const ENTRY_HEADER: usize = 8 + 4 + 2 + 1 + 2;
+const ROW: usize = 8 + 8 + 4 + 2 + 1;
 const HAS_CODE: u8 = 0x80;
 
-impl Packed {
-    fn encode(key: &[u8], rows: &[Row<'_>]) -> Packed {
-        let size = 2
-            + key.len()
-            + rows
-                .iter()
-                .map(|r| ENTRY_HEADER + r.call_id.len())
-                .sum::<usize>();
-        let mut out = Vec::with_capacity(size);
-        // Lengths were checked against u16 by `history_key` and `record`.
-        out.extend_from_slice(&(key.len() as u16).to_le_bytes());
-        out.extend_from_slice(key);
-        for r in rows {
-            let category = Category::ALL
-                .iter()
-                .position(|c| *c == r.category)
-                .unwrap_or_default() as u8;
-            let flags = category | if r.sip_code.is_some() { HAS_CODE } else { 0 };
-            out.extend_from_slice(&r.at.to_le_bytes());
-            out.extend_from_slice(&r.attempt.to_le_bytes());
-            out.extend_from_slice(&r.sip_code.unwrap_or(0).to_le_bytes());
-            out.push(flags);
-            out.extend_from_slice(&(r.call_id.len() as u16).to_le_bytes());
-            out.extend_from_slice(r.call_id.as_bytes());
+impl Destination {
+    fn new(hash: u64, key: &[u8], row: Row, tick: u64, touched: u32) -> Self {
+        let mut buf = Vec::with_capacity(2 + key.len() + ROW);
+        // The key's length was checked against u16 by `HistoryKey::new`.
+        buf.extend_from_slice(&(key.len() as u16).to_le_bytes());
+        buf.extend_from_slice(key);
+        buf.extend_from_slice(&row.encode());
+        Destination {
+            hash,
+            buf: buf.into_boxed_slice(),
+            tick,
+            touched,
         }
-        Packed(out.into_boxed_slice())
     }
 
-    fn split(&self) -> (&[u8], &[u8]) {
-        let len = self
-            .0
+    fn key_len(&self) -> usize {
+        self.buf
             .first_chunk::<2>()
-            .map_or(0, |b| usize::from(u16::from_le_bytes(*b)));
-        let body = self.0.get(2..).unwrap_or_default();
-        body.split_at_checked(len).unwrap_or((body, &[]))
+            .map_or(0, |b| usize::from(u16::from_le_bytes(*b)))
     }
 
     fn key(&self) -> &[u8] {
-        self.split().0
+        self.buf.get(2..2 + self.key_len()).unwrap_or_default()
     }
 
-    /// The entries, oldest first. The buffer is only ever written by `encode`; a
-    /// malformed tail (impossible) would end the list rather than panic.
-    fn rows(&self) -> Vec<Row<'_>> {
-        let mut rest = self.split().1;
-        let mut rows = Vec::new();
-        while let Some((row, tail)) = Row::decode(rest) {
-            rows.push(row);
-            rest = tail;
+    fn body(&self) -> &[u8] {
+        self.buf.get(2 + self.key_len()..).unwrap_or_default()
+    }
+
+    /// The entries, oldest first. The buffer is only ever written by this type in whole
+    /// rows; a malformed row (impossible) would end the list rather than panic.
+    fn rows(&self) -> impl Iterator<Item = Row> + '_ {
+        self.body().chunks_exact(ROW).map_while(Row::decode)
+    }
+
+    /// Adds `new` in time order: entries before `cutoff` are dropped, a retried report
+    /// replaces its own entry rather than counting twice, and the oldest go beyond
+    /// `max_entries`.
+    fn record(&mut self, new: Row, cutoff: u64, max_entries: usize) {
+        let head = 2 + self.key_len();
+        let rows = self.body().len() / ROW;
+        let last_at = rows
+            .checked_sub(1)
+            .and_then(|i| self.body().get(i * ROW..(i + 1) * ROW))
+            .and_then(Row::decode)
+            .map(|r| r.at);
+        let oldest_at = self.rows().next().map(|r| r.at);
+        let retried = self
+            .rows()
+            .any(|r| r.id == new.id && r.attempt == new.attempt);
+        let in_order = last_at.is_none_or(|at| at <= new.at);
+        let none_expired = oldest_at.is_none_or(|at| at >= cutoff);
+        let fits = rows <= max_entries && max_entries > 0;
+        if in_order && none_expired && !retried && fits && new.at >= cutoff {
+            // The usual case, in place: append, or when full drop the oldest.
+            if rows < max_entries {
+                let mut buf = std::mem::take(&mut self.buf).into_vec();
+                buf.extend_from_slice(&new.encode());
+                self.buf = buf.into_boxed_slice();
+            } else if let Some(body) = self.buf.get_mut(head..)
+                && let Some(last) = body.len().checked_sub(ROW)
+            {
+                body.copy_within(ROW.., 0);
+                body[last..].copy_from_slice(&new.encode());
+            }
+            return;
         }
-        rows
+        // Anything else (a late report, expiry, a retry): rebuild the list.
+        let mut kept: Vec<Row> = self
+            .rows()
+            .filter(|r| r.at >= cutoff && !(r.id == new.id && r.attempt == new.attempt))
+            .collect();
+        if new.at >= cutoff {
+            let at = kept.partition_point(|r| r.at <= new.at);
+            kept.insert(at, new);
+        }
+        let excess = kept.len().saturating_sub(max_entries);
+        let mut buf = Vec::with_capacity(head + (kept.len() - excess) * ROW);
+        buf.extend_from_slice(self.buf.get(..head).unwrap_or_default());
+        for row in &kept[excess..] {
+            buf.extend_from_slice(&row.encode());
+        }
+        self.buf = buf.into_boxed_slice();
     }
 }
 
-// The map is keyed by the key part of the buffer, so lookups take a borrowed `&[u8]`.
-impl Borrow<[u8]> for Packed {
-    fn borrow(&self) -> &[u8] {
-        self.key()
-    }
-}
-
-impl Hash for Packed {
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        self.key().hash(state);
-    }
-}
-
-impl PartialEq for Packed {
-    fn eq(&self, other: &Self) -> bool {
-        self.key() == other.key()
-    }
-}
-
-impl Eq for Packed {}
-
-/// One history entry, borrowing its call id.
-struct Row<'a> {
+/// One history entry as the store keeps it.
+#[derive(Debug, Clone, Copy)]
+struct Row {
     at: u64,
+    id: u64,
     attempt: u32,
     sip_code: Option<u16>,
     category: Category,
-    call_id: &'a str,
 }
 
-impl<'a> Row<'a> {
-    fn of(entry: &'a HistoryEntry) -> Self {
-        Row {
-            at: to_nanos(entry.at),
-            attempt: entry.attempt,
-            sip_code: entry.sip_code,
-            category: entry.category,
-            call_id: &entry.call_id,
-        }
-    }
-
-    fn to_entry(&self) -> HistoryEntry {
+impl Row {
+    fn to_entry(self) -> HistoryEntry {
         HistoryEntry {
             at: UNIX_EPOCH + Duration::from_nanos(self.at),
-            call_id: self.call_id.to_owned(),
             attempt: self.attempt,
             category: self.category,
             sip_code: self.sip_code,
         }
     }
 
-    fn decode(buf: &'a [u8]) -> Option<(Self, &'a [u8])> {
+    fn encode(&self) -> [u8; ROW] {
+        let category = Category::ALL
+            .iter()
+            .position(|c| *c == self.category)
+            .unwrap_or_default() as u8;
+        let flags = category | if self.sip_code.is_some() { HAS_CODE } else { 0 };
+        let mut out = [0; ROW];
+        out[..8].copy_from_slice(&self.at.to_le_bytes());
+        out[8..16].copy_from_slice(&self.id.to_le_bytes());
+        out[16..20].copy_from_slice(&self.attempt.to_le_bytes());
+        out[20..22].copy_from_slice(&self.sip_code.unwrap_or(0).to_le_bytes());
+        out[22] = flags;
+        out
+    }
+
+    fn decode(buf: &[u8]) -> Option<Self> {
         let (at, buf) = buf.split_first_chunk::<8>()?;
+        let (id, buf) = buf.split_first_chunk::<8>()?;
         let (attempt, buf) = buf.split_first_chunk::<4>()?;
         let (code, buf) = buf.split_first_chunk::<2>()?;
-        let (&flags, buf) = buf.split_first()?;
-        let (id_len, buf) = buf.split_first_chunk::<2>()?;
-        let (id, rest) = buf.split_at_checked(usize::from(u16::from_le_bytes(*id_len)))?;
-        let row = Row {
+        let &flags = buf.first()?;
+        Some(Row {
             at: u64::from_le_bytes(*at),
+            id: u64::from_le_bytes(*id),
             attempt: u32::from_le_bytes(*attempt),
             sip_code: (flags & HAS_CODE != 0).then(|| u16::from_le_bytes(*code)),
             category: *Category::ALL.get(usize::from(flags & !HAS_CODE))?,
-            call_id: std::str::from_utf8(id).ok()?,
-        };
-        Some((row, rest))
+        })
     }
 }
 
@@ -484,6 +546,11 @@ enum ClaimState {
 /// after completion. A completed key never changes (the first result wins), so the
 /// completion order is both expiry order and eviction order: a queue of
 /// `(hash, completion number)` finds the oldest without storing the key twice.
+///
+/// A completed key keeps its result serialised (postcard) right after the key, in one
+/// allocation of a few hundred bytes: it is read back only for a duplicate, and
+/// forgetting it is one `free` rather than a walk through a dozen small allocations
+/// that have long left the cache.
 struct ReportKeys {
     shards: Box<[Mutex<ReportShard>]>,
     shard_cap: usize,
@@ -504,8 +571,23 @@ struct ReportShard {
 
 struct ReportSlot {
     hash: u64,
-    key: ReportKey,
+    /// The packed key (see [`PackedKey`]); once done, followed by the encoded result.
+    data: Box<[u8]>,
     state: SlotState,
+}
+
+impl ReportSlot {
+    fn key(&self) -> &[u8] {
+        PackedKey::prefix(&self.data)
+    }
+
+    fn result(&self) -> &[u8] {
+        self.data.get(self.key().len()..).unwrap_or_default()
+    }
+
+    fn is(&self, hash: u64, key: &PackedKey) -> bool {
+        self.hash == hash && self.key() == key.bytes()
+    }
 }
 
 enum SlotState {
@@ -516,10 +598,42 @@ enum SlotState {
         wake: Option<watch::Sender<()>>,
     },
     Done {
-        report: Arc<StoredReport>,
         expires: Instant,
         number: u64,
     },
+}
+
+/// A report key as bytes: `u32 length of what follows, u32 attempt, u16 tenant length,
+/// tenant, call id`. The length prefix lets a slot hold the key and its result in one
+/// buffer; the tenant length keeps `("a", "bc")` and `("ab", "c")` apart.
+struct PackedKey(Vec<u8>);
+
+impl PackedKey {
+    fn new(key: &ReportKey) -> Result<Self, StoreError> {
+        let too_long = || StoreError::Backend("tenant or call id too long for a report key".into());
+        let tenant_len = u16::try_from(key.tenant.len()).map_err(|_| too_long())?;
+        let rest = 4 + 2 + key.tenant.len() + key.call_id.len();
+        let rest_len = u32::try_from(rest).map_err(|_| too_long())?;
+        let mut out = Vec::with_capacity(4 + rest);
+        out.extend_from_slice(&rest_len.to_le_bytes());
+        out.extend_from_slice(&key.attempt.to_le_bytes());
+        out.extend_from_slice(&tenant_len.to_le_bytes());
+        out.extend_from_slice(key.tenant.as_bytes());
+        out.extend_from_slice(key.call_id.as_bytes());
+        Ok(PackedKey(out))
+    }
+
+    fn bytes(&self) -> &[u8] {
+        &self.0
+    }
+
+    /// The key at the start of a slot's buffer.
+    fn prefix(data: &[u8]) -> &[u8] {
+        let len = data
+            .first_chunk::<4>()
+            .map_or(0, |b| u32::from_le_bytes(*b) as usize);
+        data.get(..4 + len).unwrap_or(data)
+    }
 }
 
 impl ReportKeys {
@@ -541,28 +655,32 @@ impl ReportKeys {
         }
     }
 
-    fn locate(&self, key: &ReportKey) -> (u64, &Mutex<ReportShard>) {
-        let hash = self.hasher.hash_one(key);
+    fn locate(&self, key: &PackedKey) -> (u64, &Mutex<ReportShard>) {
+        let hash = self.hasher.hash_one(key.bytes());
         // The high bits pick the shard; the table uses the low ones.
         (hash, &self.shards[(hash >> 57) as usize % DONE_SHARDS])
     }
 
-    fn claim(&self, key: &ReportKey, now: Instant, lease: Duration) -> ClaimState {
-        let (hash, shard) = self.locate(key);
+    fn claim(
+        &self,
+        key: &ReportKey,
+        now: Instant,
+        lease: Duration,
+    ) -> Result<ClaimState, StoreError> {
+        let key = PackedKey::new(key)?;
+        let (hash, shard) = self.locate(&key);
         let mut shard = shard.lock();
         let shard = &mut *shard;
-        let found = shard
-            .table
-            .find_mut(hash, |slot| slot.hash == hash && slot.key == *key);
+        let found = shard.table.find_mut(hash, |slot| slot.is(hash, &key));
         let marker = SlotState::InFlight {
             expires: now + lease,
             wake: None,
         };
-        match found {
+        Ok(match found {
             Some(slot) => match &mut slot.state {
-                SlotState::Done {
-                    report, expires, ..
-                } if *expires > now => ClaimState::Done(Arc::clone(report)),
+                SlotState::Done { expires, .. } if *expires > now => {
+                    ClaimState::Done(Arc::new(decode_result(slot.result())?))
+                }
                 SlotState::InFlight { expires, wake } if *expires > now => {
                     let woken = wake.get_or_insert_with(|| watch::channel(()).0).subscribe();
                     ClaimState::InFlight {
@@ -589,25 +707,27 @@ impl ReportKeys {
                     hash,
                     ReportSlot {
                         hash,
-                        key: key.clone(),
+                        data: key.0.into_boxed_slice(),
                         state: marker,
                     },
                     |slot| slot.hash,
                 );
                 ClaimState::New
             }
-        }
+        })
     }
 
     /// Drops the key's marker, if it has one (waking its waiters).
     fn release(&self, key: &ReportKey) {
-        let (hash, shard) = self.locate(key);
+        let Ok(key) = PackedKey::new(key) else {
+            // Such a key was never claimed.
+            return;
+        };
+        let (hash, shard) = self.locate(&key);
         let removed = {
             let mut shard = shard.lock();
             let entry = shard.table.find_entry(hash, |slot| {
-                slot.hash == hash
-                    && slot.key == *key
-                    && matches!(slot.state, SlotState::InFlight { .. })
+                slot.is(hash, &key) && matches!(slot.state, SlotState::InFlight { .. })
             });
             match entry {
                 Ok(entry) => {
@@ -624,35 +744,38 @@ impl ReportKeys {
 
     /// Stores `report` as the key's result unless it already has a live one, and
     /// releases its marker.
-    fn complete(&self, key: &ReportKey, report: &Arc<StoredReport>, now: Instant) {
+    fn complete(
+        &self,
+        key: &ReportKey,
+        report: &StoredReport,
+        now: Instant,
+    ) -> Result<(), StoreError> {
         if self.shard_cap == 0 || self.ttl.is_zero() {
             self.release(key);
-            return;
+            return Ok(());
         }
-        let (hash, shard) = self.locate(key);
+        let packed = PackedKey::new(key)?;
+        // Encoded outside the lock: key and result in one exact allocation.
+        let data = encode_result(packed.bytes(), report)?;
+        let (hash, shard) = self.locate(&packed);
         let released = {
             let mut guard = shard.lock();
             let shard = &mut *guard;
             shard.completed += 1;
             let number = shard.completed;
             let expires = now + self.ttl;
-            let done = SlotState::Done {
-                report: Arc::clone(report),
-                expires,
-                number,
-            };
-            let released = match shard
-                .table
-                .find_mut(hash, |slot| slot.hash == hash && slot.key == *key)
-            {
+            let done = SlotState::Done { expires, number };
+            let released = match shard.table.find_mut(hash, |slot| slot.is(hash, &packed)) {
                 Some(slot) => match &slot.state {
-                    SlotState::Done { expires: first, .. } if *first > now => return,
+                    SlotState::Done { expires: first, .. } if *first > now => return Ok(()),
                     SlotState::Done { .. } => {
                         slot.state = done;
+                        slot.data = data;
                         None
                     }
                     SlotState::InFlight { .. } => {
                         shard.in_flight -= 1;
+                        slot.data = data;
                         Some(std::mem::replace(&mut slot.state, done))
                     }
                 },
@@ -661,7 +784,7 @@ impl ReportKeys {
                         hash,
                         ReportSlot {
                             hash,
-                            key: key.clone(),
+                            data,
                             state: done,
                         },
                         |slot| slot.hash,
@@ -675,7 +798,24 @@ impl ReportKeys {
         };
         // Waking waiters happens here, outside the lock.
         drop(released);
+        Ok(())
     }
+}
+
+/// `key` followed by the postcard encoding of `report`, in one exact allocation.
+fn encode_result(key: &[u8], report: &StoredReport) -> Result<Box<[u8]>, StoreError> {
+    let failed = |e: postcard::Error| StoreError::Backend(format!("cannot encode a report: {e}"));
+    let size = postcard::experimental::serialized_size(report).map_err(failed)?;
+    let mut data = vec![0; key.len() + size];
+    let (head, tail) = data.split_at_mut(key.len());
+    head.copy_from_slice(key);
+    postcard::to_slice(report, tail).map_err(failed)?;
+    Ok(data.into_boxed_slice())
+}
+
+fn decode_result(bytes: &[u8]) -> Result<StoredReport, StoreError> {
+    postcard::from_bytes(bytes)
+        .map_err(|e| StoreError::Backend(format!("cannot decode a stored report: {e}")))
 }
 
 impl ReportShard {
@@ -770,21 +910,21 @@ mod tests {
         })
     }
 
-    fn entry(call_id: &str, attempt: u32, ago_secs: u64) -> HistoryEntry {
+    /// An entry `ago_secs` in the past whose SIP code (`code`) tells it apart in tests.
+    fn entry(code: u16, attempt: u32, ago_secs: u64) -> HistoryEntry {
         HistoryEntry {
             at: SystemTime::now() - Duration::from_secs(ago_secs),
-            call_id: call_id.into(),
             attempt,
             category: Category::Busy,
-            sip_code: Some(486),
+            sip_code: Some(code),
         }
     }
 
-    fn ids(snapshot: &HistorySnapshot) -> Vec<(&str, u32)> {
+    fn ids(snapshot: &HistorySnapshot) -> Vec<(u16, u32)> {
         snapshot
             .entries
             .iter()
-            .map(|e| (e.call_id.as_str(), e.attempt))
+            .map(|e| (e.sip_code.unwrap_or(0), e.attempt))
             .collect()
     }
 
@@ -803,6 +943,49 @@ mod tests {
         assert_eq!(store.claim(&other).await, Ok(Claim::New));
         other.tenant = "globex".into();
         assert_eq!(store.claim(&other).await, Ok(Claim::New));
+    }
+
+    /// A duplicate gets back exactly what the first report returned, every field of a
+    /// rich result included (the store keeps it serialised).
+    #[tokio::test]
+    async fn kept_results_round_trip_exactly() {
+        use crate::outcome::Outcome;
+        let pipeline = crate::server::pipeline(&crate::config::Config::default()).unwrap();
+        let outcomes = [
+            Outcome {
+                call_id: "rich-1".into(),
+                to: "+15550104477".into(),
+                sip_code: Some(503),
+                retry_after_header: "120;duration=60 (maintenance)".into(),
+                reason_header: "Q.850;cause=34;text=\"No circuit\";location=LN".into(),
+                ..Outcome::default()
+            },
+            Outcome {
+                call_id: "rich-2".into(),
+                attempt: Some(2),
+                to: "sip:+4930123456@example.com".into(),
+                sip_code: Some(603),
+                reason_header: "Q.850;cause=21".into(),
+                ..Outcome::default()
+            },
+            Outcome {
+                call_id: "rich-3".into(),
+                provider: Some(("telnyx".into(), "call_rejected".into())),
+                ..Outcome::default()
+            },
+        ];
+        for outcome in outcomes {
+            let first = pipeline
+                .report("acme".into(), outcome.clone())
+                .await
+                .unwrap();
+            let again = pipeline.report("acme".into(), outcome).await.unwrap();
+            assert!(again.duplicate);
+            assert_eq!(again.report, first.report);
+        }
+        let packed = PackedKey::new(&key("k")).unwrap();
+        assert!(decode_result(b"\xff\xff").is_err());
+        assert_eq!(PackedKey::prefix(packed.bytes()), packed.bytes());
     }
 
     #[tokio::test(start_paused = true)]
@@ -948,7 +1131,7 @@ mod tests {
             ..limits()
         });
         let reports = &store.inner.reports;
-        let shard_of = |k: &ReportKey| reports.locate(k).1 as *const _;
+        let shard_of = |k: &ReportKey| reports.locate(&PackedKey::new(k).unwrap()).1 as *const _;
         // Keys that all land in one shard, so that its sweep threshold is reached.
         let first = shard_of(&key("0"));
         let same_shard: Vec<ReportKey> = (0..)
@@ -962,7 +1145,8 @@ mod tests {
         tokio::time::pause();
         tokio::time::advance(MIN_LEASE * 2).await;
         store.claim(&same_shard[MIN_SWEEP_AT]).await.unwrap();
-        let shard = reports.locate(&same_shard[0]).1.lock();
+        let packed = PackedKey::new(&same_shard[0]).unwrap();
+        let shard = reports.locate(&packed).1.lock();
         assert_eq!(shard.table.len(), 1, "expired markers swept");
         assert_eq!(shard.in_flight, 1);
     }
@@ -971,24 +1155,37 @@ mod tests {
     async fn history_appends_in_order_with_a_cap() {
         let store = MemoryStore::new(limits());
         let d = "+15550104477";
-        store.record("acme", d, entry("c1", 1, 50)).await.unwrap();
-        store.record("acme", d, entry("c3", 1, 10)).await.unwrap();
+        store
+            .record("acme", d, "c1", entry(1, 1, 50))
+            .await
+            .unwrap();
+        store
+            .record("acme", d, "c3", entry(3, 1, 10))
+            .await
+            .unwrap();
         // A late report lands in time order, not at the end.
-        let s = store.record("acme", d, entry("c2", 1, 30)).await.unwrap();
-        assert_eq!(ids(&s), [("c1", 1), ("c2", 1), ("c3", 1)]);
+        let s = store
+            .record("acme", d, "c2", entry(2, 1, 30))
+            .await
+            .unwrap();
+        assert_eq!(ids(&s), [(1, 1), (2, 1), (3, 1)]);
         assert_eq!(s.destination, d);
-        store.record("acme", d, entry("c4", 1, 5)).await.unwrap();
-        let s = store.record("acme", d, entry("c5", 1, 1)).await.unwrap();
-        assert_eq!(ids(&s), [("c2", 1), ("c3", 1), ("c4", 1), ("c5", 1)]);
+        store.record("acme", d, "c4", entry(4, 1, 5)).await.unwrap();
+        let s = store.record("acme", d, "c5", entry(5, 1, 1)).await.unwrap();
+        assert_eq!(ids(&s), [(2, 1), (3, 1), (4, 1), (5, 1)]);
         assert_eq!(store.history("acme", d).await.unwrap(), s);
+        // Full: the oldest goes, in place, at every new report.
+        let s = store.record("acme", d, "c6", entry(6, 1, 0)).await.unwrap();
+        assert_eq!(ids(&s), [(3, 1), (4, 1), (5, 1), (6, 1)]);
         // Entries round-trip exactly.
         let e = HistoryEntry {
             sip_code: None,
             category: Category::Other,
-            ..entry("c6", 0, 0)
+            ..entry(0, 0, 0)
         };
-        let s = store.record("acme", d, e.clone()).await.unwrap();
+        let s = store.record("acme", d, "c7", e).await.unwrap();
         assert_eq!(s.entries.last(), Some(&e));
+        assert_eq!(s.entries.len(), 4);
     }
 
     #[tokio::test]
@@ -999,57 +1196,96 @@ mod tests {
         });
         let d = "+15550104477";
         store
-            .record("acme", d, entry("old", 1, 3500))
+            .record("acme", d, "old", entry(1, 1, 3500))
             .await
             .unwrap();
-        store.record("acme", d, entry("new", 1, 10)).await.unwrap();
+        store
+            .record("acme", d, "new", entry(2, 1, 10))
+            .await
+            .unwrap();
         let s = store
-            .record("acme", d, entry("older", 1, 7200))
+            .record("acme", d, "older", entry(3, 1, 7200))
             .await
             .unwrap();
-        assert_eq!(ids(&s), [("old", 1), ("new", 1)]);
+        assert_eq!(ids(&s), [(1, 1), (2, 1)]);
+        // A report outside the window for an unknown destination stores nothing.
+        let s = store
+            .record("acme", "+15550109999", "late", entry(4, 1, 7200))
+            .await
+            .unwrap();
+        assert!(s.entries.is_empty());
+        assert!(
+            store
+                .history("acme", "+15550109999")
+                .await
+                .unwrap()
+                .entries
+                .is_empty()
+        );
         let store2 = MemoryStore::new(StoreLimits {
             history_window: Duration::from_secs(100),
             ..limits()
         });
-        store2.record("acme", d, entry("a", 1, 99)).await.unwrap();
-        store2.record("acme", d, entry("b", 1, 1)).await.unwrap();
+        store2
+            .record("acme", d, "a", entry(1, 1, 99))
+            .await
+            .unwrap();
+        store2.record("acme", d, "b", entry(2, 1, 1)).await.unwrap();
         // "a" leaves the window as time passes (1 s resolution is enough here).
         std::thread::sleep(Duration::from_millis(1100));
         let s = store2.history("acme", d).await.unwrap();
-        assert_eq!(ids(&s), [("b", 1)]);
+        assert_eq!(ids(&s), [(2, 1)]);
+        // Recording drops it from the kept entries too.
+        let s = store2.record("acme", d, "c", entry(3, 1, 0)).await.unwrap();
+        assert_eq!(ids(&s), [(2, 1), (3, 1)]);
     }
 
     #[tokio::test]
     async fn record_is_idempotent_per_call_and_attempt() {
         let store = MemoryStore::new(limits());
         let d = "+15550104477";
-        store.record("acme", d, entry("c1", 1, 20)).await.unwrap();
-        store.record("acme", d, entry("c1", 0, 20)).await.unwrap();
+        store
+            .record("acme", d, "c1", entry(1, 1, 20))
+            .await
+            .unwrap();
+        store
+            .record("acme", d, "c1", entry(2, 0, 20))
+            .await
+            .unwrap();
         let retried = HistoryEntry {
             category: Category::NoAnswer,
-            ..entry("c1", 1, 10)
+            ..entry(3, 1, 10)
         };
-        let s = store.record("acme", d, retried.clone()).await.unwrap();
-        assert_eq!(ids(&s), [("c1", 0), ("c1", 1)]);
+        let s = store.record("acme", d, "c1", retried).await.unwrap();
+        assert_eq!(ids(&s), [(2, 0), (3, 1)]);
         assert_eq!(s.entries[1], retried);
-        let s = store.record("acme", d, entry("c1", 0, 5)).await.unwrap();
-        assert_eq!(ids(&s), [("c1", 1), ("c1", 0)]);
+        let s = store.record("acme", d, "c1", entry(4, 0, 5)).await.unwrap();
+        assert_eq!(ids(&s), [(3, 1), (4, 0)]);
+        // Another call id with the same attempt is another report.
+        let s = store.record("acme", d, "c2", entry(5, 0, 1)).await.unwrap();
+        assert_eq!(ids(&s), [(3, 1), (4, 0), (5, 0)]);
+        // A retry that is the newest entry of a full history replaces, not appends.
+        store.record("acme", d, "c3", entry(6, 0, 0)).await.unwrap();
+        let s = store.record("acme", d, "c3", entry(7, 0, 0)).await.unwrap();
+        assert_eq!(ids(&s), [(3, 1), (4, 0), (5, 0), (7, 0)]);
     }
 
     #[tokio::test]
     async fn tenants_are_isolated() {
         let store = MemoryStore::new(limits());
         let d = "+15550104477";
-        store.record("acme", d, entry("c1", 1, 5)).await.unwrap();
-        store.record("globex", d, entry("c2", 1, 5)).await.unwrap();
-        // A tenant/destination split that concatenates to the same bytes.
+        store.record("acme", d, "c1", entry(1, 1, 5)).await.unwrap();
         store
-            .record("acme+1", "5550104477", entry("c3", 1, 5))
+            .record("globex", d, "c2", entry(2, 1, 5))
             .await
             .unwrap();
-        assert_eq!(ids(&store.history("acme", d).await.unwrap()), [("c1", 1)]);
-        assert_eq!(ids(&store.history("globex", d).await.unwrap()), [("c2", 1)]);
+        // A tenant/destination split that concatenates to the same bytes.
+        store
+            .record("acme+1", "5550104477", "c3", entry(3, 1, 5))
+            .await
+            .unwrap();
+        assert_eq!(ids(&store.history("acme", d).await.unwrap()), [(1, 1)]);
+        assert_eq!(ids(&store.history("globex", d).await.unwrap()), [(2, 1)]);
         assert!(store.history("other", d).await.unwrap().entries.is_empty());
     }
 
@@ -1064,7 +1300,7 @@ mod tests {
                 let store = store.clone();
                 tokio::spawn(async move {
                     store
-                        .record("acme", "+15550104477", entry(&format!("c{i}"), 1, 0))
+                        .record("acme", "+15550104477", &format!("c{i}"), entry(i, 1, 0))
                         .await
                 })
             })
@@ -1085,13 +1321,18 @@ mod tests {
         });
         for i in 0..5000 {
             store
-                .record("acme", &format!("d{i}"), entry("c", 1, 0))
+                .record("acme", &format!("d{i}"), "c", entry(1, 1, 0))
                 .await
                 .unwrap();
             // Keep "d0" in use: it must survive.
             store.history("acme", "d0").await.unwrap();
         }
-        let total: usize = store.inner.shards.iter().map(|s| s.lock().map.len()).sum();
+        let total: usize = store
+            .inner
+            .shards
+            .iter()
+            .map(|s| s.lock().table.len())
+            .sum();
         assert!(total <= 64 * 8, "{total}");
         assert_eq!(store.history("acme", "d0").await.unwrap().entries.len(), 1);
         assert_eq!(
@@ -1102,7 +1343,7 @@ mod tests {
             max_destinations: 0,
             ..limits()
         });
-        let s = zero.record("acme", "d", entry("c", 1, 0)).await.unwrap();
+        let s = zero.record("acme", "d", "c", entry(1, 1, 0)).await.unwrap();
         assert_eq!(s.entries.len(), 1);
         assert!(zero.history("acme", "d").await.unwrap().entries.is_empty());
     }
@@ -1111,10 +1352,19 @@ mod tests {
     async fn oversized_fields_are_errors_not_panics() {
         let store = MemoryStore::new(limits());
         let long = "x".repeat(70_000);
-        assert!(store.record(&long, "d", entry("c", 1, 0)).await.is_err());
-        assert!(store.record("t", &long, entry("c", 1, 0)).await.is_err());
-        assert!(store.record("t", "d", entry(&long, 1, 0)).await.is_err());
+        assert!(store.record(&long, "d", "c", entry(1, 1, 0)).await.is_err());
+        assert!(store.record("t", &long, "c", entry(1, 1, 0)).await.is_err());
         assert!(store.history(&long, "d").await.is_err());
+        // A call id is kept as a fixed-size hash: any length is fine.
+        let s = store.record("t", "d", &long, entry(1, 1, 0)).await.unwrap();
+        assert_eq!(s.entries.len(), 1);
+        // Keys longer than the inline buffer work as well.
+        let tenant = "t".repeat(200);
+        store
+            .record(&tenant, "d", "c", entry(2, 1, 0))
+            .await
+            .unwrap();
+        assert_eq!(ids(&store.history(&tenant, "d").await.unwrap()), [(2, 1)]);
     }
 
     fn rss_bytes() -> Option<usize> {
@@ -1132,12 +1382,13 @@ mod tests {
         let n = 200_000;
         let before = rss_bytes();
         for i in 0..n {
-            let e = HistoryEntry {
-                call_id: format!("{i:08}-6c1e-4b8e-9d7f-3a2b1c0d9e8f"),
-                ..entry("", 1, 0)
-            };
             store
-                .record("acme", &format!("+1555{i:07}"), e)
+                .record(
+                    "acme",
+                    &format!("+1555{i:07}"),
+                    &format!("{i:08}-6c1e-4b8e-9d7f-3a2b1c0d9e8f"),
+                    entry(486, 1, 0),
+                )
                 .await
                 .unwrap();
         }
@@ -1148,18 +1399,18 @@ mod tests {
             .iter()
             .map(|s| {
                 let s = s.lock();
-                let slot = std::mem::size_of::<(Packed, Meta)>() + 1;
-                let packed: usize = s.map.keys().map(|p| p.0.len()).sum();
-                (s.map.capacity() * slot, packed)
+                let slot = std::mem::size_of::<Destination>() + 1;
+                let packed: usize = s.table.iter().map(|d| d.buf.len()).sum();
+                (s.table.capacity() * slot, packed)
             })
             .fold((0, 0), |(a, b), (c, d)| (a + c, b + d));
         let structural = (slots + packed) / n;
         println!("structural bytes/destination: {structural}");
-        assert!(structural < 160, "{structural}");
+        assert!(structural < 110, "{structural}");
         if let (Some(before), Some(after)) = (before, after) {
             let measured = after.saturating_sub(before) / n;
             println!("measured RSS bytes/destination: {measured}");
-            assert!(measured < 230, "{measured}");
+            assert!(measured < 180, "{measured}");
         }
     }
 }

@@ -115,12 +115,14 @@ pub trait Store: Send + Sync + 'static {
     async fn complete(&self, key: &ReportKey, report: &Arc<StoredReport>)
     -> Result<(), StoreError>;
 
-    /// Appends `entry` to the history of `(tenant, destination)` and returns the
-    /// snapshot that includes it (oldest first, inside the window).
+    /// Appends `entry`, the outcome of report `call_id`, to the history of
+    /// `(tenant, destination)` and returns the snapshot that includes it (oldest first,
+    /// inside the window). An entry with the same call id and attempt is replaced.
     async fn record(
         &self,
         tenant: &str,
         destination: &str,
+        call_id: &str,
         entry: HistoryEntry,
     ) -> Result<HistorySnapshot, StoreError>;
 

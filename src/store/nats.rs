@@ -127,7 +127,7 @@ impl NatsStore {
         .await;
     }
 
-    fn entries_of(entry: Option<&kv::Entry>) -> Vec<HistoryEntry> {
+    fn entries_of(entry: Option<&kv::Entry>) -> Vec<KeptEntry> {
         // A value this replica cannot read (written by a newer version, or damaged) is
         // started afresh rather than failing every report to that destination.
         entry
@@ -150,6 +150,16 @@ fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// A history entry as kept in the KV bucket: with the call id of its report, so that a
+/// retried report replaces its own entry. The JSON is that of [`HistoryEntry`] plus
+/// `call_id`.
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+struct KeptEntry {
+    call_id: String,
+    #[serde(flatten)]
+    entry: HistoryEntry,
 }
 
 fn encode<T: Serialize>(value: &T) -> Result<bytes::Bytes, StoreError> {
@@ -270,9 +280,14 @@ impl Store for NatsStore {
         &self,
         tenant: &str,
         destination: &str,
+        call_id: &str,
         entry: HistoryEntry,
     ) -> Result<HistorySnapshot, StoreError> {
         self.connection.check_store()?;
+        let entry = KeptEntry {
+            call_id: call_id.to_owned(),
+            entry,
+        };
         let k = Self::history_key(tenant, destination);
         let max_entries = self.limits.max_entries_per_destination;
         for _ in 0..MAX_CAS_ATTEMPTS {
@@ -281,10 +296,11 @@ impl Store for NatsStore {
             let mut entries = Self::entries_of(current.as_ref());
             // A retried report replaces its own entry rather than counting twice.
             entries.retain(|e| {
-                e.at >= cutoff && !(e.attempt == entry.attempt && e.call_id == entry.call_id)
+                e.entry.at >= cutoff
+                    && !(e.entry.attempt == entry.entry.attempt && e.call_id == entry.call_id)
             });
-            if entry.at >= cutoff {
-                let at = entries.partition_point(|e| e.at <= entry.at);
+            if entry.entry.at >= cutoff {
+                let at = entries.partition_point(|e| e.entry.at <= entry.entry.at);
                 entries.insert(at, entry.clone());
             }
             let excess = entries.len().saturating_sub(max_entries);
@@ -306,7 +322,7 @@ impl Store for NatsStore {
                 Ok(_) => {
                     return Ok(HistorySnapshot {
                         destination: destination.to_owned(),
-                        entries,
+                        entries: entries.into_iter().map(|e| e.entry).collect(),
                     });
                 }
                 // Another replica wrote in between: read its version and apply ours on top.
@@ -332,8 +348,11 @@ impl Store for NatsStore {
         let k = Self::history_key(tenant, destination);
         let current = Self::live(&self.history, &k).await?;
         let cutoff = self.cutoff();
-        let mut entries = Self::entries_of(current.as_ref());
-        entries.retain(|e| e.at >= cutoff);
+        let entries = Self::entries_of(current.as_ref())
+            .into_iter()
+            .map(|e| e.entry)
+            .filter(|e| e.at >= cutoff)
+            .collect();
         Ok(HistorySnapshot {
             destination: destination.to_owned(),
             entries,
