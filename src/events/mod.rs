@@ -97,19 +97,20 @@ pub struct Filter {
 }
 
 impl Filter {
-    pub fn matches(&self, event: &NewEvent) -> bool {
-        let category = event.classification.category;
+    /// The part of [`Filter::matches`] that reads only the category and the SIP code,
+    /// so that a log can skip an event without decoding it.
+    pub fn may_match(&self, category: Category, sip_code: Option<u16>) -> bool {
         let category_ok = if self.categories.is_empty() {
             category.is_decline()
         } else {
             self.categories.contains(&category)
         };
         category_ok
-            && (self.sip_codes.is_empty()
-                || event
-                    .classification
-                    .sip_code
-                    .is_some_and(|c| self.sip_codes.contains(&c)))
+            && (self.sip_codes.is_empty() || sip_code.is_some_and(|c| self.sip_codes.contains(&c)))
+    }
+
+    pub fn matches(&self, event: &NewEvent) -> bool {
+        self.may_match(event.classification.category, event.classification.sip_code)
             && (self.destinations.is_empty() || self.destinations.contains(&event.destination))
             && self
                 .labels
