@@ -122,14 +122,11 @@ impl MemoryStore {
 #[async_trait::async_trait]
 impl Store for MemoryStore {
     async fn claim(&self, key: &ReportKey) -> Result<Claim, StoreError> {
-        let deadline = Instant::now() + self.inner.limits.in_flight_wait;
+        let mut now = Instant::now();
+        let deadline = now + self.inner.limits.in_flight_wait;
         loop {
             let (mut woken, expires) =
-                match self
-                    .inner
-                    .reports
-                    .claim(key, Instant::now(), self.inner.lease)?
-                {
+                match self.inner.reports.claim(key, now, self.inner.lease)? {
                     // No await point before this return: a cancelled claim leaves nothing.
                     ClaimState::New => return Ok(Claim::New),
                     ClaimState::Done(report) => return Ok(Claim::Done(report)),
@@ -142,11 +139,13 @@ impl Store for MemoryStore {
                 .await
                 .is_err()
             {
-                let now = Instant::now();
+                now = Instant::now();
                 if now >= deadline && now < expires {
                     return Err(StoreError::InProgress);
                 }
                 // The lease ran out: the next turn of the loop takes the key over.
+            } else {
+                now = Instant::now();
             }
         }
     }
@@ -202,6 +201,7 @@ impl Store for MemoryStore {
                 slot.record(new, cutoff, max_entries);
                 slot.tick = tick;
                 slot.touched = now;
+                entries.reserve_exact(slot.len());
                 entries.extend(slot.rows().map(Row::to_entry));
                 if entries.is_empty() {
                     // Nothing left inside the window: forget the destination.
@@ -246,6 +246,7 @@ impl Store for MemoryStore {
             .table
             .find_mut(hash, |slot| slot.hash == hash && slot.key() == key.bytes())
         {
+            entries.reserve_exact(slot.len());
             entries.extend(slot.rows().filter(|r| r.at >= cutoff).map(Row::to_entry));
             // Reading counts as use, for idle expiry and LRU eviction alike.
             slot.tick = tick;
@@ -417,6 +418,11 @@ impl Destination {
 
     fn body(&self) -> &[u8] {
         self.buf.get(2 + self.key_len()..).unwrap_or_default()
+    }
+
+    /// Number of entries.
+    fn len(&self) -> usize {
+        self.body().len() / ROW
     }
 
     /// The entries, oldest first. The buffer is only ever written by this type in whole
