@@ -19,6 +19,11 @@
 //! (`sched_setaffinity`); `--no-pin` disables both. Only loopback targets are accepted
 //! unless `--allow-non-loopback` is given. Every run is bounded in time or count.
 
+// The bare server (a child process of this binary) runs on the allocator the service
+// ships with, so that the ratio compares the work done, not two allocators.
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 use call_outcome::config::Config;
 use call_outcome::outcome::Outcome;
 use call_outcome::proto as pb;

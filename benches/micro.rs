@@ -5,6 +5,10 @@
 //! Targets (README, "Performance"): code-only classification ≤ 100 ns, with Reason and
 //! Retry-After headers ≤ 500 ns, from a ~600-byte raw SIP response ≤ 2 µs.
 
+// The allocator the service binary ships with (src/main.rs).
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 use call_outcome::classify::{self, ClassifyInput, ProviderInput};
 use call_outcome::config::Config;
 use call_outcome::outcome::{HistoryEntry, HistorySnapshot, Outcome};

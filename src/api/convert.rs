@@ -99,6 +99,25 @@ pub fn system_time(ts: &prost_types::Timestamp) -> Option<SystemTime> {
     }
 }
 
+/// The wire form of a classification the caller no longer needs: its strings move.
+impl From<Classification> for pb::Classification {
+    fn from(c: Classification) -> Self {
+        pb::Classification {
+            sip_phrase: c.sip_phrase.into_owned(),
+            q850_location: c.q850_location.unwrap_or_default(),
+            reason_text: c.reason_text.unwrap_or_default(),
+            summary: c.summary.into_owned(),
+            ..pb::Classification::from(&Classification {
+                sip_phrase: Cow::Borrowed(""),
+                q850_location: None,
+                reason_text: None,
+                summary: Cow::Borrowed(""),
+                ..c
+            })
+        }
+    }
+}
+
 impl From<&Classification> for pb::Classification {
     fn from(c: &Classification) -> Self {
         pb::Classification {
@@ -145,6 +164,23 @@ impl From<&pb::Classification> for Classification {
             retry_after,
             summary: Cow::Owned(c.summary.clone()),
             basis: enum_from_i32::<pb::ClassificationBasis, _>(c.basis).unwrap_or(Basis::SipCode),
+        }
+    }
+}
+
+/// The wire form of a decision the caller no longer needs: its strings move.
+impl From<Decision> for pb::Decision {
+    fn from(d: Decision) -> Self {
+        pb::Decision {
+            user_message: d.user_message,
+            rule: d.rule,
+            explanation: d.explanation,
+            ..pb::Decision::from(&Decision {
+                user_message: String::new(),
+                rule: String::new(),
+                explanation: String::new(),
+                ..d
+            })
         }
     }
 }

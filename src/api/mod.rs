@@ -200,16 +200,21 @@ impl CallOutcomeApi {
             .report(tenant, outcome)
             .await
             .map_err(|e| self.pipeline_error(e))?;
-        let report = result.report;
-        record_outcome(&report.classification, &report.decision);
-        self.metrics
-            .report(&report.classification, &report.decision, result.duplicate);
+        record_outcome(&result.report.classification, &result.report.decision);
+        self.metrics.report(
+            &result.report.classification,
+            &result.report.decision,
+            result.duplicate,
+        );
+        // The backends keep their own copies: the report is usually ours alone by now,
+        // and its strings move into the response instead of being copied.
+        let report = Arc::unwrap_or_clone(result.report);
         Ok(pb::ReportOutcomeResponse {
-            classification: Some((&*report.classification).into()),
-            decision: Some((&*report.decision).into()),
-            event_id: report.event_id.clone(),
+            classification: Some(Arc::unwrap_or_clone(report.classification).into()),
+            decision: Some(Arc::unwrap_or_clone(report.decision).into()),
+            event_id: report.event_id,
             duplicate: result.duplicate,
-            destination: report.destination.clone(),
+            destination: report.destination,
         })
     }
 
@@ -229,8 +234,8 @@ impl CallOutcomeApi {
         record_outcome(&result.classification, &result.decision);
         self.metrics.decision(&result.decision);
         Ok(pb::ClassifyResponse {
-            classification: Some((&result.classification).into()),
-            decision: Some((&result.decision).into()),
+            classification: Some(result.classification.into()),
+            decision: Some(result.decision.into()),
         })
     }
 

@@ -11,7 +11,8 @@
 //! without decoding: about 500 bytes an event instead of a dozen separate allocations
 //! (the outcome's strings, the classification, the decision) that eviction would walk
 //! long after they left the cache. A subscriber decodes only the events that pass its
-//! tenant, category and code filters.
+//! tenant, category and code filters, and the newest [`READ_BATCH`] events are also
+//! kept decoded, so that the subscribers that keep up share one copy.
 //!
 //! Sequences start at 1 in every process; the log's `epoch`, chosen at start, tells one
 //! incarnation from the next so that a token from before a restart is recognised.
@@ -69,7 +70,13 @@ struct Kept {
     /// `u16 tenant length, tenant, postcard(NewEvent)`; shared by the readers that
     /// copied it out of the ring.
     data: Arc<[u8]>,
+    /// The event itself, kept while it is among the newest [`DECODED_RECENT`]: the
+    /// subscribers that keep up share it instead of each decoding the bytes.
+    recent: Option<Arc<RecordedEvent>>,
 }
+
+/// How many of the newest events the ring also keeps decoded (see [`Kept::recent`]).
+const DECODED_RECENT: usize = READ_BATCH;
 
 impl Kept {
     fn new(sequence: u64, event: &NewEvent) -> Result<Self, EventError> {
@@ -89,6 +96,7 @@ impl Kept {
             category: event.classification.category,
             sip_code: event.classification.sip_code,
             data: data.into(),
+            recent: None,
         })
     }
 
@@ -105,13 +113,16 @@ impl Kept {
         self.split().0
     }
 
-    fn decode(&self) -> Result<RecordedEvent, EventError> {
+    fn decode(&self) -> Result<Arc<RecordedEvent>, EventError> {
+        if let Some(event) = &self.recent {
+            return Ok(Arc::clone(event));
+        }
         let event = postcard::from_bytes(self.split().1)
             .map_err(|e| EventError::Backend(format!("cannot decode a kept event: {e}")))?;
-        Ok(RecordedEvent {
+        Ok(Arc::new(RecordedEvent {
             sequence: self.sequence,
             event,
-        })
+        }))
     }
 }
 
@@ -205,16 +216,26 @@ impl EventLog for MemoryEventLog {
         // Encoded before the lock, with a placeholder sequence (the ring's is kept beside
         // the bytes, not in them).
         let mut kept = Kept::new(0, &event)?;
-        drop(event);
+        let mut recent = RecordedEvent { sequence: 0, event };
         let sequence = {
             let mut ring = shared.ring.write();
             ring.last += 1;
             let sequence = ring.last;
             kept.sequence = sequence;
+            recent.sequence = sequence;
+            kept.recent = Some(Arc::new(recent));
             ring.events.push_back(kept);
+            // The event that just left the newest ones keeps only its bytes.
+            let older = ring.events.len().checked_sub(DECODED_RECENT + 1);
+            let dropped = older
+                .and_then(|i| ring.events.get_mut(i))
+                .and_then(|e| e.recent.take());
             shared.evict(&mut ring, now);
-            sequence
+            (sequence, dropped)
         };
+        // Freed outside the lock.
+        let (sequence, dropped) = sequence;
+        drop(dropped);
         // Waking costs a lock per waiter list even with nobody waiting; a subscriber that
         // arrives after this check reads the ring, which already holds the event.
         if shared.head.receiver_count() > 0 {
@@ -299,7 +320,7 @@ impl EventLog for MemoryEventLog {
                     if request.filter.matches(&event.event) {
                         delivered += 1;
                         yield Ok(Delivery::Event {
-                            event: Arc::new(event),
+                            event,
                             position: Position { epoch, sequence: position },
                         });
                     }
@@ -400,9 +421,14 @@ mod tests {
         let declined = rich_event("acme", "c1", 603);
         let busy = rich_event("acme", "c2", 486);
         let other_tenant = rich_event("globex", "c3", 603);
-        for event in [declined.clone(), busy, other_tenant] {
+        for event in [declined.clone(), busy.clone(), other_tenant] {
             log.publish(event).await.unwrap();
         }
+        // Enough others that the first events are kept as bytes only.
+        for _ in 0..DECODED_RECENT {
+            log.publish(busy.clone()).await.unwrap();
+        }
+        assert!(log.shared.ring.read().events[0].recent.is_none());
         let last = rich_event("acme", "c4", 603);
         log.publish(last.clone()).await.unwrap();
         let mut stream = log
@@ -423,7 +449,7 @@ mod tests {
         }
         assert_eq!(got[0].sequence, 1);
         assert_eq!(got[0].event, declined);
-        assert_eq!(got[1].sequence, 4);
+        assert_eq!(got[1].sequence, 4 + DECODED_RECENT as u64);
         assert_eq!(got[1].event, last);
     }
 }

@@ -125,13 +125,12 @@ impl Store for MemoryStore {
         let mut now = Instant::now();
         let deadline = now + self.inner.limits.in_flight_wait;
         loop {
-            let (mut woken, expires) =
-                match self.inner.reports.claim(key, now, self.inner.lease)? {
-                    // No await point before this return: a cancelled claim leaves nothing.
-                    ClaimState::New => return Ok(Claim::New),
-                    ClaimState::Done(report) => return Ok(Claim::Done(report)),
-                    ClaimState::InFlight { woken, expires } => (woken, expires),
-                };
+            let (mut woken, expires) = match self.inner.reports.claim(key, now, self.inner.lease)? {
+                // No await point before this return: a cancelled claim leaves nothing.
+                ClaimState::New => return Ok(Claim::New),
+                ClaimState::Done(report) => return Ok(Claim::Done(report)),
+                ClaimState::InFlight { woken, expires } => (woken, expires),
+            };
             let until = expires.min(deadline);
             // `changed` fails when the marker's sender is dropped: the first report
             // completed or abandoned, or another claimer replaced an expired marker.
