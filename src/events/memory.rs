@@ -385,7 +385,9 @@ mod tests {
             raw_sip_response: Some(format!("SIP/2.0 {sip_code} X\r\n\r\n\u{fffd}").into_bytes()),
             provider: Some(("telnyx".into(), "call_rejected".into())),
             started_at: Some(SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000)),
-            ended_at: Some(SystemTime::UNIX_EPOCH + Duration::from_nanos(1_700_000_001_5)),
+            ended_at: Some(
+                SystemTime::UNIX_EPOCH + Duration::from_nanos(1_700_000_001_500_000_123),
+            ),
             labels: [
                 ("campaign".into(), "spring".into()),
                 ("é".into(), "✓".into()),
