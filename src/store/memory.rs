@@ -10,7 +10,8 @@
 //!   after completion; when full, the oldest completed key is forgotten first (sharded
 //!   insertion-ordered maps: a lookup is one short lock and one hash probe, and nothing
 //!   ever waits for housekeeping). This is the largest per-item cost: a key keeps its
-//!   whole [`StoredReport`] (roughly 1 KB each).
+//!   [`StoredReport`], postcard-encoded after the packed key in one allocation (about
+//!   500 bytes with its table slot).
 //! - In-flight claims: one small marker per report being processed. A marker expires
 //!   after its lease (`3 × in_flight_wait`, at least one second) and expired markers are
 //!   swept as the map grows, so abandoned claims cannot accumulate.
