@@ -6,13 +6,14 @@
 //! in `api`. No tonic types here.
 
 use crate::classify::{self, Classification, ClassifyError};
-use crate::events::{EventError, EventLog, NewEvent};
+use crate::events::{EventError, EventLog, InlinePublish, NewEvent};
 use crate::outcome::{HistoryEntry, HistorySnapshot, Outcome};
 use crate::policy::{Decision, Policy, PolicyInput};
 use crate::store::destination::normalize;
-use crate::store::{Claim, ReportKey, Store, StoreError, StoredReport};
+use crate::store::{Claim, InlineClaim, InlineStore, ReportKey, Store, StoreError, StoredReport};
 use std::sync::Arc;
 use std::time::SystemTime;
+use tokio::time::Instant;
 use tracing::{Instrument, debug_span};
 
 /// Why a report or classification failed.
@@ -53,8 +54,6 @@ pub struct Pipeline {
     events: Arc<dyn EventLog>,
     policy: Arc<Policy>,
     default_region: Option<phonenumber::country::Id>,
-    /// Both backends are in-process: reports run inline (see [`Pipeline::report`]).
-    inline_reports: bool,
 }
 
 impl std::fmt::Debug for Pipeline {
@@ -72,13 +71,11 @@ impl Pipeline {
         policy: Arc<Policy>,
         default_region: Option<phonenumber::country::Id>,
     ) -> Self {
-        let inline_reports = store.in_process() && events.in_process();
         Pipeline {
             store,
             events,
             policy,
             default_region,
-            inline_reports,
         }
     }
 
@@ -113,13 +110,19 @@ impl Pipeline {
         } else {
             self.destination(&outcome.to)
         };
+        let now = SystemTime::now();
         let history = if destination.is_empty() {
             HistorySnapshot::default()
+        } else if let Some(store) = self.store.inline() {
+            debug_span!("store.history")
+                .in_scope(|| store.history_now(tenant, &destination, now))?
         } else {
-            self.store
-                .history(tenant, &destination)
-                .instrument(debug_span!("store.history"))
-                .await?
+            Box::pin(
+                self.store
+                    .history(tenant, &destination)
+                    .instrument(debug_span!("store.history")),
+            )
+            .await?
         };
         let decision = debug_span!("policy.decide").in_scope(|| {
             self.policy.decide(&PolicyInput {
@@ -128,7 +131,7 @@ impl Pipeline {
                 classification: &classification,
                 history: &history,
                 includes_current: false,
-                now: SystemTime::now(),
+                now,
                 jitter_seed: jitter_seed(tenant, &outcome.call_id, outcome.attempt.unwrap_or(0)),
             })
         });
@@ -142,11 +145,10 @@ impl Pipeline {
     /// Records an outcome: idempotent on `(tenant, call_id, attempt)`.
     ///
     /// A client that goes away mid-report must not leave it half done (history recorded,
-    /// event not published, key still claimed). With networked backends the work runs in
-    /// its own task for that. With in-process backends it runs inline: their operations
-    /// never suspend once the key is claimed, so a dropped request can only interrupt
-    /// the claim's wait for a concurrent duplicate, which leaves nothing behind — and a
-    /// task per report cost more than the report itself.
+    /// event not published, key still claimed). With in-process backends the report runs
+    /// inline, through their synchronous faces: nothing can interrupt it between the
+    /// claim and the completion, since there is no `.await` in between. With networked
+    /// backends it runs in its own task for that.
     pub async fn report(
         &self,
         tenant: String,
@@ -156,12 +158,27 @@ impl Pipeline {
         // invalid outcome changes nothing.
         let classification =
             debug_span!("classify").in_scope(|| classify::classify(&outcome.classify_input()))?;
-        if self.inline_reports {
-            return self.record(tenant, outcome, classification).await;
+        let key = ReportKey {
+            tenant,
+            call_id: outcome.call_id.clone(),
+            attempt: outcome.attempt.unwrap_or(0),
+        };
+        if let (Some(store), Some(events)) = (self.store.inline(), self.events.inline()) {
+            let now = Instant::now();
+            match debug_span!("store.claim").in_scope(|| store.try_claim(&key, now))? {
+                InlineClaim::Done(report) => return Ok(duplicate(report)),
+                InlineClaim::New => {
+                    return self.record_inline(store, events, &key, outcome, classification, now);
+                }
+                // A report with the same key is in flight: wait for it below. (Boxed, so
+                // that the usual path does not carry the waiting future's state.)
+                InlineClaim::Busy => {}
+            }
+            return Box::pin(self.record(key, outcome, classification)).await;
         }
         let pipeline = self.clone();
         tokio::spawn(
-            async move { pipeline.record(tenant, outcome, classification).await }
+            async move { pipeline.record(key, outcome, classification).await }
                 // The task continues the request's span, so its logs and child spans
                 // belong to the RPC's trace.
                 .instrument(tracing::Span::current()),
@@ -170,30 +187,116 @@ impl Pipeline {
         .map_err(|e| PipelineError::Internal(format!("report task failed: {e}")))?
     }
 
+    /// [`Pipeline::report`] through the backends' synchronous faces, once `key` is
+    /// claimed.
+    fn record_inline(
+        &self,
+        store: &dyn InlineStore,
+        events: &dyn InlinePublish,
+        key: &ReportKey,
+        outcome: Outcome,
+        classification: Classification,
+        claimed_at: Instant,
+    ) -> Result<ReportResult, PipelineError> {
+        let recorded = (|| {
+            let now = SystemTime::now();
+            let destination = self.destination(&outcome.to);
+            let history = debug_span!("store.record").in_scope(|| {
+                store.record_now(
+                    &key.tenant,
+                    &destination,
+                    &key.call_id,
+                    history_entry(key, &classification, now),
+                )
+            })?;
+            let (report, event) =
+                self.decide(key, outcome, classification, destination, &history, now);
+            debug_span!("events.publish").in_scope(|| events.publish_now(event))?;
+            // The claim's instant stands for "now": the report took microseconds.
+            debug_span!("store.complete")
+                .in_scope(|| store.complete_now(key, &report, claimed_at))?;
+            Ok(report)
+        })();
+        match recorded {
+            Ok(report) => Ok(ReportResult {
+                report,
+                duplicate: false,
+            }),
+            Err(e) => {
+                store.abandon_now(key);
+                Err(e)
+            }
+        }
+    }
+
+    /// The report once its history is recorded: the decision, the stored result and
+    /// the event to publish.
+    fn decide(
+        &self,
+        key: &ReportKey,
+        outcome: Outcome,
+        classification: Classification,
+        destination: String,
+        history: &HistorySnapshot,
+        now: SystemTime,
+    ) -> (Arc<StoredReport>, NewEvent) {
+        let decision = debug_span!("policy.decide").in_scope(|| {
+            self.policy.decide(&PolicyInput {
+                tenant: &key.tenant,
+                outcome: &outcome,
+                classification: &classification,
+                history,
+                includes_current: true,
+                now,
+                jitter_seed: jitter_seed(&key.tenant, &key.call_id, key.attempt),
+            })
+        });
+        let event_id = uuid::Uuid::now_v7().to_string();
+        let report = Arc::new(StoredReport {
+            classification: Arc::new(classification),
+            decision: Arc::new(decision),
+            event_id,
+            destination,
+            recorded_at: now,
+        });
+        let event = NewEvent {
+            event_id: report.event_id.clone(),
+            tenant: key.tenant.clone(),
+            destination: report.destination.clone(),
+            outcome,
+            classification: Arc::clone(&report.classification),
+            decision: Arc::clone(&report.decision),
+            recorded_at: now,
+        };
+        (report, event)
+    }
+
+    /// [`Pipeline::report`] through the asynchronous backend operations: claims `key`
+    /// (waiting for a report with the same key in flight), then records.
     async fn record(
         &self,
-        tenant: String,
+        key: ReportKey,
         outcome: Outcome,
         classification: Classification,
     ) -> Result<ReportResult, PipelineError> {
-        let key = ReportKey {
-            tenant,
-            call_id: outcome.call_id.clone(),
-            attempt: outcome.attempt.unwrap_or(0),
-        };
         match self
             .store
             .claim(&key)
             .instrument(debug_span!("store.claim"))
             .await?
         {
-            Claim::Done(report) => {
-                return Ok(ReportResult {
-                    report,
-                    duplicate: true,
-                });
-            }
+            Claim::Done(report) => return Ok(duplicate(report)),
             Claim::New => {}
+        }
+        if let (Some(store), Some(events)) = (self.store.inline(), self.events.inline()) {
+            return self.record_inline(
+                store,
+                events,
+                &key,
+                outcome,
+                classification,
+                Instant::now(),
+            );
         }
         match self.record_claimed(&key, outcome, classification).await {
             Ok(report) => Ok(ReportResult {
@@ -221,44 +324,13 @@ impl Pipeline {
                 &key.tenant,
                 &destination,
                 &key.call_id,
-                HistoryEntry {
-                    at: now,
-                    attempt: key.attempt,
-                    category: classification.category,
-                    sip_code: classification.sip_code,
-                },
+                history_entry(key, &classification, now),
             )
             .instrument(debug_span!("store.record"))
             .await?;
-        let decision = debug_span!("policy.decide").in_scope(|| {
-            self.policy.decide(&PolicyInput {
-                tenant: &key.tenant,
-                outcome: &outcome,
-                classification: &classification,
-                history: &history,
-                includes_current: true,
-                now,
-                jitter_seed: jitter_seed(&key.tenant, &key.call_id, key.attempt),
-            })
-        });
-        let event_id = uuid::Uuid::now_v7().to_string();
-        let report = Arc::new(StoredReport {
-            classification: Arc::new(classification),
-            decision: Arc::new(decision),
-            event_id,
-            destination,
-            recorded_at: now,
-        });
+        let (report, event) = self.decide(key, outcome, classification, destination, &history, now);
         self.events
-            .publish(NewEvent {
-                event_id: report.event_id.clone(),
-                tenant: key.tenant.clone(),
-                destination: report.destination.clone(),
-                outcome,
-                classification: Arc::clone(&report.classification),
-                decision: Arc::clone(&report.decision),
-                recorded_at: now,
-            })
+            .publish(event)
             .instrument(debug_span!("events.publish"))
             .await?;
         self.store
@@ -271,6 +343,28 @@ impl Pipeline {
     /// Whether every backend can serve requests.
     pub async fn ready(&self) -> bool {
         self.store.ready().await && self.events.ready().await
+    }
+}
+
+/// The result of a report that repeats an earlier one.
+fn duplicate(report: Arc<StoredReport>) -> ReportResult {
+    ReportResult {
+        report,
+        duplicate: true,
+    }
+}
+
+/// The history entry of a report recorded at `now`.
+fn history_entry(
+    key: &ReportKey,
+    classification: &Classification,
+    now: SystemTime,
+) -> HistoryEntry {
+    HistoryEntry {
+        at: now,
+        attempt: key.attempt,
+        category: classification.category,
+        sip_code: classification.sip_code,
     }
 }
 

@@ -447,7 +447,8 @@ where
 {
     type Response = S::Response;
     type Error = S::Error;
-    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+    /// The inner future itself, or the refusal: no box per request.
+    type Future = AuthFuture<S::Future, Result<Self::Response, Self::Error>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -466,12 +467,39 @@ where
                         reason = status.message(),
                         "request refused by authentication"
                     );
-                    let response = status.into_http::<ResBody>();
-                    return Box::pin(async move { Ok(response) });
+                    return AuthFuture::Refused {
+                        response: Some(Ok(status.into_http::<ResBody>())),
+                    };
                 }
             }
         }
-        Box::pin(self.inner.call(request))
+        AuthFuture::Admitted {
+            inner: self.inner.call(request),
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The response of [`AuthService`]: the inner service's, or the refusal.
+    #[project = AuthProj]
+    pub enum AuthFuture<F, T> {
+        Admitted { #[pin] inner: F },
+        Refused { response: Option<T> },
+    }
+}
+
+impl<F: Future<Output = T>, T> Future for AuthFuture<F, T> {
+    type Output = T;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<T> {
+        match self.project() {
+            AuthProj::Admitted { inner } => inner.poll(cx),
+            // Polled again after it answered: it stays pending, as a fused future would.
+            AuthProj::Refused { response } => match response.take() {
+                Some(response) => Poll::Ready(response),
+                None => Poll::Pending,
+            },
+        }
     }
 }
 

@@ -18,8 +18,8 @@
 //! incarnation from the next so that a token from before a restart is recognised.
 
 use super::{
-    Delivery, EventCounters, EventError, EventLog, GapReason, NewEvent, Position, Published,
-    RecordedEvent, Start, Subscription, SubscriptionRequest,
+    Delivery, EventCounters, EventError, EventLog, GapReason, InlinePublish, NewEvent, Position,
+    Published, RecordedEvent, Start, Subscription, SubscriptionRequest,
 };
 use crate::classify::Category;
 use parking_lot::RwLock;
@@ -204,13 +204,8 @@ impl Shared {
     }
 }
 
-#[async_trait::async_trait]
-impl EventLog for MemoryEventLog {
-    fn in_process(&self) -> bool {
-        true
-    }
-
-    async fn publish(&self, event: NewEvent) -> Result<Published, EventError> {
+impl InlinePublish for MemoryEventLog {
+    fn publish_now(&self, event: NewEvent) -> Result<Published, EventError> {
         let shared = &self.shared;
         let now = event.recorded_at;
         // Encoded before the lock, with a placeholder sequence (the ring's is kept beside
@@ -243,6 +238,17 @@ impl EventLog for MemoryEventLog {
         }
         EventCounters::add(&shared.counters.published, 1);
         Ok(Published { sequence })
+    }
+}
+
+#[async_trait::async_trait]
+impl EventLog for MemoryEventLog {
+    fn inline(&self) -> Option<&dyn InlinePublish> {
+        Some(self)
+    }
+
+    async fn publish(&self, event: NewEvent) -> Result<Published, EventError> {
+        self.publish_now(event)
     }
 
     async fn subscribe(&self, request: SubscriptionRequest) -> Result<Subscription, EventError> {

@@ -227,16 +227,22 @@ pub trait EventLog: Send + Sync + 'static {
     /// Counters for metrics.
     fn counters(&self) -> &EventCounters;
 
-    /// Whether the backend can serve requests (readiness).
-    /// Whether `publish` completes without suspending (an in-process log); see
-    /// [`crate::store::Store::in_process`].
-    fn in_process(&self) -> bool {
-        false
+    /// The synchronous face of an in-process log, whose `publish` never waits on
+    /// anything but a short lock; `None` for a networked one. See
+    /// [`crate::store::InlineStore`].
+    fn inline(&self) -> Option<&dyn InlinePublish> {
+        None
     }
 
+    /// Whether the backend can serve requests (readiness).
     async fn ready(&self) -> bool {
         true
     }
+}
+
+/// [`EventLog::publish`] as a plain function, for in-process logs.
+pub trait InlinePublish: Send + Sync {
+    fn publish_now(&self, event: NewEvent) -> Result<Published, EventError>;
 }
 
 /// Why a resume token cannot be used.

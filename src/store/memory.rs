@@ -31,7 +31,9 @@
 //! waiter holds nothing. `abandon` and `complete` release whatever marker the key has
 //! (claims carry no token), and the first `complete` of a key wins.
 
-use super::{Claim, ReportKey, Store, StoreError, StoreLimits, StoredReport};
+use super::{
+    Claim, InlineClaim, InlineStore, ReportKey, Store, StoreError, StoreLimits, StoredReport,
+};
 use crate::classify::Category;
 use crate::outcome::{HistoryEntry, HistorySnapshot};
 use hashbrown::HashTable;
@@ -113,70 +115,17 @@ impl MemoryStore {
         u32::try_from(self.inner.limits.history_window.as_secs()).unwrap_or(u32::MAX)
     }
 
-    /// Entries at or after this instant (nanoseconds since the epoch) are in the window.
-    fn cutoff(&self) -> u64 {
-        let window = u64::try_from(self.inner.limits.history_window.as_nanos()).unwrap_or(u64::MAX);
-        to_nanos(SystemTime::now()).saturating_sub(window)
-    }
-}
-
-#[async_trait::async_trait]
-impl Store for MemoryStore {
-    async fn claim(&self, key: &ReportKey) -> Result<Claim, StoreError> {
-        let mut now = Instant::now();
-        let deadline = now + self.inner.limits.in_flight_wait;
-        loop {
-            let (mut woken, expires) = match self.inner.reports.claim(key, now, self.inner.lease)? {
-                // No await point before this return: a cancelled claim leaves nothing.
-                ClaimState::New => return Ok(Claim::New),
-                ClaimState::Done(report) => return Ok(Claim::Done(report)),
-                ClaimState::InFlight { woken, expires } => (woken, expires),
-            };
-            let until = expires.min(deadline);
-            // `changed` fails when the marker's sender is dropped: the first report
-            // completed or abandoned, or another claimer replaced an expired marker.
-            if tokio::time::timeout_at(until, woken.changed())
-                .await
-                .is_err()
-            {
-                now = Instant::now();
-                if now >= deadline && now < expires {
-                    return Err(StoreError::InProgress);
-                }
-                // The lease ran out: the next turn of the loop takes the key over.
-            } else {
-                now = Instant::now();
-            }
-        }
-    }
-
-    async fn abandon(&self, key: &ReportKey) {
-        self.inner.reports.release(key);
-    }
-
-    async fn complete(
-        &self,
-        key: &ReportKey,
-        report: &Arc<StoredReport>,
-    ) -> Result<(), StoreError> {
-        // The first result wins: a report retried after its lease ran out must not
-        // change what duplicates of the first one are told.
-        self.inner.reports.complete(key, report, Instant::now())
-    }
-
-    fn in_process(&self) -> bool {
-        true
-    }
-
-    async fn record(
+    /// [`Store::record`], the window counted back from `now`.
+    fn record_at(
         &self,
         tenant: &str,
         destination: &str,
         call_id: &str,
         entry: HistoryEntry,
+        now: SystemTime,
     ) -> Result<HistorySnapshot, StoreError> {
         let key = HistoryKey::new(tenant, destination)?;
-        let cutoff = self.cutoff();
+        let cutoff = self.cutoff(now);
         let max_entries = self.inner.limits.max_entries_per_destination;
         let now = self.now_secs();
         let window = self.window_secs();
@@ -228,13 +177,121 @@ impl Store for MemoryStore {
         })
     }
 
+    /// Entries at or after this instant (nanoseconds since the epoch) are in the window.
+    fn cutoff(&self, now: SystemTime) -> u64 {
+        let window = u64::try_from(self.inner.limits.history_window.as_nanos()).unwrap_or(u64::MAX);
+        to_nanos(now).saturating_sub(window)
+    }
+}
+
+#[async_trait::async_trait]
+impl Store for MemoryStore {
+    async fn claim(&self, key: &ReportKey) -> Result<Claim, StoreError> {
+        let mut now = Instant::now();
+        let deadline = now + self.inner.limits.in_flight_wait;
+        loop {
+            let (mut woken, expires) = match self.inner.reports.claim(key, now, self.inner.lease)? {
+                // No await point before this return: a cancelled claim leaves nothing.
+                ClaimState::New => return Ok(Claim::New),
+                ClaimState::Done(report) => return Ok(Claim::Done(report)),
+                ClaimState::InFlight { woken, expires } => (woken, expires),
+            };
+            let until = expires.min(deadline);
+            // `changed` fails when the marker's sender is dropped: the first report
+            // completed or abandoned, or another claimer replaced an expired marker.
+            if tokio::time::timeout_at(until, woken.changed())
+                .await
+                .is_err()
+            {
+                now = Instant::now();
+                if now >= deadline && now < expires {
+                    return Err(StoreError::InProgress);
+                }
+                // The lease ran out: the next turn of the loop takes the key over.
+            } else {
+                now = Instant::now();
+            }
+        }
+    }
+
+    async fn abandon(&self, key: &ReportKey) {
+        self.abandon_now(key);
+    }
+
+    async fn complete(
+        &self,
+        key: &ReportKey,
+        report: &Arc<StoredReport>,
+    ) -> Result<(), StoreError> {
+        self.complete_now(key, report, Instant::now())
+    }
+
+    fn inline(&self) -> Option<&dyn InlineStore> {
+        Some(self)
+    }
+
+    async fn record(
+        &self,
+        tenant: &str,
+        destination: &str,
+        call_id: &str,
+        entry: HistoryEntry,
+    ) -> Result<HistorySnapshot, StoreError> {
+        self.record_at(tenant, destination, call_id, entry, SystemTime::now())
+    }
+
     async fn history(
         &self,
         tenant: &str,
         destination: &str,
     ) -> Result<HistorySnapshot, StoreError> {
+        self.history_now(tenant, destination, SystemTime::now())
+    }
+}
+
+impl InlineStore for MemoryStore {
+    fn try_claim(&self, key: &ReportKey, now: Instant) -> Result<InlineClaim, StoreError> {
+        Ok(
+            match self.inner.reports.claim(key, now, self.inner.lease)? {
+                ClaimState::New => InlineClaim::New,
+                ClaimState::Done(report) => InlineClaim::Done(report),
+                ClaimState::InFlight { .. } => InlineClaim::Busy,
+            },
+        )
+    }
+
+    fn abandon_now(&self, key: &ReportKey) {
+        self.inner.reports.release(key);
+    }
+
+    fn complete_now(
+        &self,
+        key: &ReportKey,
+        report: &StoredReport,
+        now: Instant,
+    ) -> Result<(), StoreError> {
+        // The first result wins: a report retried after its lease ran out must not
+        // change what duplicates of the first one are told.
+        self.inner.reports.complete(key, report, now)
+    }
+
+    fn record_now(
+        &self,
+        tenant: &str,
+        destination: &str,
+        call_id: &str,
+        entry: HistoryEntry,
+    ) -> Result<HistorySnapshot, StoreError> {
+        self.record_at(tenant, destination, call_id, entry, entry.at)
+    }
+    fn history_now(
+        &self,
+        tenant: &str,
+        destination: &str,
+        now: SystemTime,
+    ) -> Result<HistorySnapshot, StoreError> {
         let key = HistoryKey::new(tenant, destination)?;
-        let cutoff = self.cutoff();
+        let cutoff = self.cutoff(now);
         let now = self.now_secs();
         let hash = self.inner.hasher.hash_one(key.bytes());
         let mut shard = self.shard(hash).lock();
@@ -382,10 +439,16 @@ impl Shard {
 /// the others.
 struct Destination {
     hash: u64,
+    /// `u16 key length, key, rows`: the rows form a ring of `capacity()` slots, of
+    /// which `len` are used, the oldest at slot `head`. When full, a new entry takes the
+    /// oldest's slot (nothing is shifted); until then the ring grows by doubling (an
+    /// exact fit would copy the whole history on every append).
     buf: Box<[u8]>,
     tick: u64,
     /// Seconds since the store started.
     touched: u32,
+    len: u16,
+    head: u16,
 }
 
 const ROW: usize = 8 + 8 + 4 + 2 + 1;
@@ -403,6 +466,8 @@ impl Destination {
             buf: buf.into_boxed_slice(),
             tick,
             touched,
+            len: 1,
+            head: 0,
         }
     }
 
@@ -416,51 +481,88 @@ impl Destination {
         self.buf.get(2..2 + self.key_len()).unwrap_or_default()
     }
 
-    fn body(&self) -> &[u8] {
+    fn slots(&self) -> &[u8] {
         self.buf.get(2 + self.key_len()..).unwrap_or_default()
+    }
+
+    /// Number of row slots.
+    fn capacity(&self) -> usize {
+        self.slots().len() / ROW
     }
 
     /// Number of entries.
     fn len(&self) -> usize {
-        self.body().len() / ROW
+        usize::from(self.len)
+    }
+
+    /// The row in slot `slot`.
+    fn slot(&self, slot: usize) -> Option<Row> {
+        self.slots()
+            .get(slot * ROW..(slot + 1) * ROW)
+            .and_then(Row::decode)
+    }
+
+    /// The `i`-th entry, oldest first.
+    fn row(&self, i: usize) -> Option<Row> {
+        let capacity = self.capacity();
+        if i >= self.len() || capacity == 0 {
+            return None;
+        }
+        self.slot((usize::from(self.head) + i) % capacity)
     }
 
     /// The entries, oldest first. The buffer is only ever written by this type in whole
     /// rows; a malformed row (impossible) would end the list rather than panic.
     fn rows(&self) -> impl Iterator<Item = Row> + '_ {
-        self.body().chunks_exact(ROW).map_while(Row::decode)
+        (0..self.len()).map_while(|i| self.row(i))
+    }
+
+    /// Replaces the entries with `rows` (oldest first), in a buffer of `capacity` slots.
+    fn rewrite(&mut self, rows: &[Row], capacity: usize) {
+        let head = 2 + self.key_len();
+        let mut buf = Vec::with_capacity(head + capacity * ROW);
+        buf.extend_from_slice(self.buf.get(..head).unwrap_or_default());
+        for row in rows {
+            buf.extend_from_slice(&row.encode());
+        }
+        buf.resize(head + capacity * ROW, 0);
+        self.buf = buf.into_boxed_slice();
+        // At most `max_entries` rows, which the configuration bounds far below u16::MAX.
+        self.len = u16::try_from(rows.len()).unwrap_or(u16::MAX);
+        self.head = 0;
     }
 
     /// Adds `new` in time order: entries before `cutoff` are dropped, a retried report
     /// replaces its own entry rather than counting twice, and the oldest go beyond
     /// `max_entries`.
     fn record(&mut self, new: Row, cutoff: u64, max_entries: usize) {
-        let head = 2 + self.key_len();
-        let rows = self.body().len() / ROW;
-        let last_at = rows
-            .checked_sub(1)
-            .and_then(|i| self.body().get(i * ROW..(i + 1) * ROW))
-            .and_then(Row::decode)
-            .map(|r| r.at);
-        let oldest_at = self.rows().next().map(|r| r.at);
+        let len = self.len();
+        let capacity = self.capacity();
+        let last_at = len.checked_sub(1).and_then(|i| self.row(i)).map(|r| r.at);
+        let oldest_at = self.row(0).map(|r| r.at);
         let retried = self
             .rows()
             .any(|r| r.id == new.id && r.attempt == new.attempt);
         let in_order = last_at.is_none_or(|at| at <= new.at);
         let none_expired = oldest_at.is_none_or(|at| at >= cutoff);
-        let fits = rows <= max_entries && max_entries > 0;
+        let fits = len <= max_entries && capacity <= max_entries.max(1) && max_entries > 0;
         if in_order && none_expired && !retried && fits && new.at >= cutoff {
-            // The usual case, in place: append, or when full drop the oldest.
-            if rows < max_entries {
-                let mut buf = std::mem::take(&mut self.buf).into_vec();
-                buf.extend_from_slice(&new.encode());
-                self.buf = buf.into_boxed_slice();
-            } else if let Some(body) = self.buf.get_mut(head..)
-                && let Some(last) = body.len().checked_sub(ROW)
-            {
-                body.copy_within(ROW.., 0);
-                body[last..].copy_from_slice(&new.encode());
+            // The usual case, in place.
+            if len == max_entries {
+                // Full: the new entry takes the oldest's slot.
+                self.write_slot(usize::from(self.head), &new);
+                self.head =
+                    u16::try_from((usize::from(self.head) + 1) % capacity.max(1)).unwrap_or(0);
+                return;
             }
+            if len == capacity {
+                let rows: Vec<Row> = self.rows().collect();
+                let grown = (capacity * 2).clamp(1, max_entries);
+                self.rewrite(&rows, grown);
+            }
+            let slot = (usize::from(self.head) + len) % self.capacity().max(1);
+            self.write_slot(slot, &new);
+            self.len += 1;
             return;
         }
         // Anything else (a late report, expiry, a retry): rebuild the list.
@@ -473,12 +575,15 @@ impl Destination {
             kept.insert(at, new);
         }
         let excess = kept.len().saturating_sub(max_entries);
-        let mut buf = Vec::with_capacity(head + (kept.len() - excess) * ROW);
-        buf.extend_from_slice(self.buf.get(..head).unwrap_or_default());
-        for row in &kept[excess..] {
-            buf.extend_from_slice(&row.encode());
+        let kept = &kept[excess..];
+        self.rewrite(kept, kept.len());
+    }
+
+    fn write_slot(&mut self, slot: usize, row: &Row) {
+        let at = 2 + self.key_len() + slot * ROW;
+        if let Some(target) = self.buf.get_mut(at..at + ROW) {
+            target.copy_from_slice(&row.encode());
         }
-        self.buf = buf.into_boxed_slice();
     }
 }
 
@@ -1155,6 +1260,68 @@ mod tests {
         let shard = reports.locate(&packed).1.lock();
         assert_eq!(shard.table.len(), 1, "expired markers swept");
         assert_eq!(shard.in_flight, 1);
+    }
+
+    /// The ring of a destination: it grows by doubling up to the cap, then the newest
+    /// entry takes the oldest's slot. Its order must hold however often it wrapped, and
+    /// a retry or a late report inside a wrapped ring must land where a list would put
+    /// them. Checked against a plain sorted list, entry by entry.
+    #[tokio::test]
+    async fn history_ring_matches_a_plain_list() {
+        let cap = 5;
+        let store = MemoryStore::new(StoreLimits {
+            max_entries_per_destination: cap,
+            ..limits()
+        });
+        let d = "+15550104478";
+        let base = SystemTime::now() - Duration::from_secs(3600);
+        let mut expected: Vec<(u64, u16, u32)> = Vec::new();
+        let record = |secs: u64, code: u16, attempt: u32, expected: &mut Vec<(u64, u16, u32)>| {
+            let entry = HistoryEntry {
+                at: base + Duration::from_secs(secs),
+                attempt,
+                category: Category::Busy,
+                sip_code: Some(code),
+            };
+            let call_id = format!("call-{code}");
+            expected.retain(|&(_, c, a)| !(c == code && a == attempt));
+            let at = expected.partition_point(|&(t, _, _)| t <= secs);
+            expected.insert(at, (secs, code, attempt));
+            let excess = expected.len().saturating_sub(cap);
+            expected.drain(..excess);
+            let store = &store;
+            async move { store.record("acme", d, &call_id, entry).await.unwrap() }
+        };
+        let check = |s: &HistorySnapshot, expected: &[(u64, u16, u32)]| {
+            let got: Vec<(u64, u16, u32)> = s
+                .entries
+                .iter()
+                .map(|e| {
+                    let secs = e.at.duration_since(base).unwrap().as_secs();
+                    (secs, e.sip_code.unwrap(), e.attempt)
+                })
+                .collect();
+            assert_eq!(got, expected);
+        };
+        // Growth (1, 2, 4, 5 slots), then wrapping around three times.
+        for i in 0..17u16 {
+            let s = record(u64::from(i) * 10, 100 + i, 1, &mut expected).await;
+            check(&s, &expected);
+        }
+        // A retry of an entry in the wrapped ring replaces it (same call id and attempt).
+        let s = record(165, 114, 1, &mut expected).await;
+        check(&s, &expected);
+        // A late report lands in time order; a new attempt of the same call counts.
+        let s = record(155, 200, 1, &mut expected).await;
+        check(&s, &expected);
+        let s = record(170, 200, 2, &mut expected).await;
+        check(&s, &expected);
+        // And appending in place works again after those rebuilds.
+        for i in 0..7u16 {
+            let s = record(200 + u64::from(i), 300 + i, 1, &mut expected).await;
+            check(&s, &expected);
+        }
+        check(&store.history("acme", d).await.unwrap(), &expected);
     }
 
     #[tokio::test]

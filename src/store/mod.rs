@@ -25,6 +25,7 @@ use crate::policy::Decision;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
+use tokio::time::Instant;
 
 /// The idempotency key of a report. `attempt` is 0 when the caller did not send one.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -130,15 +131,65 @@ pub trait Store: Send + Sync + 'static {
     async fn history(&self, tenant: &str, destination: &str)
     -> Result<HistorySnapshot, StoreError>;
 
-    /// Whether the backend can serve requests (readiness).
-    /// Whether every operation completes without suspending once a key is claimed (an
-    /// in-process backend): the pipeline then runs a report inline, since a dropped
-    /// request cannot interrupt it between the claim and the completion.
-    fn in_process(&self) -> bool {
-        false
+    /// The synchronous face of an in-process backend, whose operations never wait on
+    /// anything but a short lock; `None` for a networked one.
+    fn inline(&self) -> Option<&dyn InlineStore> {
+        None
     }
 
+    /// Whether the backend can serve requests (readiness).
     async fn ready(&self) -> bool {
         true
     }
+}
+
+/// What an inline claim found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InlineClaim {
+    /// The key is now claimed for this report.
+    New,
+    /// An earlier report with this key completed: its result.
+    Done(Arc<StoredReport>),
+    /// Another report holds the key: wait for it with [`Store::claim`].
+    Busy,
+}
+
+/// The operations of an in-process store as plain functions.
+///
+/// The pipeline runs a report through these without an `.await` between the claim and
+/// the completion, so a dropped request cannot leave a report half done; and a report
+/// then builds no future per step (each one was a boxed future and a copy of the
+/// caller's state, which together cost more than the steps themselves).
+pub trait InlineStore: Send + Sync {
+    /// Claims `key` at `now` without waiting: [`InlineClaim::Busy`] when a report with
+    /// the same key is in flight.
+    fn try_claim(&self, key: &ReportKey, now: Instant) -> Result<InlineClaim, StoreError>;
+
+    /// Releases a claim whose report failed.
+    fn abandon_now(&self, key: &ReportKey);
+
+    /// Stores the result of a claimed report ([`Store::complete`]).
+    fn complete_now(
+        &self,
+        key: &ReportKey,
+        report: &StoredReport,
+        now: Instant,
+    ) -> Result<(), StoreError>;
+
+    /// [`Store::record`]; the window is counted back from `entry.at`.
+    fn record_now(
+        &self,
+        tenant: &str,
+        destination: &str,
+        call_id: &str,
+        entry: HistoryEntry,
+    ) -> Result<HistorySnapshot, StoreError>;
+
+    /// [`Store::history`]; the window is counted back from `now`.
+    fn history_now(
+        &self,
+        tenant: &str,
+        destination: &str,
+        now: SystemTime,
+    ) -> Result<HistorySnapshot, StoreError>;
 }
