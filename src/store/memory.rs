@@ -150,8 +150,8 @@ impl MemoryStore {
                 slot.record(new, cutoff, max_entries);
                 slot.tick = tick;
                 slot.touched = now;
-                entries.reserve_exact(slot.len());
-                entries.extend(slot.rows().map(Row::to_entry));
+                // `record` dropped what is before the cutoff.
+                slot.snapshot_into(0, &mut entries);
                 if entries.is_empty() {
                     // Nothing left inside the window: forget the destination.
                     if let Ok(found) = shard
@@ -303,8 +303,7 @@ impl InlineStore for MemoryStore {
             .table
             .find_mut(hash, |slot| slot.hash == hash && slot.key() == key.bytes())
         {
-            entries.reserve_exact(slot.len());
-            entries.extend(slot.rows().filter(|r| r.at >= cutoff).map(Row::to_entry));
+            slot.snapshot_into(cutoff, &mut entries);
             // Reading counts as use, for idle expiry and LRU eviction alike.
             slot.tick = tick;
             slot.touched = now;
@@ -452,6 +451,8 @@ struct Destination {
 }
 
 const ROW: usize = 8 + 8 + 4 + 2 + 1;
+/// Where a row keeps its report id and attempt.
+const ROW_ID_AND_ATTEMPT: std::ops::Range<usize> = 8..20;
 const HAS_CODE: u8 = 0x80;
 
 impl Destination {
@@ -511,10 +512,44 @@ impl Destination {
         self.slot((usize::from(self.head) + i) % capacity)
     }
 
+    /// The encoded entries, oldest first, as the ring's two runs of whole rows: from
+    /// `head` to the end of the slots, then from the start. (Walking runs rather than
+    /// indexing the ring costs no division, nor a branch per entry.)
+    fn runs(&self) -> [&[u8]; 2] {
+        let slots = self.slots();
+        let head = usize::from(self.head);
+        let len = self.len();
+        let capacity = slots.len() / ROW;
+        let first = len.min(capacity.saturating_sub(head));
+        let second = len - first;
+        [
+            slots
+                .get(head * ROW..(head + first) * ROW)
+                .unwrap_or_default(),
+            slots.get(..second * ROW).unwrap_or_default(),
+        ]
+    }
+
+    /// Appends the entries at or after `cutoff` to `out`, oldest first.
+    fn snapshot_into(&self, cutoff: u64, out: &mut Vec<HistoryEntry>) {
+        out.reserve_exact(self.len());
+        for run in self.runs() {
+            let rows = run.chunks_exact(ROW).map_while(Row::decode);
+            if cutoff == 0 {
+                out.extend(rows.map(Row::to_entry));
+            } else {
+                out.extend(rows.filter(|r| r.at >= cutoff).map(Row::to_entry));
+            }
+        }
+    }
+
     /// The entries, oldest first. The buffer is only ever written by this type in whole
     /// rows; a malformed row (impossible) would end the list rather than panic.
     fn rows(&self) -> impl Iterator<Item = Row> + '_ {
-        (0..self.len()).map_while(|i| self.row(i))
+        self.runs()
+            .into_iter()
+            .flat_map(|run| run.chunks_exact(ROW))
+            .map_while(Row::decode)
     }
 
     /// Replaces the entries with `rows` (oldest first), in a buffer of `capacity` slots.
@@ -540,9 +575,12 @@ impl Destination {
         let capacity = self.capacity();
         let last_at = len.checked_sub(1).and_then(|i| self.row(i)).map(|r| r.at);
         let oldest_at = self.row(0).map(|r| r.at);
-        let retried = self
-            .rows()
-            .any(|r| r.id == new.id && r.attempt == new.attempt);
+        // Compared encoded, without decoding every entry: the report id and attempt.
+        let encoded = new.encode();
+        let retried = self.runs().iter().any(|run| {
+            run.chunks_exact(ROW)
+                .any(|r| r.get(ROW_ID_AND_ATTEMPT) == encoded.get(ROW_ID_AND_ATTEMPT))
+        });
         let in_order = last_at.is_none_or(|at| at <= new.at);
         let none_expired = oldest_at.is_none_or(|at| at >= cutoff);
         let fits = len <= max_entries && capacity <= max_entries.max(1) && max_entries > 0;
