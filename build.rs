@@ -3,7 +3,7 @@
 //! descriptor set that server reflection serves.
 //!
 //! Two passes: the messages and the server, whose codec answers an undecodable request
-//! with INVALID_ARGUMENT (`src/api/codec.rs`); then the client alone (into `client/`),
+//! with INVALID_ARGUMENT (`src/api/layers/codec.rs`); then the client alone (into `client/`),
 //! on the messages of the first pass and tonic's own codec.
 
 use std::path::PathBuf;
@@ -21,7 +21,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     tonic_prost_build::configure()
         .build_client(false)
-        .codec_path("crate::api::codec::RequestCodec")
+        .codec_path("crate::api::layers::codec::RequestCodec")
         .file_descriptor_set_path(out_dir.join("calloutcome_v1_descriptor.bin"))
         .compile_with_config(prost_config()?, &protos, &includes)?;
 

@@ -25,7 +25,7 @@
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 use call_outcome::config::Config;
-use call_outcome::outcome::Outcome;
+use call_outcome::domain::{Outcome, Tenant};
 use call_outcome::proto as pb;
 use hdrhistogram::Histogram;
 use pb::call_outcome_service_client::CallOutcomeServiceClient;
@@ -510,7 +510,10 @@ impl Bare {
     /// Canned responses of the size the service sends for the harness's requests,
     /// computed once by the library's own pipeline.
     async fn new() -> AnyResult<Bare> {
-        let pipeline = call_outcome::server::pipeline(&Config::default())?;
+        let pipeline = call_outcome::server::backends::build(&Config::default())
+            .await?
+            .pipeline;
+        let tenant = Tenant::parse("default", 64)?;
         let report = Outcome {
             call_id: format!("lg-{:x}-{}", salt(), 1_000_000),
             attempt: Some(1),
@@ -519,7 +522,7 @@ impl Bare {
             reason_header: "Q.850;cause=17;text=\"User busy\"".into(),
             ..Default::default()
         };
-        let reported = pipeline.report("default".into(), report.clone()).await?;
+        let reported = pipeline.report(tenant.clone(), report.clone()).await?;
         let classify = Outcome {
             call_id: "lg-classify".into(),
             attempt: Some(1),
@@ -529,7 +532,7 @@ impl Bare {
             reason_header: "Q.850;cause=19;text=\"No answer\"".into(),
             ..Default::default()
         };
-        let classified = pipeline.classify("default", &classify).await?;
+        let classified = pipeline.classify(&tenant, &classify).await?;
         let classification: pb::Classification = (&*reported.report.classification).into();
         let decision: pb::Decision = (&*reported.report.decision).into();
         let event = pb::OutcomeEvent {
@@ -606,12 +609,17 @@ impl CallOutcomeService for Bare {
                     Ok(message) => Ok(message),
                     Err(tokio_stream::wrappers::errors::BroadcastStreamRecvError::Lagged(n)) => {
                         Ok(pb::SubscribeOutcomesResponse {
-                            kind: Some(pb::subscribe_outcomes_response::Kind::Gap(pb::Gap {
-                                first_sequence: 0,
-                                last_sequence: n,
-                                reason: "lagged".into(),
-                                resume_token: String::new(),
-                            })),
+                            kind: Some(pb::subscribe_outcomes_response::Kind::Gap(
+                                // The bare server fills the text as the service does.
+                                #[allow(deprecated)]
+                                pb::Gap {
+                                    first_sequence: 0,
+                                    last_sequence: n,
+                                    reason: "lagged".into(),
+                                    resume_token: String::new(),
+                                    reason_code: pb::GapReason::Unspecified.into(),
+                                },
+                            )),
                         })
                     }
                 }

@@ -11,10 +11,10 @@ static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 use call_outcome::classify::{self, ClassifyInput, ProviderInput};
 use call_outcome::config::Config;
-use call_outcome::outcome::{HistoryEntry, HistorySnapshot, Outcome};
+use call_outcome::domain::destination::normalize;
+use call_outcome::domain::{HistoryEntry, HistorySnapshot, Outcome, Tenant};
 use call_outcome::pipeline::jitter_seed;
 use call_outcome::policy::{Policy, PolicyInput};
-use call_outcome::store::destination::normalize;
 use criterion::{Criterion, criterion_group, criterion_main};
 use std::hint::black_box;
 use std::time::{Duration, Instant, SystemTime};
@@ -109,7 +109,7 @@ fn policy(c: &mut Criterion) {
         retry_after_header: "300".into(),
         ..Default::default()
     };
-    let classification = classify::classify(&outcome.classify_input()).expect("classifies");
+    let classification = classify::classify_outcome(&outcome).expect("classifies");
     let now = SystemTime::now();
     let history = HistorySnapshot {
         destination: "+15550104477".into(),
@@ -143,7 +143,11 @@ fn report_path(c: &mut Criterion) {
         .enable_all()
         .build()
         .expect("runtime");
-    let pipeline = call_outcome::server::pipeline(&Config::default()).expect("pipeline");
+    let pipeline = rt
+        .block_on(call_outcome::server::backends::build(&Config::default()))
+        .expect("pipeline")
+        .pipeline;
+    let tenant = Tenant::parse("default", 64).expect("tenant");
     let template = Outcome {
         attempt: Some(1),
         sip_code: Some(603),
@@ -170,10 +174,11 @@ fn report_path(c: &mut Criterion) {
             // Run on the runtime's worker, as a request handler does: the report task
             // is then spawned on the same thread (block_on's thread would hand it over).
             let pipeline = pipeline.clone();
+            let tenant = tenant.clone();
             rt.block_on(rt.spawn(async move {
                 let start = Instant::now();
                 for outcome in outcomes {
-                    let result = pipeline.report("default".into(), outcome).await;
+                    let result = pipeline.report(tenant.clone(), outcome).await;
                     black_box(result.expect("report"));
                 }
                 start.elapsed()

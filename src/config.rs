@@ -7,13 +7,14 @@
 //! table and key: `CALL_OUTCOME_LISTEN=0.0.0.0:50051`,
 //! `CALL_OUTCOME_STORE__HISTORY_WINDOW=12h`.
 
-use crate::api::auth::{AuthConfig, Authenticator};
-use crate::api::rate_limit::RateLimitConfig;
 use crate::api::subscribe::SubscriptionConfig;
 use crate::api::validate::RequestLimits;
+use crate::auth::{AuthConfig, Authenticator};
+use crate::domain::Tenant;
 use crate::events::memory::EventRetention;
 use crate::nats::NatsConfig;
 use crate::policy::{Policy, PolicyError};
+use crate::quota::RateLimitConfig;
 use crate::store::StoreLimits;
 use crate::tls::{TlsConfig, TlsError};
 use figment::Figment;
@@ -164,12 +165,7 @@ impl Default for LogConfig {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum LogFormat {
-    Text,
-    Json,
-}
+pub use crate::telemetry::LogFormat;
 
 /// Why a configuration cannot be used. Each names where the problem is.
 #[derive(Debug, thiserror::Error)]
@@ -267,25 +263,7 @@ impl Config {
 
     /// Checks what serde cannot.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let mut violations = Vec::new();
-        crate::api::validate::tenant(
-            &self.default_tenant,
-            "default_tenant",
-            &self.limits,
-            &mut violations,
-        );
-        if self.default_tenant.is_empty() {
-            violations.push(crate::api::validate::FieldViolation::new(
-                "default_tenant",
-                "must not be empty",
-            ));
-        }
-        if let Some(v) = violations.first() {
-            return Err(ConfigError::Invalid(format!(
-                "{}: {}",
-                v.field, v.description
-            )));
-        }
+        self.default_tenant()?;
         self.region()?;
         self.admin_addr()?;
         if self.server.max_message_bytes < 1024 {
@@ -303,6 +281,12 @@ impl Config {
         self.check_tls()?;
         self.check_listen_security()?;
         Ok(())
+    }
+
+    /// The tenant of requests that name none.
+    pub fn default_tenant(&self) -> Result<Tenant, ConfigError> {
+        Tenant::parse(&self.default_tenant, self.limits.max_tenant_bytes)
+            .map_err(|e| ConfigError::Invalid(format!("default_tenant: {e}")))
     }
 
     /// The TLS files load, and client certificates can only be mapped to identities
@@ -578,7 +562,7 @@ mod tests {
     #[test]
     fn an_auth_file_replaces_the_auth_table() {
         figment::Jail::expect_with(|jail| {
-            let key = crate::api::auth::hash_key("k-1");
+            let key = crate::auth::hash_key("k-1");
             jail.create_file(
                 "secrets.toml",
                 &format!(

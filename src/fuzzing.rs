@@ -8,12 +8,12 @@
 //! code. It must not do I/O beyond what the checked function itself does, nor depend on
 //! the environment or the clock, so a finding replays identically.
 
-use crate::classify::{
-    self, Category, Classification, ClassifyError, ClassifyInput, RetryAfterScope,
-};
+use crate::classify::{self, ClassifyError, ClassifyInput};
 use crate::config::{Config, ConfigError};
-use crate::outcome::{HistoryEntry, HistorySnapshot, Outcome};
-use crate::policy::{Action, Policy, PolicyInput};
+use crate::domain::Action;
+use crate::domain::{Category, Classification, RetryAfterScope};
+use crate::domain::{HistoryEntry, HistorySnapshot, Outcome};
+use crate::policy::{Policy, PolicyInput};
 use crate::sip::reason::{Location, ReasonValue, is_token};
 use crate::sip::{parse_reason_header, parse_response, parse_retry_after, reason_values};
 use std::collections::BTreeMap;
@@ -366,7 +366,7 @@ fn decide_cases() -> Vec<DecideCase> {
                 labels: labels.clone(),
                 ..Outcome::default()
             };
-            if let Ok(c) = classify::classify(&outcome.classify_input()) {
+            if let Ok(c) = classify::classify_outcome(&outcome) {
                 cases.push((outcome, c, history.clone(), attempt.is_none()));
             }
         }
@@ -376,7 +376,7 @@ fn decide_cases() -> Vec<DecideCase> {
         provider: Some(("telnyx".into(), "timeout".into())),
         ..Outcome::default()
     };
-    if let Ok(c) = classify::classify(&provider.classify_input()) {
+    if let Ok(c) = classify::classify_outcome(&provider) {
         cases.push((provider, c, HistorySnapshot::default(), false));
     }
     cases

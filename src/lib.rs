@@ -25,17 +25,19 @@
 //!   and by `tests/fuzz_corpus.rs`.
 
 pub mod api;
+pub mod auth;
 pub mod classify;
 pub mod cli;
 pub mod config;
+pub mod domain;
 pub mod events;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod nats;
-pub mod outcome;
 pub mod pipeline;
 pub mod policy;
 pub mod providers;
+pub mod quota;
 pub mod server;
 pub mod sip;
 pub mod store;

@@ -12,8 +12,6 @@
 //! - tenants become one subject token through [`tenant_token`] (`.` and `_` escaped);
 //! - free-form values in KV keys (call ids, destinations) are base64url without padding.
 
-use crate::events::EventError;
-use crate::store::StoreError;
 use async_nats::jetstream;
 use base64::Engine;
 use serde::{Deserialize, Serialize};
@@ -286,25 +284,6 @@ impl NatsConnection {
                 what: format!("KV bucket {bucket}"),
                 message: e.to_string(),
             })
-    }
-
-    /// `Unavailable` when the client is not connected: callers fail fast instead of
-    /// queueing a request behind a dead connection.
-    pub fn check_store(&self) -> Result<(), StoreError> {
-        if self.is_connected() {
-            Ok(())
-        } else {
-            Err(StoreError::Unavailable("not connected to NATS".into()))
-        }
-    }
-
-    /// As [`NatsConnection::check_store`], for the event log.
-    pub fn check_events(&self) -> Result<(), EventError> {
-        if self.is_connected() {
-            Ok(())
-        } else {
-            Err(EventError::Unavailable("not connected to NATS".into()))
-        }
     }
 }
 

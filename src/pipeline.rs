@@ -5,15 +5,18 @@
 //! live in `classify` and `policy`, the data in `store` and `events`, and the wire format
 //! in `api`. No tonic types here.
 
-use crate::classify::{self, Classification, ClassifyError};
+use crate::classify::{self, ClassifyError};
+use crate::domain::Classification;
+use crate::domain::Decision;
+use crate::domain::destination::normalize;
+use crate::domain::{HistoryEntry, HistorySnapshot, Outcome, Tenant};
 use crate::events::{EventError, EventLog, InlinePublish, NewEvent};
-use crate::outcome::{HistoryEntry, HistorySnapshot, Outcome};
-use crate::policy::{Decision, Policy, PolicyInput};
-use crate::store::destination::normalize;
+use crate::policy::{Policy, PolicyInput};
 use crate::store::{Claim, InlineClaim, InlineStore, ReportKey, Store, StoreError, StoredReport};
 use std::sync::Arc;
 use std::time::SystemTime;
 use tokio::time::Instant;
+use tokio_util::task::TaskTracker;
 use tracing::{Instrument, debug_span};
 
 /// Why a report or classification failed.
@@ -54,6 +57,8 @@ pub struct Pipeline {
     events: Arc<dyn EventLog>,
     policy: Arc<Policy>,
     default_region: Option<phonenumber::country::Id>,
+    /// Where reports of a networked backend run, so that a stop drains them.
+    tasks: TaskTracker,
 }
 
 impl std::fmt::Debug for Pipeline {
@@ -76,7 +81,21 @@ impl Pipeline {
             events,
             policy,
             default_region,
+            tasks: TaskTracker::new(),
         }
+    }
+
+    /// The same backends under another policy (the CLI's `classify --policy`).
+    pub fn with_policy(mut self, policy: Arc<Policy>) -> Self {
+        self.policy = policy;
+        self
+    }
+
+    /// Runs the report tasks of a networked backend on `tasks` (the server's, which it
+    /// drains at shutdown).
+    pub fn with_tasks(mut self, tasks: TaskTracker) -> Self {
+        self.tasks = tasks;
+        self
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {
@@ -100,11 +119,12 @@ impl Pipeline {
     /// destination's history (when `to` is set) but records nothing.
     pub async fn classify(
         &self,
-        tenant: &str,
+        tenant: &Tenant,
         outcome: &Outcome,
     ) -> Result<ClassifyResult, PipelineError> {
+        let tenant = tenant.as_str();
         let classification =
-            debug_span!("classify").in_scope(|| classify::classify(&outcome.classify_input()))?;
+            debug_span!("classify").in_scope(|| classify::classify_outcome(&outcome))?;
         let destination = if outcome.to.is_empty() {
             String::new()
         } else {
@@ -151,15 +171,15 @@ impl Pipeline {
     /// backends it runs in its own task for that.
     pub async fn report(
         &self,
-        tenant: String,
+        tenant: Tenant,
         outcome: Outcome,
     ) -> Result<ReportResult, PipelineError> {
         // Classification is pure and cheap: do it before touching the store, so that an
         // invalid outcome changes nothing.
         let classification =
-            debug_span!("classify").in_scope(|| classify::classify(&outcome.classify_input()))?;
+            debug_span!("classify").in_scope(|| classify::classify_outcome(&outcome))?;
         let key = ReportKey {
-            tenant,
+            tenant: tenant.into_string(),
             call_id: outcome.call_id.clone(),
             attempt: outcome.attempt.unwrap_or(0),
         };
@@ -177,14 +197,15 @@ impl Pipeline {
             return Box::pin(self.record(key, outcome, classification)).await;
         }
         let pipeline = self.clone();
-        tokio::spawn(
-            async move { pipeline.record(key, outcome, classification).await }
-                // The task continues the request's span, so its logs and child spans
-                // belong to the RPC's trace.
-                .instrument(tracing::Span::current()),
-        )
-        .await
-        .map_err(|e| PipelineError::Internal(format!("report task failed: {e}")))?
+        self.tasks
+            .spawn(
+                async move { pipeline.record(key, outcome, classification).await }
+                    // The task continues the request's span, so its logs and child spans
+                    // belong to the RPC's trace.
+                    .instrument(tracing::Span::current()),
+            )
+            .await
+            .map_err(|e| PipelineError::Internal(format!("report task failed: {e}")))?
     }
 
     /// [`Pipeline::report`] through the backends' synchronous faces, once `key` is
@@ -385,4 +406,58 @@ pub fn jitter_seed(tenant: &str, call_id: &str, attempt: u32) -> u64 {
         hash = hash.wrapping_mul(PRIME);
     }
     hash
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::events::memory::{EventRetention, MemoryEventLog};
+    use crate::store::StoreLimits;
+    use crate::store::memory::MemoryStore;
+
+    /// A duplicate gets back exactly what the first report returned, every field of a
+    /// rich result included (the memory store keeps it serialised).
+    #[tokio::test]
+    async fn kept_results_round_trip_exactly() {
+        use crate::domain::Outcome;
+        let pipeline = Pipeline::new(
+            Arc::new(MemoryStore::new(StoreLimits::default())),
+            Arc::new(MemoryEventLog::new(EventRetention::default())),
+            Arc::new(Policy::builtin()),
+            None,
+        );
+        let acme = Tenant::parse("acme", 64).unwrap();
+        let outcomes = [
+            Outcome {
+                call_id: "rich-1".into(),
+                to: "+15550104477".into(),
+                sip_code: Some(503),
+                retry_after_header: "120;duration=60 (maintenance)".into(),
+                reason_header: "Q.850;cause=34;text=\"No circuit\";location=LN".into(),
+                ..Outcome::default()
+            },
+            Outcome {
+                call_id: "rich-2".into(),
+                attempt: Some(2),
+                to: "sip:+4930123456@example.com".into(),
+                sip_code: Some(603),
+                reason_header: "Q.850;cause=21".into(),
+                ..Outcome::default()
+            },
+            Outcome {
+                call_id: "rich-3".into(),
+                provider: Some(("telnyx".into(), "call_rejected".into())),
+                ..Outcome::default()
+            },
+        ];
+        for outcome in outcomes {
+            let first = pipeline
+                .report(acme.clone(), outcome.clone())
+                .await
+                .unwrap();
+            let again = pipeline.report(acme.clone(), outcome).await.unwrap();
+            assert!(again.duplicate);
+            assert_eq!(again.report, first.report);
+        }
+    }
 }

@@ -12,10 +12,9 @@
 //! the OpenTelemetry tracing layer is not installed at all, so the hot path only pays for
 //! the RPC span that carries the trace id of every log line.
 
-use crate::classify::{Category, Classification};
-use crate::config::LogFormat;
+use crate::domain::{Action, Decision};
+use crate::domain::{Category, Classification};
 use crate::events::EventLog;
-use crate::policy::{Action, Decision};
 use opentelemetry::KeyValue;
 use opentelemetry::metrics::{
     Counter, Histogram, MeterProvider, ObservableCounter, ObservableGauge,
@@ -32,8 +31,20 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
 
+/// How log lines are written.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::ValueEnum,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// For terminals.
+    Text,
+    /// One JSON object a line, for log collectors.
+    Json,
+}
+
 /// Instrumentation scope and default `service.name`.
-pub const SERVICE_NAME: &str = "call-outcome";
+pub const OTEL_SERVICE: &str = "call-outcome";
 
 /// Whether spans are exported (the OpenTelemetry layer is installed). Without export the
 /// RPC span only has to carry the trace id of log lines, so it stays minimal.
@@ -90,7 +101,7 @@ fn resource() -> opentelemetry_sdk::Resource {
     if std::env::var("OTEL_SERVICE_NAME").is_ok_and(|v| !v.is_empty()) {
         builder.build()
     } else {
-        builder.with_service_name(SERVICE_NAME).build()
+        builder.with_service_name(OTEL_SERVICE).build()
     }
 }
 
@@ -179,7 +190,7 @@ pub fn init(
             .with_batch_exporter(exporter)
             .with_resource(resource())
             .build();
-        let tracer = provider.tracer(SERVICE_NAME);
+        let tracer = provider.tracer(OTEL_SERVICE);
         guard.provider = Some(provider);
         // The span layer has its own filter: the child spans (classify, store, publish)
         // are DEBUG so that, without export, they cost nothing; with export they are on.
@@ -259,7 +270,7 @@ impl Metrics {
             builder = builder.with_periodic_exporter(exporter);
         }
         let provider = builder.build();
-        let meter = provider.meter(SERVICE_NAME);
+        let meter = provider.meter(OTEL_SERVICE);
 
         let counters = Arc::clone(&events);
         let events_published = meter
@@ -445,7 +456,7 @@ impl Metrics {
 
     /// The service's meter, for instruments owned by other modules (limits).
     pub fn meter(&self) -> opentelemetry::metrics::Meter {
-        self.provider.meter(SERVICE_NAME)
+        self.provider.meter(OTEL_SERVICE)
     }
 
     /// Flushes the OTLP reader, if any (bounded by the SDK's own timeouts).

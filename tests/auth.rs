@@ -4,7 +4,7 @@
 
 mod common;
 
-use call_outcome::api::auth::{ApiKeyConfig, AuthConfig, Role, hash_key};
+use call_outcome::auth::{ApiKeyConfig, AuthConfig, Role, hash_key};
 use call_outcome::config::{Config, parse_file};
 use call_outcome::proto as pb;
 use call_outcome::server::RunningServer;

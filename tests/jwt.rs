@@ -5,8 +5,8 @@
 
 mod common;
 
-use call_outcome::api::auth::{ApiKeyConfig, AuthConfig, Role, hash_key};
-use call_outcome::api::jwt::{JwtConfig, JwtKeyConfig};
+use call_outcome::auth::jwt::{JwtConfig, JwtKeyConfig};
+use call_outcome::auth::{ApiKeyConfig, AuthConfig, Role, hash_key};
 use call_outcome::config::Config;
 use call_outcome::proto as pb;
 use common::*;

@@ -349,7 +349,10 @@ async fn eviction_is_signalled_with_a_gap() {
     .await;
     match next_non_heartbeat(&mut resumed).await {
         Kind::Gap(gap) => {
-            assert_eq!(gap.reason, "evicted");
+            #[allow(deprecated)]
+            let text = gap.reason.clone();
+            assert_eq!(text, "evicted");
+            assert_eq!(gap.reason_code(), pb::GapReason::Evicted);
             assert_eq!(gap.first_sequence, first.sequence + 1);
             assert_eq!(gap.last_sequence, first.sequence + 14);
             assert!(!gap.resume_token.is_empty());
@@ -384,7 +387,12 @@ async fn a_token_from_another_incarnation_is_signalled() {
     )
     .await;
     match next_non_heartbeat(&mut resumed).await {
-        Kind::Gap(gap) => assert_eq!(gap.reason, "epoch_changed"),
+        Kind::Gap(gap) => {
+            #[allow(deprecated)]
+            let text = gap.reason.clone();
+            assert_eq!(text, "epoch_changed");
+            assert_eq!(gap.reason_code(), pb::GapReason::EpochChanged);
+        }
         other => panic!("expected a gap, got {other:?}"),
     }
     assert_eq!(

@@ -7,7 +7,7 @@ mod common;
 #[path = "common/pki.rs"]
 mod pki;
 
-use call_outcome::api::auth::{ApiKeyConfig, AuthConfig, ClientCertConfig, Role, hash_key};
+use call_outcome::auth::{ApiKeyConfig, AuthConfig, ClientCertConfig, Role, hash_key};
 use call_outcome::config::Config;
 use call_outcome::proto as pb;
 use call_outcome::proto::call_outcome_service_client::CallOutcomeServiceClient;

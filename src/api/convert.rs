@@ -2,11 +2,11 @@
 //!
 //! Mechanical mapping only: no validation (see `validate`) and no business rules.
 
-use crate::classify::{
+use crate::domain::{Action, Alternative, Decision, RetryPlan};
+use crate::domain::{
     AppliedRetryAfter, Basis, Category, Classification, Fault, Q850Source, RetryAfterScope,
     Retryable,
 };
-use crate::policy::{Action, Alternative, Decision, RetryPlan};
 use crate::proto as pb;
 use std::borrow::Cow;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -242,8 +242,8 @@ impl From<&pb::Decision> for Decision {
 }
 
 /// The wire form of a domain outcome (events, the CLI's report).
-impl From<&crate::outcome::Outcome> for pb::CallOutcome {
-    fn from(o: &crate::outcome::Outcome) -> Self {
+impl From<&crate::domain::Outcome> for pb::CallOutcome {
+    fn from(o: &crate::domain::Outcome) -> Self {
         let has_sip = o.sip_code.is_some()
             || !o.reason_phrase.is_empty()
             || !o.reason_header.is_empty()

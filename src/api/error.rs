@@ -1,12 +1,26 @@
-//! The one mapping from the service's errors to gRPC status codes.
+//! The one mapping from the service's errors to gRPC statuses: every [`Status`] the
+//! service sends is built here, from an [`ApiError`]. Elsewhere, building a status is
+//! refused by clippy (`disallowed-methods` in `clippy.toml`); handlers, layers and the
+//! stream return an `ApiError` and the edge converts it at the last moment.
+//!
+//! Codes follow gRPC's and Google's AIP-193 meaning, so clients retry what is worth
+//! retrying: `INVALID_ARGUMENT` (with `BadRequest` field violations) changed nothing;
+//! `UNAVAILABLE` (overload, a backend outage, a stream cut at shutdown) is retried with
+//! backoff, a stream with its resume token; `RESOURCE_EXHAUSTED` (quota, subscription
+//! caps) is the caller's own limit; `ABORTED` a duplicate racing its original.
 
-use super::rate_limit::RateLimited;
-use super::validate::FieldViolation;
+use crate::api::validate::FieldViolation;
+use crate::auth::AuthError;
 use crate::events::EventError;
 use crate::pipeline::PipelineError;
+use crate::quota::RateLimited;
 use crate::store::StoreError;
+use tonic::metadata::MetadataValue;
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
+
+/// Response metadata key of the resume token on a stream that ends with an error.
+pub const RESUME_TOKEN_METADATA: &str = "x-resume-token";
 
 /// Everything an RPC can fail with, before it becomes a [`Status`].
 #[derive(Debug, thiserror::Error)]
@@ -16,14 +30,46 @@ pub enum ApiError {
     InvalidArgument(Vec<FieldViolation>),
     #[error(transparent)]
     Pipeline(#[from] PipelineError),
+    /// The caller presented no usable credentials, or credentials that disagree.
+    #[error(transparent)]
+    Auth(#[from] AuthError),
+    /// Auth is on and the request reached a handler without an identity.
+    #[error("missing credentials")]
+    MissingCredentials,
+    /// The caller is known but may not do this (a role, another tenant's data).
+    #[error("{0}")]
+    PermissionDenied(String),
     /// The tenant's rate limit for this RPC is used up; nothing was recorded.
     #[error("{0}")]
     RateLimited(RateLimited),
+    /// A subscription cap (`[subscriptions]`) is reached.
+    #[error("{0}")]
+    SubscriptionCap(String),
     /// `server.max_in_flight` requests are being handled; this one was not looked at.
     #[error(
         "server overloaded: {max_in_flight} requests in flight; nothing was processed, retry with backoff"
     )]
     Overloaded { max_in_flight: usize },
+    /// The event log failed while opening or serving a subscription.
+    #[error(transparent)]
+    Events(EventError),
+    /// A subscription ends (shutdown, event log closed or failed): resume from the token.
+    #[error("{reason}; resume with the last resume token")]
+    StreamEnded {
+        reason: StreamEnd,
+        resume_token: String,
+    },
+}
+
+/// Why a running subscription ended.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StreamEnd {
+    #[error("server is shutting down")]
+    ShuttingDown,
+    #[error("the event log closed")]
+    LogClosed,
+    #[error("{0}")]
+    LogFailed(EventError),
 }
 
 fn summary(violations: &[FieldViolation]) -> String {
@@ -34,11 +80,25 @@ fn summary(violations: &[FieldViolation]) -> String {
         .join("; ")
 }
 
+impl ApiError {
+    /// The status sent for this error.
+    pub fn into_status(self) -> Status {
+        Status::from(self)
+    }
+}
+
 impl From<ApiError> for Status {
+    // The one place statuses are built.
+    #[allow(clippy::disallowed_methods)]
     fn from(error: ApiError) -> Self {
         let message = error.to_string();
         match error {
             ApiError::InvalidArgument(violations) => bad_request(message, violations),
+            ApiError::Auth(AuthError::TenantMismatch { .. }) | ApiError::PermissionDenied(_) => {
+                Status::new(Code::PermissionDenied, message)
+            }
+            ApiError::Auth(AuthError::Unauthenticated(_) | AuthError::InvalidConfig(_))
+            | ApiError::MissingCredentials => Status::new(Code::Unauthenticated, message),
             // A quota, per AIP-193: RESOURCE_EXHAUSTED with when to retry and which quota.
             ApiError::RateLimited(limited) => {
                 let mut details = ErrorDetails::with_retry_info(Some(limited.retry_after));
@@ -48,6 +108,7 @@ impl From<ApiError> for Status {
                 );
                 Status::with_error_details(Code::ResourceExhausted, message, details)
             }
+            ApiError::SubscriptionCap(_) => Status::new(Code::ResourceExhausted, message),
             // The whole replica is busy, not the caller's quota: UNAVAILABLE is what gRPC
             // clients and proxies retry (on another replica) with backoff.
             ApiError::Overloaded { .. } => Status::new(Code::Unavailable, message),
@@ -73,10 +134,26 @@ impl From<ApiError> for Status {
                 PipelineError::Internal(_)
                 | PipelineError::Events(EventError::TokenFromTheFuture { .. }),
             ) => Status::new(Code::Internal, message),
+            // A token ahead of the log is the caller's input: nothing to retry as is.
+            ApiError::Events(e @ EventError::TokenFromTheFuture { .. }) => bad_request(
+                format!("invalid request: resume_token: {e}"),
+                vec![FieldViolation::new("resume_token", e.to_string())],
+            ),
+            ApiError::Events(EventError::Unavailable(_) | EventError::Backend(_)) => {
+                Status::new(Code::Unavailable, message)
+            }
+            ApiError::StreamEnded { resume_token, .. } => {
+                let mut status = Status::new(Code::Unavailable, message);
+                if let Ok(value) = MetadataValue::try_from(resume_token.as_str()) {
+                    status.metadata_mut().insert(RESUME_TOKEN_METADATA, value);
+                }
+                status
+            }
         }
     }
 }
 
+#[allow(clippy::disallowed_methods)]
 fn bad_request(message: String, violations: Vec<FieldViolation>) -> Status {
     let details = ErrorDetails::with_bad_request(
         violations
@@ -102,6 +179,37 @@ mod tests {
             .get_details_bad_request()
             .expect("bad request details");
         assert_eq!(bad.field_violations[0].field, "outcome.sip.code");
+    }
+
+    #[test]
+    fn auth_errors_are_unauthenticated_or_denied() {
+        let status = Status::from(ApiError::Auth(AuthError::Unauthenticated("x".into())));
+        assert_eq!(status.code(), Code::Unauthenticated);
+        let status = Status::from(ApiError::Auth(AuthError::TenantMismatch {
+            cert_name: "c".into(),
+            cert_tenant: "t".into(),
+        }));
+        assert_eq!(status.code(), Code::PermissionDenied);
+    }
+
+    #[test]
+    fn an_ended_stream_carries_its_resume_token() {
+        let status = Status::from(ApiError::StreamEnded {
+            reason: StreamEnd::ShuttingDown,
+            resume_token: "abc".into(),
+        });
+        assert_eq!(status.code(), Code::Unavailable);
+        assert_eq!(
+            status
+                .metadata()
+                .get(RESUME_TOKEN_METADATA)
+                .map(|v| v.to_str().ok()),
+            Some(Some("abc"))
+        );
+        assert_eq!(
+            status.message(),
+            "server is shutting down; resume with the last resume token"
+        );
     }
 
     #[test]

@@ -1,38 +1,41 @@
-//! gRPC service implementations: validate the request, convert proto ↔ domain, call the
-//! pipeline, map errors, and trace and count each RPC. No business rules live here.
+//! The gRPC edge: validate the request, convert proto ↔ domain, call the pipeline, map
+//! errors (only through [`error`]), and trace and count each RPC. No business rules
+//! live here.
 //!
-//! Authorisation happens here too: with an [`auth::Identity`] in the request extensions
-//! (put there by [`auth::AuthLayer`]) each RPC needs its role, and acts only for the
-//! identity's tenant; a request naming another tenant is `PERMISSION_DENIED`.
+//! Authorisation happens here too: with an [`crate::auth::Identity`] in the request
+//! extensions (put there by [`layers::auth`]) each RPC needs its role, and acts only for
+//! the identity's tenant; a request naming another tenant is `PERMISSION_DENIED`.
+//!
+//! - [`validate`], [`convert`]: proto → domain (with field violations) and back.
+//! - [`subscribe`]: the `SubscribeOutcomes` stream on top of the event log.
+//! - [`layers`]: the tower layers in front of the service, one per file.
+//! - [`error`]: [`error::ApiError`] and the one mapping to `tonic::Status`.
 
-pub mod auth;
-pub mod codec;
 pub mod convert;
 pub mod error;
-pub mod in_flight;
-pub mod jwt;
-pub mod rate_limit;
+pub mod layers;
 pub mod subscribe;
-pub mod trace;
 pub mod validate;
 
-use crate::classify::Classification;
+/// The fully qualified name of the public service.
+pub const SERVICE_NAME: &str = "calloutcome.v1.CallOutcomeService";
+
+use crate::auth::{Identity, Role};
+use crate::domain::{Classification, Decision, Tenant};
 use crate::events::EventError;
 use crate::pipeline::{Pipeline, PipelineError};
-use crate::policy::Decision;
 use crate::proto as pb;
 use crate::proto::call_outcome_service_server::CallOutcomeService;
+use crate::quota::{LimitedRpc, RateLimits};
 use crate::store::StoreError;
 use crate::telemetry::Metrics;
-use auth::{Identity, Role};
 use error::ApiError;
-use rate_limit::{LimitedRpc, RateLimits};
+use layers::trace::Rpc;
 use std::sync::Arc;
 use std::time::SystemTime;
 use subscribe::{SubscriptionConfig, SubscriptionPermits};
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
-use trace::Rpc;
 use tracing::Instrument;
 use validate::{FieldViolation, Purpose, RequestLimits};
 
@@ -41,7 +44,7 @@ use validate::{FieldViolation, Purpose, RequestLimits};
 pub struct CallOutcomeApi {
     pipeline: Pipeline,
     limits: RequestLimits,
-    default_tenant: String,
+    default_tenant: Tenant,
     subscriptions: SubscriptionConfig,
     permits: Arc<SubscriptionPermits>,
     metrics: Arc<Metrics>,
@@ -57,7 +60,7 @@ pub struct CallOutcomeApi {
 #[derive(Debug, Clone)]
 pub struct ApiSettings {
     pub limits: RequestLimits,
-    pub default_tenant: String,
+    pub default_tenant: Tenant,
     pub subscriptions: SubscriptionConfig,
     /// Auth is on: every request must carry an [`Identity`].
     pub auth_required: bool,
@@ -91,73 +94,79 @@ impl CallOutcomeApi {
     }
 
     /// Takes one call of `rpc` from `tenant`'s rate limit (a validated tenant name).
-    fn admit(&self, rpc: LimitedRpc, tenant: &String) -> Result<(), ApiError> {
+    fn admit(&self, rpc: LimitedRpc, tenant: &Tenant) -> Result<(), ApiError> {
         match &self.rate_limits {
             Some(limits) => limits.check(rpc, tenant).map_err(ApiError::RateLimited),
             None => Ok(()),
         }
     }
 
-    /// Authorises a request for `role` and returns the tenant it may name: without auth,
-    /// the requested one unchanged; with an identity, the identity's own (the request
-    /// may name it or leave it empty).
+    /// Authorises a request for `role` and returns the tenant it acts for: without auth,
+    /// the one it names (parsed; the default when it names none); with an identity, the
+    /// identity's own (the request may name it or leave it empty).
+    ///
+    /// An invalid tenant name is returned as its field violation, so that it is reported
+    /// together with the rest of the request's.
     fn scope(
         &self,
         identity: Option<&Identity>,
         role: Role,
         requested: &str,
-    ) -> Result<String, Status> {
+    ) -> Result<Result<Tenant, FieldViolation>, ApiError> {
         let Some(identity) = identity else {
             if self.auth_required {
-                return Err(Status::unauthenticated("missing credentials"));
+                return Err(ApiError::MissingCredentials);
             }
-            return Ok(requested.to_owned());
+            if requested.is_empty() {
+                return Ok(Ok(self.default_tenant.clone()));
+            }
+            return Ok(Tenant::parse(requested, self.limits.max_tenant_bytes)
+                .map_err(|e| FieldViolation::new("tenant", e.to_string())));
         };
         if !identity.allows(role) {
-            return Err(Status::permission_denied(format!(
+            return Err(ApiError::PermissionDenied(format!(
                 "`{}` lacks the `{}` role",
                 identity.name,
                 role.as_str()
             )));
         }
-        if !requested.is_empty() && requested != identity.tenant {
-            return Err(Status::permission_denied(format!(
+        if !requested.is_empty() && *requested != *identity.tenant {
+            return Err(ApiError::PermissionDenied(format!(
                 "`{}` may act only for tenant `{}`",
                 identity.name, identity.tenant
             )));
         }
-        Ok(identity.tenant.clone())
-    }
-
-    /// The tenant a request acts for: the one it names, or the default.
-    fn tenant(&self, requested: &str, violations: &mut Vec<FieldViolation>) -> String {
-        if requested.is_empty() {
-            return self.default_tenant.clone();
-        }
-        validate::tenant(requested, "tenant", &self.limits, violations);
-        requested.to_owned()
+        Ok(Ok(identity.tenant.clone()))
     }
 
     fn outcome(
         &self,
-        tenant: &str,
+        tenant: Result<Tenant, FieldViolation>,
         outcome: Option<&pb::CallOutcome>,
         purpose: Purpose,
-    ) -> Result<(String, crate::outcome::Outcome), ApiError> {
+    ) -> Result<(Tenant, crate::domain::Outcome), ApiError> {
         let mut violations = Vec::new();
-        let tenant = self.tenant(tenant, &mut violations);
         // Charged before the outcome is validated, so that invalid requests count too;
         // only a valid tenant name gets a bucket.
-        if violations.is_empty() {
-            let rpc = match purpose {
-                Purpose::Report => LimitedRpc::Report,
-                Purpose::Classify => LimitedRpc::Classify,
-            };
-            self.admit(rpc, &tenant)?;
-        }
+        let tenant = match tenant {
+            Ok(tenant) => {
+                let rpc = match purpose {
+                    Purpose::Report => LimitedRpc::Report,
+                    Purpose::Classify => LimitedRpc::Classify,
+                };
+                self.admit(rpc, &tenant)?;
+                Some(tenant)
+            }
+            Err(violation) => {
+                violations.push(violation);
+                None
+            }
+        };
         match validate::outcome(outcome, purpose, &self.limits, SystemTime::now()) {
-            Ok(outcome) if violations.is_empty() => Ok((tenant, outcome)),
-            Ok(_) => Err(ApiError::InvalidArgument(violations)),
+            Ok(outcome) => match tenant {
+                Some(tenant) => Ok((tenant, outcome)),
+                None => Err(ApiError::InvalidArgument(violations)),
+            },
             Err(more) => {
                 violations.extend(more);
                 Err(ApiError::InvalidArgument(violations))
@@ -192,9 +201,9 @@ impl CallOutcomeApi {
         &self,
         identity: Option<Identity>,
         request: pb::ReportOutcomeRequest,
-    ) -> Result<pb::ReportOutcomeResponse, Status> {
+    ) -> Result<pb::ReportOutcomeResponse, ApiError> {
         let tenant = self.scope(identity.as_ref(), Role::Report, &request.tenant)?;
-        let (tenant, outcome) = self.outcome(&tenant, request.outcome.as_ref(), Purpose::Report)?;
+        let (tenant, outcome) = self.outcome(tenant, request.outcome.as_ref(), Purpose::Report)?;
         let result = self
             .pipeline
             .report(tenant, outcome)
@@ -222,10 +231,10 @@ impl CallOutcomeApi {
         &self,
         identity: Option<Identity>,
         request: pb::ClassifyRequest,
-    ) -> Result<pb::ClassifyResponse, Status> {
+    ) -> Result<pb::ClassifyResponse, ApiError> {
         let tenant = self.scope(identity.as_ref(), Role::Report, &request.tenant)?;
         let (tenant, outcome) =
-            self.outcome(&tenant, request.outcome.as_ref(), Purpose::Classify)?;
+            self.outcome(tenant, request.outcome.as_ref(), Purpose::Classify)?;
         let result = self
             .pipeline
             .classify(&tenant, &outcome)
@@ -243,18 +252,18 @@ impl CallOutcomeApi {
         &self,
         identity: Option<Identity>,
         request: pb::SubscribeOutcomesRequest,
-    ) -> Result<subscribe::ResponseStream, Status> {
-        let tenant = self.scope(identity.as_ref(), Role::Subscribe, &request.tenant)?;
-        let mut violations = Vec::new();
-        let tenant = self.tenant(&tenant, &mut violations);
-        if !violations.is_empty() {
-            return Err(ApiError::InvalidArgument(violations).into());
-        }
+    ) -> Result<subscribe::ResponseStream, ApiError> {
+        let tenant = self
+            .scope(identity.as_ref(), Role::Subscribe, &request.tenant)?
+            .map_err(|violation| ApiError::InvalidArgument(vec![violation]))?;
         self.admit(LimitedRpc::Subscribe, &tenant)?;
-        let subscription =
-            subscribe::request(tenant, &request, &self.limits, &self.subscriptions, |d| {
-                self.pipeline.destination(d)
-            })?;
+        let subscription = subscribe::request(
+            tenant.into_string(),
+            &request,
+            &self.limits,
+            &self.subscriptions,
+            |d| self.pipeline.destination(d),
+        )?;
         let permit = self.permits.try_acquire(&subscription.tenant)?;
         subscribe::open(
             Arc::clone(self.pipeline.events()),
@@ -292,7 +301,8 @@ impl CallOutcomeService for CallOutcomeApi {
         let result = self
             .report(identity, request.into_inner())
             .instrument(rpc.span.clone())
-            .await;
+            .await
+            .map_err(ApiError::into_status);
         rpc.finish(&self.metrics, &result);
         result.map(Response::new)
     }
@@ -310,7 +320,8 @@ impl CallOutcomeService for CallOutcomeApi {
         let result = self
             .classify_outcome(identity, request.into_inner())
             .instrument(rpc.span.clone())
-            .await;
+            .await
+            .map_err(ApiError::into_status);
         rpc.finish(&self.metrics, &result);
         result.map(Response::new)
     }
@@ -330,7 +341,8 @@ impl CallOutcomeService for CallOutcomeApi {
         let result = self
             .subscribe(identity, request.into_inner())
             .instrument(rpc.span.clone())
-            .await;
+            .await
+            .map_err(ApiError::into_status);
         rpc.finish(&self.metrics, &result);
         result.map(Response::new)
     }

@@ -6,10 +6,11 @@
 //! here live *inside* the stream and are released when the stream is dropped.
 
 use super::convert::timestamp;
+use super::error::{ApiError, StreamEnd};
 use super::validate::{FieldViolation, RequestLimits};
-use crate::classify::Category;
+use crate::domain::Category;
 use crate::events::{
-    Delivery, EventError, EventLog, Filter, Position, Start, SubscriptionRequest, TokenError, token,
+    Delivery, EventLog, Filter, GapReason, Position, Start, SubscriptionRequest, TokenError, token,
 };
 use crate::proto as pb;
 use parking_lot::Mutex;
@@ -24,7 +25,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::Status;
 
 /// Metadata key of the last resume token on a stream's final status.
-pub const RESUME_TOKEN_METADATA: &str = "x-resume-token";
+pub use super::error::RESUME_TOKEN_METADATA;
 
 /// Subscription settings (`[subscriptions]`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -90,14 +91,14 @@ impl SubscriptionPermits {
     }
 
     /// Takes a permit for `tenant`, or says which cap is reached.
-    pub fn try_acquire(&self, tenant: &str) -> Result<Permit, Status> {
+    pub fn try_acquire(&self, tenant: &str) -> Result<Permit, ApiError> {
         let global = Arc::clone(&self.global).try_acquire_owned().map_err(|_| {
-            Status::resource_exhausted("too many concurrent subscriptions on this server")
+            ApiError::SubscriptionCap("too many concurrent subscriptions on this server".into())
         })?;
         let mut map = self.per_tenant.lock();
         let n = map.entry(tenant.to_owned()).or_insert(0);
         if *n >= self.max_per_tenant {
-            return Err(Status::resource_exhausted(format!(
+            return Err(ApiError::SubscriptionCap(format!(
                 "too many concurrent subscriptions for tenant {tenant} (at most {})",
                 self.max_per_tenant
             )));
@@ -123,7 +124,7 @@ pub fn request(
     limits: &RequestLimits,
     config: &SubscriptionConfig,
     normalize: impl Fn(&str) -> String,
-) -> Result<SubscriptionRequest, Status> {
+) -> Result<SubscriptionRequest, ApiError> {
     let mut v = Vec::new();
     let entries = r.categories.len() + r.sip_codes.len() + r.destinations.len() + r.labels.len();
     if entries > config.max_filter_entries {
@@ -181,8 +182,8 @@ pub fn request(
         match token::decode(&tenant, &r.resume_token) {
             Ok(p) => Start::After(p),
             Err(TokenError::OtherTenant) => {
-                return Err(Status::permission_denied(
-                    "the resume token belongs to another tenant",
+                return Err(ApiError::PermissionDenied(
+                    "the resume token belongs to another tenant".into(),
                 ));
             }
             Err(TokenError::Malformed) => {
@@ -201,7 +202,7 @@ pub fn request(
         }
     };
     if !v.is_empty() {
-        return Err(super::error::ApiError::InvalidArgument(v).into());
+        return Err(ApiError::InvalidArgument(v));
     }
     Ok(SubscriptionRequest {
         tenant,
@@ -229,17 +230,25 @@ pub async fn open(
     request: SubscriptionRequest,
     permit: Permit,
     shutdown: CancellationToken,
-) -> Result<ResponseStream, Status> {
+) -> Result<ResponseStream, ApiError> {
     let tenant = request.tenant.clone();
+    let tenant_end = tenant.clone();
     // Where a stream that ends before its first delivery tells the client to resume.
     let mut last = match request.start {
         Start::After(p) => p,
-        Start::New | Start::Oldest => events.head().await.map_err(event_status)?,
+        Start::New | Start::Oldest => events.head().await.map_err(ApiError::Events)?,
     };
     if let Start::Oldest = request.start {
         last.sequence = 0;
     }
-    let mut inner = events.subscribe(request).await.map_err(event_status)?;
+    let mut inner = events.subscribe(request).await.map_err(ApiError::Events)?;
+    let ended = move |reason: StreamEnd, last: Position| {
+        Err(ApiError::StreamEnded {
+            reason,
+            resume_token: token::encode(&tenant_end, last),
+        }
+        .into_status())
+    };
     let stream = async_stream::stream! {
         // Held for the life of the stream: the caps count running streams.
         let _permit = permit;
@@ -247,15 +256,8 @@ pub async fn open(
             tokio::select! {
                 biased;
                 () = shutdown.cancelled() => {
-                    let token = token::encode(&tenant, last);
-                    yield Ok(heartbeat(token.clone()));
-                    let mut status = Status::unavailable(
-                        "server is shutting down; resume with the last resume token",
-                    );
-                    if let Ok(value) = token.parse() {
-                        status.metadata_mut().insert(RESUME_TOKEN_METADATA, value);
-                    }
-                    yield Err(status);
+                    yield Ok(heartbeat(token::encode(&tenant, last)));
+                    yield ended(StreamEnd::ShuttingDown, last);
                     break;
                 }
                 item = inner.next() => match item {
@@ -264,19 +266,11 @@ pub async fn open(
                         yield Ok(to_wire(&tenant, delivery));
                     }
                     Some(Err(e)) => {
-                        let mut status = event_status(e);
-                        if let Ok(value) = token::encode(&tenant, last).parse() {
-                            status.metadata_mut().insert(RESUME_TOKEN_METADATA, value);
-                        }
-                        yield Err(status);
+                        yield ended(StreamEnd::LogFailed(e), last);
                         break;
                     }
                     None => {
-                        let mut status = Status::unavailable("the event log closed; resume with the last resume token");
-                        if let Ok(value) = token::encode(&tenant, last).parse() {
-                            status.metadata_mut().insert(RESUME_TOKEN_METADATA, value);
-                        }
-                        yield Err(status);
+                        yield ended(StreamEnd::LogClosed, last);
                         break;
                     }
                 }
@@ -284,19 +278,6 @@ pub async fn open(
         }
     };
     Ok(Box::pin(stream))
-}
-
-fn event_status(e: EventError) -> Status {
-    match e {
-        EventError::TokenFromTheFuture { .. } => {
-            super::error::ApiError::InvalidArgument(vec![FieldViolation::new(
-                "resume_token",
-                e.to_string(),
-            )])
-            .into()
-        }
-        EventError::Unavailable(_) | EventError::Backend(_) => Status::unavailable(e.to_string()),
-    }
 }
 
 fn heartbeat(resume_token: String) -> pb::SubscribeOutcomesResponse {
@@ -333,12 +314,21 @@ fn to_wire(tenant: &str, delivery: Delivery) -> pb::SubscribeOutcomesResponse {
             last,
             reason,
             position,
-        } => Kind::Gap(pb::Gap {
-            first_sequence: first,
-            last_sequence: last,
-            reason: reason.as_str().to_owned(),
-            resume_token: token_at(position),
-        }),
+        } => Kind::Gap(
+            // `reason` is deprecated, and still filled for clients built before `reason_code`.
+            #[allow(deprecated)]
+            pb::Gap {
+                first_sequence: first,
+                last_sequence: last,
+                reason: reason.as_str().to_owned(),
+                resume_token: token_at(position),
+                reason_code: match reason {
+                    GapReason::Evicted => pb::GapReason::Evicted,
+                    GapReason::EpochChanged => pb::GapReason::EpochChanged,
+                }
+                .into(),
+            },
+        ),
         Delivery::Heartbeat { position } => {
             return heartbeat(token_at(position));
         }

@@ -6,7 +6,7 @@
 //! request changes nothing.
 
 use super::convert::system_time;
-use crate::outcome::Outcome;
+use crate::domain::Outcome;
 use crate::proto as pb;
 use serde::{Deserialize, Serialize};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};

@@ -22,9 +22,10 @@
 use std::borrow::Cow;
 
 use super::summary::summary;
-use super::{
-    AppliedRetryAfter, Basis, Category, Classification, ClassifyError, ClassifyInput, Fault,
-    Q850Source, RetryAfterScope, Retryable, Verdict,
+use super::{ClassifyError, ClassifyInput};
+use crate::domain::{
+    AppliedRetryAfter, Basis, Category, Classification, Fault, Q850Source, RetryAfterScope,
+    Retryable, Verdict,
 };
 use crate::providers::{Provider, ProviderCause};
 use crate::sip::reason::{Location, ReasonValue, reason_values};

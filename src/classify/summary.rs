@@ -4,7 +4,7 @@
 //! Q.850 cause) selects a more precise sentence where the category alone is too coarse
 //! (607 vs 608 vs 603+, 600 vs 486, 484 vs 404, ...).
 
-use crate::classify::{Basis, Category};
+use crate::domain::{Basis, Category};
 
 /// The summary for `category`, decided by `basis`, where `code` is the effective SIP code
 /// when the code decided and `q850` the Q.850 cause when a Reason value decided.

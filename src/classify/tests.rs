@@ -1,6 +1,7 @@
 //! Table-driven tests of the classifier against every table of the reference.
 
 use super::*;
+use crate::domain::*;
 use crate::sip::status::REGISTERED;
 use Category as C;
 use Fault as F;

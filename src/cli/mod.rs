@@ -8,8 +8,7 @@ mod subscribe;
 pub use connect::ConnectArgs;
 
 use crate::config::{self, Backend, Config, ConfigError, LogFormat};
-use crate::outcome::Outcome;
-use crate::pipeline::Pipeline;
+use crate::domain::{Outcome, Tenant};
 use crate::policy::Policy;
 use crate::proto as pb;
 use clap::{Args, Parser, Subcommand};
@@ -307,16 +306,15 @@ async fn classify(args: ClassifyArgs) -> Result<(), CliError> {
     };
     let outcome = args.outcome.outcome()?;
     let config = Config::default();
-    let pipeline = Pipeline::new(
-        Arc::new(crate::store::memory::MemoryStore::new(config.store.clone())),
-        Arc::new(crate::events::memory::MemoryEventLog::new(
-            config.events.clone(),
-        )),
-        Arc::new(policy),
-        config.region()?,
-    );
+    // The server's own backends on the embedded default: the same pipeline `serve` runs.
+    let pipeline = crate::server::backends::build(&config)
+        .await?
+        .pipeline
+        .with_policy(Arc::new(policy));
+    let tenant = Tenant::parse(&args.tenant, config.limits.max_tenant_bytes)
+        .map_err(|e| CliError::Invalid(format!("--tenant: {e}")))?;
     let result = pipeline
-        .classify(&args.tenant, &outcome)
+        .classify(&tenant, &outcome)
         .await
         .map_err(|e| match e {
             crate::pipeline::PipelineError::Invalid(e) => {
@@ -359,12 +357,12 @@ async fn report(args: ReportArgs) -> Result<(), CliError> {
     let classification = response
         .classification
         .as_ref()
-        .map(crate::classify::Classification::from)
+        .map(crate::domain::Classification::from)
         .ok_or_else(|| CliError::Rpc("the server sent no classification".into()))?;
     let decision = response
         .decision
         .as_ref()
-        .map(crate::policy::Decision::from)
+        .map(crate::domain::Decision::from)
         .ok_or_else(|| CliError::Rpc("the server sent no decision".into()))?;
     let report = output::ReportInfo {
         event_id: response.event_id.clone(),
@@ -393,7 +391,9 @@ async fn report(args: ReportArgs) -> Result<(), CliError> {
     Ok(())
 }
 
-fn status_error(status: tonic::Status) -> CliError {
+/// A refusal from the server as a CLI error: `INVALID_ARGUMENT` exits 2 like a local
+/// validation error, whichever command got it; every other status exits 69.
+pub(crate) fn status_error(status: tonic::Status) -> CliError {
     use tonic_types::StatusExt;
     let mut message = format!("{:?}: {}", status.code(), status.message());
     if let Some(bad) = status.get_details_bad_request() {
@@ -423,7 +423,7 @@ fn hash_key(args: HashKeyArgs) -> Result<(), CliError> {
     if key.is_empty() {
         return Err(CliError::Invalid("the key is empty".into()));
     }
-    println!("{}", crate::api::auth::hash_key(&key));
+    println!("{}", crate::auth::hash_key(&key));
     Ok(())
 }
 

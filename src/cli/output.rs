@@ -1,8 +1,8 @@
 //! How the CLI prints results: one JSON object (lower-case reference vocabulary) or a
 //! readable explanation for people at a terminal.
 
-use crate::classify::Classification;
-use crate::policy::Decision;
+use crate::domain::Classification;
+use crate::domain::Decision;
 use serde_json::{Value, json};
 use std::fmt::Write;
 

@@ -5,8 +5,8 @@
 use super::CliError;
 use super::output::result_json;
 use crate::api::convert::system_time;
-use crate::classify::{Category, Classification};
-use crate::policy::Decision;
+use crate::domain::Decision;
+use crate::domain::{Category, Classification};
 use crate::proto as pb;
 use clap::Args;
 use serde_json::json;
@@ -89,11 +89,7 @@ pub async fn run(args: SubscribeArgs) -> Result<(), CliError> {
                 .await
             {
                 Err(status) if !retryable(status.code()) => {
-                    return Err(CliError::Rpc(format!(
-                        "{:?}: {}",
-                        status.code(),
-                        status.message()
-                    )));
+                    return Err(super::status_error(status));
                 }
                 Err(status) => format!("{:?}: {}", status.code(), status.message()),
                 Ok(response) => {
@@ -111,11 +107,7 @@ pub async fn run(args: SubscribeArgs) -> Result<(), CliError> {
                                     token = t.to_owned();
                                 }
                                 if !retryable(status.code()) {
-                                    return Err(CliError::Rpc(format!(
-                                        "{:?}: {}",
-                                        status.code(),
-                                        status.message()
-                                    )));
+                                    return Err(super::status_error(status));
                                 }
                                 break format!("{:?}: {}", status.code(), status.message());
                             }
@@ -141,16 +133,17 @@ pub async fn run(args: SubscribeArgs) -> Result<(), CliError> {
                                     }
                                     Some(Kind::Gap(gap)) => {
                                         token = gap.resume_token.clone();
+                                        let reason = gap_reason(&gap);
                                         if gap.first_sequence <= gap.last_sequence {
                                             eprintln!(
                                                 "gap: events {}..={} were not delivered ({}); continuing",
-                                                gap.first_sequence, gap.last_sequence, gap.reason
+                                                gap.first_sequence, gap.last_sequence, reason
                                             );
                                         } else {
                                             eprintln!(
                                                 "gap: events after sequence {} were not delivered ({}); continuing from the oldest retained event",
                                                 gap.first_sequence.saturating_sub(1),
-                                                gap.reason
+                                                reason
                                             );
                                         }
                                     }
@@ -212,4 +205,14 @@ fn event_json(e: &pb::OutcomeEvent) -> serde_json::Value {
         );
     }
     value
+}
+
+/// Why a gap happened, from `reason_code`, or from the text of a server that predates it.
+fn gap_reason(gap: &pb::Gap) -> &str {
+    match gap.reason_code() {
+        pb::GapReason::Evicted => "evicted",
+        pb::GapReason::EpochChanged => "epoch_changed",
+        #[allow(deprecated)]
+        pb::GapReason::Unspecified => &gap.reason,
+    }
 }

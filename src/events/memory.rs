@@ -21,7 +21,7 @@ use super::{
     Delivery, EventCounters, EventError, EventLog, GapReason, InlinePublish, NewEvent, Position,
     Published, RecordedEvent, Start, Subscription, SubscriptionRequest,
 };
-use crate::classify::Category;
+use crate::domain::Category;
 use parking_lot::RwLock;
 use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
@@ -372,9 +372,11 @@ impl EventLog for MemoryEventLog {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::{
+        Action, Alternative, AppliedRetryAfter, Basis, Classification, Decision, Fault, Outcome,
+        Q850Source, RetryAfterScope, RetryPlan, Retryable,
+    };
     use crate::events::Filter;
-    use crate::outcome::Outcome;
-    use crate::policy::Policy;
     use tokio_stream::StreamExt;
 
     /// A report with every kind of field: labels, raw SIP bytes, provider, times.
@@ -400,16 +402,50 @@ mod tests {
             ]
             .into(),
         };
-        let classification = crate::classify::classify(&outcome.classify_input()).unwrap();
-        let decision = Policy::builtin().decide(&crate::policy::PolicyInput {
-            tenant,
-            outcome: &outcome,
-            classification: &classification,
-            history: &Default::default(),
-            includes_current: false,
-            now: SystemTime::now(),
-            jitter_seed: 7,
-        });
+        // Built by hand, as the classifier and the policy would (this module sits below
+        // both): a 603 with a Q.850 Reason and a Retry-After, and a rendered decision.
+        let _ = tenant;
+        let classification = Classification {
+            category: if sip_code == 603 {
+                Category::Declined
+            } else {
+                Category::Busy
+            },
+            fault: Fault::CalleeChoice,
+            retryable: Retryable::No,
+            sip_code: u16::try_from(sip_code).ok(),
+            reported_sip_code: u16::try_from(sip_code).ok(),
+            sip_phrase: "Decline".into(),
+            q850_cause: Some(21),
+            q850_source: Some(Q850Source::ReasonHeader),
+            q850_location: Some("U".into()),
+            reason_text: Some("Call rejected".into()),
+            retry_after: Some(AppliedRetryAfter {
+                seconds: 3600,
+                scope: RetryAfterScope::Callee,
+            }),
+            summary: "The call was declined by the recipient.".into(),
+            basis: Basis::SipCode,
+        };
+        let decision = Decision {
+            action: Action::Stop,
+            notify_user: true,
+            user_message: "+15550104477 declined your call (é ✓).".into(),
+            alternatives: vec![Alternative::Sms, Alternative::Callback],
+            retry: Some(RetryPlan {
+                not_before: SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_003_600),
+                delay_seconds: 3600,
+                next_attempt: 4,
+                max_attempts: 5,
+                honours_retry_after: true,
+            }),
+            avoid_route_seconds: 0,
+            alert_operator: false,
+            suppressed: false,
+            rule: "declined".into(),
+            explanation: "Declined by the callee; Retry-After 3600 s.".into(),
+            attempt: 3,
+        };
         NewEvent {
             event_id: format!("id-{call_id}"),
             tenant: tenant.into(),

@@ -24,9 +24,9 @@
 pub mod memory;
 pub mod nats;
 
-use crate::classify::{Category, Classification};
-use crate::outcome::Outcome;
-use crate::policy::Decision;
+use crate::domain::Decision;
+use crate::domain::Outcome;
+use crate::domain::{Category, Classification};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::pin::Pin;

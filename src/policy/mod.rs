@@ -91,18 +91,18 @@
 //! bad durations, codes or templates, duplicate names, out-of-range numbers, a missing
 //! catch-all) is a [`PolicyError`] at the line and column of the offending value.
 
-mod decision;
 mod parse;
 mod template;
 #[cfg(test)]
 mod tests;
 
-pub use decision::*;
 pub use parse::PolicyError;
 pub use template::PLACEHOLDERS;
 
-use crate::classify::{Category, Classification, Fault, RetryAfterScope};
-use crate::outcome::{HistorySnapshot, Outcome};
+use crate::domain::{
+    Action, Alternative, Category, Classification, Decision, Fault, RetryAfterScope, RetryPlan,
+};
+use crate::domain::{HistorySnapshot, Outcome};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::LazyLock;

@@ -11,8 +11,8 @@ use super::{
     AtLimit, CodePattern, Conditions, Defaults, LabelMatch, Plan, PlanEntry, Policy, Recent,
     RetryAfterCond, RetryOverrides, RetrySettings, Rule,
 };
-use crate::classify::{Category, Fault};
-use crate::policy::{Action, Alternative};
+use crate::domain::{Action, Alternative};
+use crate::domain::{Category, Fault};
 use serde::Deserialize;
 use std::collections::{BTreeMap, HashMap};
 use std::ops::Range;

@@ -6,8 +6,8 @@
 //! once into literal and placeholder segments, and rendering only appends to a string.
 //! This module must not read files, clocks or anything outside its arguments.
 
-use crate::classify::{Classification, RetryAfterScope};
-use crate::outcome::Outcome;
+use crate::domain::Outcome;
+use crate::domain::{Classification, RetryAfterScope};
 use std::fmt::Write as _;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 

@@ -3,8 +3,8 @@
 //! every validation error with its exact location.
 
 use super::*;
-use crate::classify::{AppliedRetryAfter, Basis, Category, Classification, Fault, Retryable};
-use crate::outcome::{HistoryEntry, HistorySnapshot, Outcome};
+use crate::domain::{AppliedRetryAfter, Basis, Category, Classification, Fault, Retryable};
+use crate::domain::{HistoryEntry, HistorySnapshot, Outcome};
 use std::borrow::Cow;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 

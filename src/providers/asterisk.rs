@@ -141,7 +141,7 @@ fn numbered(q: u8) -> ProviderCause {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::classify::Category;
+    use crate::domain::Category;
 
     #[test]
     fn numbers_names_and_dialstatus() {

@@ -20,9 +20,9 @@ const fn fs(
     number: u16,
     name: &'static str,
     v: (
-        crate::classify::Category,
-        crate::classify::Fault,
-        crate::classify::Retryable,
+        crate::domain::Category,
+        crate::domain::Fault,
+        crate::domain::Retryable,
     ),
 ) -> FsOnly {
     FsOnly {
@@ -111,7 +111,7 @@ fn strip_prefix_ci<'a>(s: &'a str, prefix: &str) -> &'a str {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::classify::Category;
+    use crate::domain::Category;
 
     #[test]
     fn names_numbers_and_prefixes() {

@@ -11,7 +11,7 @@ pub mod freeswitch;
 pub mod telnyx;
 pub mod twilio;
 
-use crate::classify::{Category, Fault, Retryable, Verdict};
+use crate::domain::{Category, Fault, Retryable, Verdict};
 
 /// A provider whose causes the classifier understands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -93,7 +93,7 @@ impl ProviderCause {
 
 /// Verdict shorthands shared by the provider tables.
 pub(crate) mod v {
-    use crate::classify::{Category as C, Fault as F, Retryable as R};
+    use crate::domain::{Category as C, Fault as F, Retryable as R};
 
     pub const ANSWERED: (C, F, R) = (C::Answered, F::None, R::No);
     pub const NO_ANSWER: (C, F, R) = (C::NoAnswer, F::CalleeDevice, R::Later);

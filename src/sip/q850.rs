@@ -6,7 +6,7 @@
 //! R3/R5 exceptions) — that is `crate::classify`.
 
 use super::reason::Location;
-use crate::classify::{Category, Fault, Retryable, Verdict};
+use crate::domain::{Category, Fault, Retryable, Verdict};
 
 /// How a cause in a Reason header relates to the SIP code (R4).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

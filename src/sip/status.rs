@@ -4,7 +4,7 @@
 //! Owns the static table and the R1 fallback (`effective_code`). It must not apply any
 //! other classification rule (Reason, providers, Retry-After values live elsewhere).
 
-use crate::classify::{Category, Fault, RetryAfterScope, Retryable, Verdict};
+use crate::domain::{Category, Fault, RetryAfterScope, Retryable, Verdict};
 
 /// What RFC 3398 §8.2.6.1 maps a SIP code to (the "3398" column of reference §3.2).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -15,13 +15,12 @@
 //! 3. [`Store::complete`] stores the result under the key; [`Store::abandon`] releases
 //!    the key when the report failed, so that a retry can proceed.
 
-pub mod destination;
 pub mod memory;
 pub mod nats;
 
-use crate::classify::Classification;
-use crate::outcome::{HistoryEntry, HistorySnapshot};
-use crate::policy::Decision;
+use crate::domain::Classification;
+use crate::domain::Decision;
+use crate::domain::{HistoryEntry, HistorySnapshot};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};

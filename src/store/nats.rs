@@ -21,8 +21,8 @@
 //!   buckets are bounded by age, on disk.
 
 use super::{Claim, ReportKey, Store, StoreError, StoreLimits, StoredReport};
+use crate::domain::{HistoryEntry, HistorySnapshot};
 use crate::nats::{NatsConnection, NatsError, key_token, tenant_token};
-use crate::outcome::{HistoryEntry, HistorySnapshot};
 use async_nats::jetstream::kv;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
@@ -171,7 +171,7 @@ fn encode<T: Serialize>(value: &T) -> Result<bytes::Bytes, StoreError> {
 #[async_trait::async_trait]
 impl Store for NatsStore {
     async fn claim(&self, key: &ReportKey) -> Result<Claim, StoreError> {
-        self.connection.check_store()?;
+        check_store(&self.connection)?;
         let k = Self::report_key(key);
         let deadline = Instant::now() + self.limits.in_flight_wait;
         let pending = || encode(&ReportValue::Pending { since_ms: now_ms() });
@@ -238,7 +238,7 @@ impl Store for NatsStore {
         key: &ReportKey,
         report: &Arc<StoredReport>,
     ) -> Result<(), StoreError> {
-        self.connection.check_store()?;
+        check_store(&self.connection)?;
         let k = Self::report_key(key);
         let value = encode(&ReportValue::Done {
             report: Box::new(StoredReport::clone(report)),
@@ -283,7 +283,7 @@ impl Store for NatsStore {
         call_id: &str,
         entry: HistoryEntry,
     ) -> Result<HistorySnapshot, StoreError> {
-        self.connection.check_store()?;
+        check_store(&self.connection)?;
         let entry = KeptEntry {
             call_id: call_id.to_owned(),
             entry,
@@ -344,7 +344,7 @@ impl Store for NatsStore {
         tenant: &str,
         destination: &str,
     ) -> Result<HistorySnapshot, StoreError> {
-        self.connection.check_store()?;
+        check_store(&self.connection)?;
         let k = Self::history_key(tenant, destination);
         let current = Self::live(&self.history, &k).await?;
         let cutoff = self.cutoff();
@@ -361,5 +361,15 @@ impl Store for NatsStore {
 
     async fn ready(&self) -> bool {
         self.connection.is_connected()
+    }
+}
+
+/// `Unavailable` when the client is not connected: callers fail fast instead of
+/// queueing a request behind a dead connection.
+fn check_store(connection: &NatsConnection) -> Result<(), StoreError> {
+    if connection.is_connected() {
+        Ok(())
+    } else {
+        Err(StoreError::Unavailable("not connected to NATS".into()))
     }
 }

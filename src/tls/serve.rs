@@ -22,7 +22,6 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, mpsc, watch};
-use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::rustls::ServerConfig;
 use tokio_rustls::server::TlsStream;
@@ -125,13 +124,17 @@ impl TlsServer {
 
     /// Re-reads the files every `reload_interval` until `stop`; `None` when reloading is
     /// off ("0s").
-    pub fn spawn_reloader(self: &Arc<Self>, stop: CancellationToken) -> Option<JoinHandle<()>> {
+    pub fn spawn_reloader(
+        self: &Arc<Self>,
+        stop: CancellationToken,
+        tasks: &tokio_util::task::TaskTracker,
+    ) {
         let every = self.config.reload_interval;
         if every.is_zero() {
-            return None;
+            return;
         }
         let server = Arc::clone(self);
-        Some(tokio::spawn(async move {
+        tasks.spawn(async move {
             let mut ticks = tokio::time::interval(every);
             ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             // The first tick is immediate, and the files were just loaded.
@@ -145,7 +148,7 @@ impl TlsServer {
                 // Errors are logged and counted by `reload`.
                 let _ = tokio::task::spawn_blocking(move || server.reload()).await;
             }
-        }))
+        });
     }
 
     /// Accepts TCP connections on `listener` and yields them once their TLS handshake

@@ -1,13 +1,15 @@
-//! Authentication: resolves each request on the public service to an [`Identity`] (name,
-//! tenant, roles) from a bearer token (`authorization: Bearer <API key or JWT>`) or a
-//! verified TLS client certificate, in a tower layer in front of the service.
+//! Authentication: resolves a caller to an [`Identity`] (name, tenant, roles) from a
+//! bearer token (`authorization: Bearer <API key or JWT>`) or a verified TLS client
+//! certificate. The gRPC edge calls it from its tower layer (`api::layers::auth`); this
+//! module knows no tonic and no HTTP types, only header bytes and certificate names.
 //!
-//! Owns the `[auth]` configuration, its validation, key hashing and the layer. API keys
+//! Owns the `[auth]` configuration, its validation, key hashing and the [`AuthError`]s;
+//! the edges turn those into a status. API keys
 //! are stored only as SHA-256 hashes; a presented key is hashed and compared against
 //! every configured hash in constant time, without early exit, so timing reveals neither
-//! whether nor which entry matched. JWTs are verified by [`super::jwt`]. Authorisation
-//! (roles, tenant scoping) is done by the handlers in [`crate::api`], which read the
-//! identity from the request extensions.
+//! whether nor which entry matched. JWTs are verified by [`jwt`]. Authorisation
+//! (roles, tenant scoping) is done by the edges' handlers, which read the identity from
+//! the request.
 //!
 //! Precedence: a bearer token, when sent, decides the identity (an invalid one is
 //! `UNAUTHENTICATED` even with a good certificate). When the connection also carries a
@@ -15,19 +17,55 @@
 //! `PERMISSION_DENIED`: a token leaked from one tenant cannot be used from another
 //! tenant's machines. Without a token, the certificate's identity is used.
 
-use super::jwt::{JwtConfig, JwtVerifier, looks_like_jwt};
+pub mod jwt;
+
+use crate::domain::Tenant;
 use crate::tls::CertNames;
-use crate::tls::serve::TlsPeer;
+use jwt::{JwtConfig, JwtVerifier, looks_like_jwt};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::collections::HashSet;
-use std::future::Future;
-use std::pin::Pin;
-use std::sync::Arc;
-use std::task::{Context, Poll};
 use subtle::ConstantTimeEq;
-use tonic::Status;
-use tonic::codegen::http;
+
+/// Why a caller has no identity, or a configuration cannot authenticate anyone.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    /// No usable credential: missing, malformed, unknown, expired or badly signed.
+    #[error("{0}")]
+    Unauthenticated(String),
+    /// Valid credentials that name different tenants (token and client certificate).
+    #[error(
+        "the client certificate (`{cert_name}`) acts for tenant `{cert_tenant}`, the token for another"
+    )]
+    TenantMismatch {
+        cert_name: String,
+        cert_tenant: String,
+    },
+    /// An `[auth]` entry is wrong; the text names it (`auth.api_keys[0].tenant: ...`).
+    #[error("{0}")]
+    InvalidConfig(String),
+}
+
+/// The bearer token of a request's `authorization` value (`None`: no such header), or
+/// why the value is unusable.
+pub fn bearer(authorization: Option<&[u8]>) -> Result<Option<&str>, AuthError> {
+    let Some(value) = authorization else {
+        return Ok(None);
+    };
+    let unusable = |why: &str| AuthError::Unauthenticated(why.to_owned());
+    let text = std::str::from_utf8(value)
+        .ok()
+        .filter(|t| t.bytes().all(|b| b == b'\t' || (b' '..=b'~').contains(&b)))
+        .ok_or_else(|| unusable("authorization metadata is not text"))?;
+    let (scheme, token) = text
+        .trim()
+        .split_once(' ')
+        .ok_or_else(|| unusable("authorization metadata is not `Bearer <token>`"))?;
+    if !scheme.eq_ignore_ascii_case("bearer") || token.trim().is_empty() {
+        return Err(unusable("authorization metadata is not `Bearer <token>`"));
+    }
+    Ok(Some(token.trim()))
+}
 
 /// What an identity may do. `admin` implies the others.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -102,7 +140,7 @@ pub struct ApiKeyConfig {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Identity {
     pub name: String,
-    pub tenant: String,
+    pub tenant: Tenant,
     pub roles: Vec<Role>,
 }
 
@@ -166,15 +204,9 @@ impl KeyRing {
                     key.name
                 ));
             }
-            check_identity(&at, &key.tenant, &key.roles, max_tenant_bytes)?;
-            entries.push((
-                hash,
-                Identity {
-                    name: key.name.clone(),
-                    tenant: key.tenant.clone(),
-                    roles: key.roles.clone(),
-                },
-            ));
+            let identity =
+                check_identity(&at, &key.name, &key.tenant, &key.roles, max_tenant_bytes)?;
+            entries.push((hash, identity));
         }
         Ok(KeyRing { entries })
     }
@@ -192,37 +224,34 @@ impl KeyRing {
     }
 }
 
-/// Checks an identity's tenant (the rules of request tenants, and not empty).
-pub(crate) fn check_tenant(at: &str, tenant: &str, max_tenant_bytes: usize) -> Result<(), String> {
-    let limits = super::validate::RequestLimits {
-        max_tenant_bytes,
-        ..super::validate::RequestLimits::default()
-    };
-    if tenant.is_empty() {
-        return Err(format!("{at}.tenant: must not be empty"));
-    }
-    let mut violations = Vec::new();
-    super::validate::tenant(tenant, &format!("{at}.tenant"), &limits, &mut violations);
-    match violations.first() {
-        Some(v) => Err(format!("{}: {}", v.field, v.description)),
-        None => Ok(()),
-    }
+/// Parses an identity's tenant; the error names the entry (`auth.api_keys[0].tenant: ...`).
+pub(crate) fn check_tenant(
+    at: &str,
+    tenant: &str,
+    max_tenant_bytes: usize,
+) -> Result<Tenant, String> {
+    Tenant::parse(tenant, max_tenant_bytes).map_err(|e| format!("{at}.tenant: {e}"))
 }
 
-/// Checks a configured identity's tenant and roles.
+/// Checks a configured identity's tenant and roles, and returns the identity.
 fn check_identity(
     at: &str,
+    name: &str,
     tenant: &str,
     roles: &[Role],
     max_tenant_bytes: usize,
-) -> Result<(), String> {
-    check_tenant(at, tenant, max_tenant_bytes)?;
+) -> Result<Identity, String> {
+    let tenant = check_tenant(at, tenant, max_tenant_bytes)?;
     if roles.is_empty() {
         return Err(format!(
             "{at}.roles: must name at least one of report, subscribe, admin"
         ));
     }
-    Ok(())
+    Ok(Identity {
+        name: name.to_owned(),
+        tenant,
+        roles: roles.to_vec(),
+    })
 }
 
 /// Which certificate name a `[[auth.client_certs]]` entry matches.
@@ -292,15 +321,14 @@ impl Authenticator {
                     "{at}: another entry matches the same certificate name"
                 ));
             }
-            check_identity(&at, &entry.tenant, &entry.roles, max_tenant_bytes)?;
-            certs.push((
-                matcher,
-                Identity {
-                    name: entry.name.clone(),
-                    tenant: entry.tenant.clone(),
-                    roles: entry.roles.clone(),
-                },
-            ));
+            let identity = check_identity(
+                &at,
+                &entry.name,
+                &entry.tenant,
+                &entry.roles,
+                max_tenant_bytes,
+            )?;
+            certs.push((matcher, identity));
         }
         if config.enabled && keys.entries.is_empty() && jwt.is_none() && certs.is_empty() {
             return Err(
@@ -354,157 +382,46 @@ impl Authenticator {
 
     /// Resolves a request's identity from its headers and its connection (see the
     /// module documentation for the precedence).
+    ///
+    /// `authorization` is the raw `authorization` header value; `client_cert` the names
+    /// of the connection's verified client certificate, when it sent one.
     pub fn authenticate(
         &self,
-        headers: &http::HeaderMap,
-        peer: Option<&TlsPeer>,
-    ) -> Result<Identity, Status> {
-        let from_cert = match peer.and_then(|p| p.client_cert.as_deref()) {
-            Some(names) => self.certificate(names).map_err(Status::unauthenticated)?,
+        authorization: Option<&[u8]>,
+        client_cert: Option<&CertNames>,
+    ) -> Result<Identity, AuthError> {
+        let from_cert = match client_cert {
+            Some(names) => self
+                .certificate(names)
+                .map_err(AuthError::Unauthenticated)?,
             None => None,
         };
-        match bearer(headers).map_err(Status::unauthenticated)? {
+        match bearer(authorization)? {
             Some(token) => {
-                let identity = self.token(token).map_err(Status::unauthenticated)?;
+                let identity = self.token(token).map_err(AuthError::Unauthenticated)?;
                 if let Some(cert) = &from_cert
                     && cert.tenant != identity.tenant
                 {
-                    return Err(Status::permission_denied(format!(
-                        "the client certificate (`{}`) acts for tenant `{}`, the token for another",
-                        cert.name, cert.tenant
-                    )));
+                    return Err(AuthError::TenantMismatch {
+                        cert_name: cert.name.clone(),
+                        cert_tenant: cert.tenant.to_string(),
+                    });
                 }
                 Ok(identity)
             }
-            None => from_cert.ok_or_else(|| {
-                Status::unauthenticated(if peer.is_some_and(|p| p.client_cert.is_some()) {
+            None => {
+                from_cert.ok_or_else(|| {
+                    AuthError::Unauthenticated(if client_cert.is_some() {
                     "the client certificate maps to no identity and no `authorization: Bearer` \
                      token was sent"
                 } else {
                     "missing authorization metadata (expected `authorization: Bearer <key>`)"
+                }
+                .to_owned())
                 })
-            }),
-        }
-    }
-}
-
-/// Tower layer resolving each request to an [`Identity`] (see [`Authenticator`]). With
-/// none (auth disabled) it passes every request through untouched.
-#[derive(Debug, Clone, Default)]
-pub struct AuthLayer {
-    auth: Option<Arc<Authenticator>>,
-}
-
-impl AuthLayer {
-    pub fn new(auth: Option<Arc<Authenticator>>) -> Self {
-        AuthLayer { auth }
-    }
-}
-
-impl<S> tower::Layer<S> for AuthLayer {
-    type Service = AuthService<S>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        AuthService {
-            inner,
-            auth: self.auth.clone(),
-        }
-    }
-}
-
-/// See [`AuthLayer`].
-#[derive(Debug, Clone)]
-pub struct AuthService<S> {
-    inner: S,
-    auth: Option<Arc<Authenticator>>,
-}
-
-/// The bearer token of a request (`None`: no `authorization` header), or why the header
-/// is unusable.
-fn bearer(headers: &http::HeaderMap) -> Result<Option<&str>, &'static str> {
-    let Some(value) = headers.get(http::header::AUTHORIZATION) else {
-        return Ok(None);
-    };
-    let text = value
-        .to_str()
-        .map_err(|_| "authorization metadata is not text")?;
-    let (scheme, token) = text
-        .trim()
-        .split_once(' ')
-        .ok_or("authorization metadata is not `Bearer <token>`")?;
-    if !scheme.eq_ignore_ascii_case("bearer") || token.trim().is_empty() {
-        return Err("authorization metadata is not `Bearer <token>`");
-    }
-    Ok(Some(token.trim()))
-}
-
-impl<S, ReqBody, ResBody> tower::Service<http::Request<ReqBody>> for AuthService<S>
-where
-    S: tower::Service<http::Request<ReqBody>, Response = http::Response<ResBody>>,
-    S::Future: Send + 'static,
-    S::Error: Send + 'static,
-    ResBody: Default + Send + 'static,
-{
-    type Response = S::Response;
-    type Error = S::Error;
-    /// The inner future itself, or the refusal: no box per request.
-    type Future = AuthFuture<S::Future, Result<Self::Response, Self::Error>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, mut request: http::Request<ReqBody>) -> Self::Future {
-        if let Some(auth) = &self.auth {
-            let peer = request.extensions().get::<TlsPeer>();
-            match auth.authenticate(request.headers(), peer) {
-                Ok(identity) => {
-                    request.extensions_mut().insert(identity);
-                }
-                Err(status) => {
-                    tracing::debug!(
-                        code = ?status.code(),
-                        reason = status.message(),
-                        "request refused by authentication"
-                    );
-                    return AuthFuture::Refused {
-                        response: Some(Ok(status.into_http::<ResBody>())),
-                    };
-                }
             }
         }
-        AuthFuture::Admitted {
-            inner: self.inner.call(request),
-        }
     }
-}
-
-pin_project_lite::pin_project! {
-    /// The response of [`AuthService`]: the inner service's, or the refusal.
-    #[project = AuthProj]
-    pub enum AuthFuture<F, T> {
-        Admitted { #[pin] inner: F },
-        Refused { response: Option<T> },
-    }
-}
-
-impl<F: Future<Output = T>, T> Future for AuthFuture<F, T> {
-    type Output = T;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<T> {
-        match self.project() {
-            AuthProj::Admitted { inner } => inner.poll(cx),
-            // Polled again after it answered: it stays pending, as a fused future would.
-            AuthProj::Refused { response } => match response.take() {
-                Some(response) => Poll::Ready(response),
-                None => Poll::Pending,
-            },
-        }
-    }
-}
-
-impl<S: tonic::server::NamedService> tonic::server::NamedService for AuthService<S> {
-    const NAME: &'static str = S::NAME;
 }
 
 #[cfg(test)]
@@ -569,13 +486,6 @@ mod tests {
         }
     }
 
-    fn peer(names: CertNames) -> TlsPeer {
-        TlsPeer {
-            remote_addr: ([127, 0, 0, 1], 1).into(),
-            client_cert: Some(Arc::new(names)),
-        }
-    }
-
     #[test]
     fn client_certificates_map_to_identities() {
         let mut c = config();
@@ -594,43 +504,30 @@ mod tests {
             uris: vec!["spiffe://acme/dialer".into()],
             ..CertNames::default()
         };
-        let none = http::HeaderMap::new();
-        let id = auth
-            .authenticate(&none, Some(&peer(acme.clone())))
-            .expect("by cert");
+        let none = None;
+        let id = auth.authenticate(none, Some(&acme)).expect("by cert");
         assert_eq!(id.tenant, "acme");
         // Nothing at all, or a certificate that maps to nothing: UNAUTHENTICATED.
-        let err = auth.authenticate(&none, None).expect_err("nothing");
-        assert_eq!(err.code(), tonic::Code::Unauthenticated);
+        let err = auth.authenticate(none, None).expect_err("nothing");
+        assert!(matches!(err, AuthError::Unauthenticated(_)), "{err:?}");
         let err = auth
-            .authenticate(&none, Some(&peer(CertNames::default())))
+            .authenticate(none, Some(&CertNames::default()))
             .expect_err("unmapped");
-        assert_eq!(err.code(), tonic::Code::Unauthenticated);
+        assert!(matches!(err, AuthError::Unauthenticated(_)), "{err:?}");
         // A token for the certificate's tenant wins; one for another tenant is refused.
-        let mut h = http::HeaderMap::new();
-        h.insert(
-            http::header::AUTHORIZATION,
-            "Bearer acme-demo-key".parse().expect("hv"),
-        );
-        let id = auth.authenticate(&h, Some(&peer(acme))).expect("agree");
+        let h = Some(&b"Bearer acme-demo-key"[..]);
+        let id = auth.authenticate(h, Some(&acme)).expect("agree");
         assert_eq!(id.name, "acme");
         let globex = CertNames {
             common_names: vec!["globex-dialer".into()],
             ..CertNames::default()
         };
-        let err = auth
-            .authenticate(&h, Some(&peer(globex.clone())))
-            .expect_err("disagree");
-        assert_eq!(err.code(), tonic::Code::PermissionDenied);
+        let err = auth.authenticate(h, Some(&globex)).expect_err("disagree");
+        assert!(matches!(err, AuthError::TenantMismatch { .. }), "{err:?}");
         // A bad token is never rescued by a good certificate.
-        h.insert(
-            http::header::AUTHORIZATION,
-            "Bearer wrong".parse().expect("hv"),
-        );
-        let err = auth
-            .authenticate(&h, Some(&peer(globex)))
-            .expect_err("bad token");
-        assert_eq!(err.code(), tonic::Code::Unauthenticated);
+        let h = Some(&b"Bearer wrong"[..]);
+        let err = auth.authenticate(h, Some(&globex)).expect_err("bad token");
+        assert!(matches!(err, AuthError::Unauthenticated(_)), "{err:?}");
     }
 
     #[test]
@@ -669,7 +566,7 @@ mod tests {
     fn admin_implies_every_role() {
         let id = Identity {
             name: "x".into(),
-            tenant: "t".into(),
+            tenant: Tenant::parse("t", 64).expect("tenant"),
             roles: vec![Role::Admin],
         };
         assert!(id.allows(Role::Report) && id.allows(Role::Subscribe));
@@ -682,17 +579,9 @@ mod tests {
 
     #[test]
     fn bearer_needs_the_scheme() {
-        let mut h = http::HeaderMap::new();
-        h.insert(
-            http::header::AUTHORIZATION,
-            "Basic abc".parse().expect("hv"),
-        );
-        assert!(bearer(&h).is_err());
-        h.insert(
-            http::header::AUTHORIZATION,
-            "Bearer abc".parse().expect("hv"),
-        );
-        assert_eq!(bearer(&h), Ok(Some("abc")));
-        assert_eq!(bearer(&http::HeaderMap::new()), Ok(None));
+        assert!(bearer(Some(b"Basic abc")).is_err());
+        assert_eq!(bearer(Some(b"Bearer abc")), Ok(Some("abc")));
+        assert_eq!(bearer(None), Ok(None));
+        assert!(bearer(Some(b"Bearer \xff")).is_err(), "not text");
     }
 }

@@ -1,9 +1,9 @@
 //! The domain form of a reported outcome and of a destination's recent history.
 //!
 //! These types are shared by classification, policy, store and events. They carry no
-//! tonic or protobuf types: the api layer converts to and from the wire format.
+//! tonic or protobuf types: the edges convert to and from their wire formats.
 
-use crate::classify::{Category, ClassifyInput, ProviderInput};
+use super::Category;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::time::SystemTime;
@@ -26,23 +26,6 @@ pub struct Outcome {
     pub started_at: Option<SystemTime>,
     pub ended_at: Option<SystemTime>,
     pub labels: BTreeMap<String, String>,
-}
-
-impl Outcome {
-    /// The part of the outcome the classifier reads.
-    pub fn classify_input(&self) -> ClassifyInput<'_> {
-        ClassifyInput {
-            sip_code: self.sip_code,
-            reason_phrase: &self.reason_phrase,
-            reason_header: &self.reason_header,
-            retry_after_header: &self.retry_after_header,
-            raw_sip_response: self.raw_sip_response.as_deref(),
-            provider: self.provider.as_ref().map(|(name, cause)| ProviderInput {
-                name: name.as_str(),
-                cause: cause.as_str(),
-            }),
-        }
-    }
 }
 
 /// One remembered outcome of a destination. The store also keeps which report it came

@@ -2,7 +2,7 @@
 //! (`traceparent`/`tracestate` metadata), carries the trace id into every log line, and
 //! records the outcome attributes, status and latency.
 
-use crate::server::SERVICE_NAME;
+use crate::api::SERVICE_NAME;
 use crate::telemetry::Metrics;
 use opentelemetry::propagation::Extractor;
 use opentelemetry::trace::{TraceContextExt, TraceId};

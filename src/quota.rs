@@ -3,7 +3,7 @@
 //!
 //! Owns the configuration, the buckets and their memory bound. It decides only whether a
 //! request may go on now and, if not, how long to wait; what a refusal looks like on the
-//! wire is [`super::error`]'s business, and it knows nothing about outcomes.
+//! wire is each edge's business (`api::error` for gRPC), and it knows nothing about outcomes.
 //!
 //! The key is the tenant a request acts for, after authentication and tenant validation
 //! (so it is at most `limits.max_tenant_bytes` of `[A-Za-z0-9._-]`). With auth on, that
@@ -13,6 +13,7 @@
 //! are dropped (an idle bucket is one indistinguishable from a full one). Tenants with
 //! their own `[rate_limits.tenants.<name>]` entry have fixed buckets outside that count.
 
+use crate::domain::{Tenant, TenantError};
 use governor::clock::{Clock, DefaultClock};
 use governor::middleware::NoOpMiddleware;
 use governor::nanos::Nanos;
@@ -166,19 +167,14 @@ impl RateLimitConfig {
 
     /// Checks what serde cannot: override names are tenant names.
     pub fn validate(&self, max_tenant_bytes: usize) -> Result<(), String> {
-        let limits = super::validate::RequestLimits {
-            max_tenant_bytes,
-            ..super::validate::RequestLimits::default()
-        };
         for name in self.tenants.keys() {
-            let mut violations = Vec::new();
             let field = format!("rate_limits.tenants.{name}");
-            super::validate::tenant(name, &field, &limits, &mut violations);
-            if name.is_empty() {
-                return Err(format!("{field}: the tenant name must not be empty"));
-            }
-            if let Some(v) = violations.first() {
-                return Err(format!("{}: tenant name {}", v.field, v.description));
+            match Tenant::parse(name, max_tenant_bytes) {
+                Ok(_) => {}
+                Err(TenantError::Empty) => {
+                    return Err(format!("{field}: the tenant name must not be empty"));
+                }
+                Err(e) => return Err(format!("{field}: tenant name {e}")),
             }
         }
         Ok(())
@@ -351,7 +347,8 @@ impl<C: Clock + Clone> RateLimits<C> {
     }
 
     /// Takes one call of `rpc` from `tenant`'s bucket, or says how long to wait.
-    pub fn check(&self, rpc: LimitedRpc, tenant: &String) -> Result<(), RateLimited> {
+    pub fn check(&self, rpc: LimitedRpc, tenant: &Tenant) -> Result<(), RateLimited> {
+        let tenant = tenant.as_string();
         let i = rpc as usize;
         let (outcome, rate) = match self.overrides.get(tenant.as_str()) {
             Some((rates, own)) => (own[i].check(), rates[i]),
@@ -409,9 +406,10 @@ where
         self: &Arc<Self>,
         every: Duration,
         stop: tokio_util::sync::CancellationToken,
-    ) -> tokio::task::JoinHandle<()> {
+        tasks: &tokio_util::task::TaskTracker,
+    ) {
         let limits = Arc::downgrade(self);
-        tokio::spawn(async move {
+        tasks.spawn(async move {
             let mut tick = tokio::time::interval(every);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
@@ -424,7 +422,7 @@ where
                     None => break,
                 }
             }
-        })
+        });
     }
 }
 
@@ -446,7 +444,7 @@ mod tests {
     fn a_burst_is_allowed_then_refused_with_the_wait_and_refills() {
         let clock = FakeRelativeClock::default();
         let limits = RateLimits::with_clock(&config(10, 3), [], None, clock.clone());
-        let acme = "acme".to_owned();
+        let acme = Tenant::parse("acme", 64).unwrap();
         for _ in 0..3 {
             limits
                 .check(LimitedRpc::Report, &acme)
@@ -463,7 +461,7 @@ mod tests {
         );
         // Other tenants and other RPCs have buckets of their own.
         limits
-            .check(LimitedRpc::Report, &"globex".to_owned())
+            .check(LimitedRpc::Report, &Tenant::parse("globex", 64).unwrap())
             .expect("other tenant");
         limits
             .check(LimitedRpc::Classify, &acme)
@@ -485,7 +483,7 @@ mod tests {
             },
         );
         let limits = RateLimits::with_clock(&c, [], None, clock);
-        let big = "big".to_owned();
+        let big = Tenant::parse("big", 64).unwrap();
         for _ in 0..5 {
             limits
                 .check(LimitedRpc::Report, &big)
@@ -494,7 +492,7 @@ mod tests {
         let refused = limits.check(LimitedRpc::Report, &big).expect_err("over");
         assert_eq!(refused.rate.burst.get(), 5);
         assert_eq!(refused.rate.count.get(), 10);
-        let small = "small".to_owned();
+        let small = Tenant::parse("small", 64).unwrap();
         limits
             .check(LimitedRpc::Report, &small)
             .expect("default burst");
@@ -509,26 +507,40 @@ mod tests {
         let limits = RateLimits::with_clock(&c, [], None, clock.clone());
         for i in 0..4 {
             limits
-                .check(LimitedRpc::Report, &format!("t{i}"))
+                .check(
+                    LimitedRpc::Report,
+                    &Tenant::parse_owned(format!("t{i}"), 64).unwrap(),
+                )
                 .expect("own bucket");
         }
         // Beyond the bound new tenants share one bucket: the first passes, the next not.
         limits
-            .check(LimitedRpc::Report, &"n1".to_owned())
+            .check(LimitedRpc::Report, &Tenant::parse("n1", 64).unwrap())
             .expect("overflow bucket");
-        assert!(limits.check(LimitedRpc::Report, &"n2".to_owned()).is_err());
+        assert!(
+            limits
+                .check(LimitedRpc::Report, &Tenant::parse("n2", 64).unwrap())
+                .is_err()
+        );
         // ... while known tenants keep theirs.
-        assert!(limits.check(LimitedRpc::Report, &"t0".to_owned()).is_err());
+        assert!(
+            limits
+                .check(LimitedRpc::Report, &Tenant::parse("t0", 64).unwrap())
+                .is_err()
+        );
         assert_eq!(limits.tracked(LimitedRpc::Report), 5);
         // Once idle, the buckets are dropped and new tenants get their own again.
         clock.advance(Duration::from_secs(2));
         limits.housekeeping();
         assert_eq!(limits.tracked(LimitedRpc::Report), 0);
         limits
-            .check(LimitedRpc::Report, &"n2".to_owned())
+            .check(LimitedRpc::Report, &Tenant::parse("n2", 64).unwrap())
             .expect("own bucket again");
         for i in 0..10_000 {
-            let _ = limits.check(LimitedRpc::Report, &format!("flood{i}"));
+            let _ = limits.check(
+                LimitedRpc::Report,
+                &Tenant::parse_owned(format!("flood{i}"), 64).unwrap(),
+            );
         }
         assert!(limits.tracked(LimitedRpc::Report) <= 5);
     }

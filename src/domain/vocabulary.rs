@@ -1,4 +1,5 @@
-//! The classification vocabulary: closed sets from the reference's section 1.
+//! The classification vocabulary: closed sets from the reference's section 1, and the
+//! [`Classification`] that the classifier produces from them.
 //!
 //! Every enum serialises (serde, `Display`, `FromStr`) as the lower-case snake_case name
 //! the reference uses (`declined`, `callee_choice`, `now_alternate_route`), which is also
@@ -209,55 +210,5 @@ pub struct Classification {
 impl Classification {
     pub fn verdict(&self) -> Verdict {
         Verdict::new(self.category, self.fault, self.retryable)
-    }
-}
-
-/// A provider's hangup cause as reported.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ProviderInput<'a> {
-    /// telnyx, twilio, freeswitch, asterisk (case-insensitive); unknown names are ignored.
-    pub name: &'a str,
-    pub cause: &'a str,
-}
-
-/// What the classifier reads from a reported outcome. Empty strings mean "not sent".
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct ClassifyInput<'a> {
-    /// The SIP status code as reported (validated by R0 inside the classifier).
-    pub sip_code: Option<i64>,
-    pub reason_phrase: &'a str,
-    /// Reason header value(s); several values may be comma-separated.
-    pub reason_header: &'a str,
-    pub retry_after_header: &'a str,
-    /// A raw SIP response to parse; explicit fields above override its headers.
-    pub raw_sip_response: Option<&'a [u8]>,
-    pub provider: Option<ProviderInput<'a>>,
-}
-
-/// Why an outcome cannot be classified (R0). Each names the input field at fault.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ClassifyError {
-    #[error("SIP code {0} is provisional (1xx), not a final outcome")]
-    ProvisionalCode(i64),
-    #[error("SIP code {0} is out of range: a final response code is 200 to 699")]
-    CodeOutOfRange(i64),
-    #[error("the outcome has neither a SIP code nor a provider cause")]
-    NothingToClassify,
-    #[error("raw SIP response: {0}")]
-    RawSipResponse(String),
-    #[error("SIP code {explicit} conflicts with the raw response's status code {raw}")]
-    ConflictingCode { explicit: i64, raw: u16 },
-}
-
-impl ClassifyError {
-    /// The input field at fault, as a path relative to the outcome (`sip.code`).
-    pub fn field(&self) -> &'static str {
-        match self {
-            ClassifyError::ProvisionalCode(_)
-            | ClassifyError::CodeOutOfRange(_)
-            | ClassifyError::ConflictingCode { .. } => "sip.code",
-            ClassifyError::NothingToClassify => "sip.code",
-            ClassifyError::RawSipResponse(_) => "raw_sip_response",
-        }
     }
 }

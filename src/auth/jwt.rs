@@ -7,7 +7,7 @@
 //! It does not authorise: a token without the needed role yields an identity without it,
 //! and the handlers refuse it with `PERMISSION_DENIED`.
 
-use super::auth::{Identity, Role, check_tenant};
+use super::{Identity, Role, check_tenant};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation, errors::ErrorKind};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -204,7 +204,7 @@ impl JwtVerifier {
             .get(&self.tenant_claim)
             .and_then(Value::as_str)
             .ok_or_else(|| format!("JWT has no `{}` string claim", self.tenant_claim))?;
-        check_tenant("JWT", tenant, self.max_tenant_bytes)
+        let tenant = check_tenant("JWT", tenant, self.max_tenant_bytes)
             .map_err(|_| format!("JWT `{}` claim is not a valid tenant", self.tenant_claim))?;
         let names: Vec<&str> = match claims.get(&self.roles_claim) {
             Some(Value::Array(items)) => items.iter().filter_map(Value::as_str).collect(),
@@ -230,7 +230,7 @@ impl JwtVerifier {
             } else {
                 format!("jwt:{subject}")
             },
-            tenant: tenant.to_owned(),
+            tenant,
             roles,
         })
     }

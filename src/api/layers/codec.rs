@@ -6,8 +6,8 @@
 //! Owns only that mapping; encoding is prost's. Only the generated *server* uses it
 //! (build.rs): a client that cannot decode a response keeps tonic's `INTERNAL`.
 
-use super::error::ApiError;
-use super::validate::FieldViolation;
+use crate::api::error::ApiError;
+use crate::api::validate::FieldViolation;
 use prost::Message;
 use std::marker::PhantomData;
 use tonic::Status;

@@ -196,7 +196,7 @@ where
                     max_in_flight = self.layer.slots.max,
                     "request shed"
                 );
-                let status: Status = super::error::ApiError::Overloaded {
+                let status: Status = crate::api::error::ApiError::Overloaded {
                     max_in_flight: self.layer.slots.max,
                 }
                 .into();

@@ -1,0 +1,438 @@
+//! Wiring: builds the backends, the pipeline and the gRPC server, runs it until a
+//! shutdown signal, then drains under a deadline.
+//!
+//! Owns the server's shape, and nothing else: it holds no business rules and parses no
+//! requests. One file per concern:
+//! - [`backends`]: the pipeline on the configured backend (also used by the CLI);
+//! - [`stack`]: the tower layers in front of the public service, in one visible order;
+//! - [`admin`]: the admin listener (metrics, liveness, readiness, gRPC health);
+//! - [`shutdown`]: signals and the owned shutdown state (tokens, tracked tasks).
+
+pub mod admin;
+pub mod backends;
+pub mod shutdown;
+pub mod stack;
+
+use crate::api::subscribe::SubscriptionPermits;
+use crate::api::{ApiSettings, CallOutcomeApi, SERVICE_NAME};
+use crate::config::{Config, ConfigError};
+use crate::nats::{NatsConnection, NatsError};
+use crate::proto::call_outcome_service_server::CallOutcomeServiceServer;
+use crate::quota::RateLimits;
+use crate::telemetry::{Metrics, OtlpSettings, TelemetryError};
+use crate::tls::serve::TlsServer;
+use backends::Backends;
+pub use shutdown::shutdown_signal;
+use shutdown::{MIN_TASK_DRAIN, Shutdown};
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::server::TcpIncoming;
+
+/// Errors that stop the server.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("reflection: {0}")]
+    Reflection(String),
+    #[error("gRPC server: {0}")]
+    Transport(#[from] tonic::transport::Error),
+    #[error("server task failed: {0}")]
+    Task(String),
+    #[error(transparent)]
+    Telemetry(#[from] TelemetryError),
+    #[error(transparent)]
+    Nats(#[from] NatsError),
+}
+
+/// The bound sockets of a server.
+#[derive(Debug)]
+struct Listeners {
+    public: TcpListener,
+    admin: Option<TcpListener>,
+}
+
+/// Follows the NATS connection: gRPC health is SERVING only while it is up.
+fn follow_nats(
+    health: tonic_health::server::HealthReporter,
+    connection: &NatsConnection,
+    shutdown: &Shutdown,
+) {
+    let mut connected = connection.connected();
+    let stop = shutdown.streams.clone();
+    shutdown.tasks.spawn(async move {
+        loop {
+            let status = if *connected.borrow_and_update() {
+                tonic_health::ServingStatus::Serving
+            } else {
+                tonic_health::ServingStatus::NotServing
+            };
+            health.set_service_status("", status).await;
+            health.set_service_status(SERVICE_NAME, status).await;
+            // Stops at the drain, so that a reconnect cannot flip health back on.
+            tokio::select! {
+                () = stop.cancelled() => break,
+                changed = connected.changed() => if changed.is_err() { break },
+            }
+        }
+    });
+}
+
+/// Binds the configured address.
+pub async fn bind(addr: SocketAddr) -> Result<TcpListener, ServerError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServerError::Bind { addr, source })
+}
+
+/// Serves on `listener` until `shutdown` completes, then drains within
+/// `config.shutdown_grace`. The admin listener (when configured) is bound here too.
+pub async fn serve(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), ServerError> {
+    let admin = match config.admin_addr()? {
+        Some(addr) => Some(bind(addr).await?),
+        None => None,
+    };
+    let tls = tls_server(&config)?;
+    let built = backends::build(&config).await?;
+    let listeners = Listeners {
+        public: listener,
+        admin,
+    };
+    serve_built(config, listeners, built, tls, shutdown).await
+}
+
+/// The TLS side of the public port, when `[tls]` is configured.
+fn tls_server(config: &Config) -> Result<Option<Arc<TlsServer>>, ConfigError> {
+    Ok(config.tls.clone().map(TlsServer::new).transpose()?)
+}
+
+/// Logs who may call, and warns when nobody has to prove it on a public address.
+fn log_auth(config: &Config, auth: Option<&crate::auth::Authenticator>, local: Option<SocketAddr>) {
+    match auth {
+        Some(auth) => tracing::info!(
+            sources = %auth.summary(),
+            "auth: credentials required on {SERVICE_NAME}"
+        ),
+        None if config.allow_insecure_public_listen
+            && local.is_some_and(|a| !a.ip().is_loopback()) =>
+        {
+            tracing::warn!(
+                "allow_insecure_public_listen = true: serving WITHOUT authentication on a \
+                 non-loopback address; anyone who reaches this port can read and write every tenant"
+            );
+        }
+        None => tracing::info!("auth: disabled (loopback only)"),
+    }
+}
+
+/// The public service and what it needs besides the pipeline.
+fn api(
+    config: &Config,
+    pipeline: &crate::pipeline::Pipeline,
+    permits: Arc<SubscriptionPermits>,
+    metrics: &Arc<Metrics>,
+    shutdown: &Shutdown,
+) -> Result<CallOutcomeApi, ServerError> {
+    let api = CallOutcomeApi::new(
+        pipeline.clone(),
+        ApiSettings {
+            limits: config.limits.clone(),
+            default_tenant: config.default_tenant()?,
+            subscriptions: config.subscriptions.clone(),
+            auth_required: config.auth.enabled,
+        },
+        permits,
+        Arc::clone(metrics),
+        shutdown.streams.clone(),
+    );
+    if !config.rate_limits.enabled {
+        return Ok(api);
+    }
+    // Configured tenants are named in the metric; any other is `other`.
+    let known = config
+        .auth
+        .api_keys
+        .iter()
+        .map(|k| k.tenant.clone())
+        .chain([config.default_tenant.clone()]);
+    let limits = Arc::new(RateLimits::new(
+        &config.rate_limits,
+        known,
+        Some(&metrics.meter()),
+    ));
+    limits.spawn_housekeeping(
+        Duration::from_secs(10),
+        shutdown.streams.clone(),
+        &shutdown.tasks,
+    );
+    tracing::info!(limits = ?config.rate_limits, "per-tenant rate limits on");
+    Ok(api.with_rate_limits(limits))
+}
+
+/// As [`serve`], with the listeners bound and the backends built.
+async fn serve_built(
+    config: Config,
+    listeners: Listeners,
+    built: Backends,
+    tls: Option<Arc<TlsServer>>,
+    signal: impl Future<Output = ()> + Send,
+) -> Result<(), ServerError> {
+    let Backends { pipeline, nats } = built;
+    let shutdown = Shutdown::new();
+    // Reports of a networked backend run in tasks of their own: drained, never cut.
+    let pipeline = pipeline.with_tasks(shutdown.tasks.clone());
+    let local = listeners.public.local_addr().ok();
+    let auth = config.authenticator()?.map(Arc::new);
+    log_auth(&config, auth.as_deref(), local);
+    let permits = Arc::new(SubscriptionPermits::new(
+        config.subscriptions.max_total,
+        config.subscriptions.max_per_tenant,
+    ));
+    let metrics = {
+        let permits = Arc::clone(&permits);
+        Arc::new(Metrics::new(
+            &OtlpSettings::from_env(),
+            Arc::clone(pipeline.events()),
+            Arc::new(move || permits.active() as u64),
+        )?)
+    };
+    let api = api(&config, &pipeline, permits, &metrics, &shutdown)?;
+    let service = stack::public_service(&config, api, auth, &metrics.meter());
+
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health
+        .set_serving::<CallOutcomeServiceServer<CallOutcomeApi>>()
+        .await;
+    if let Some(connection) = &nats {
+        follow_nats(health.clone(), connection, &shutdown);
+    }
+    let (reflection_v1, reflection_v1alpha) = if config.server.reflection {
+        let error = |e: tonic_reflection::server::Error| ServerError::Reflection(e.to_string());
+        (
+            Some(reflection_builder().build_v1().map_err(error)?),
+            Some(reflection_builder().build_v1alpha().map_err(error)?),
+        )
+    } else {
+        (None, None)
+    };
+
+    // The admin listener outlives the drain (its own token): liveness stays up and
+    // readiness reports the shutdown while in-flight work finishes.
+    let admin_stop = CancellationToken::new();
+    let admin_task = match listeners.admin {
+        Some(listener) => {
+            let admin_local = listener.local_addr().ok();
+            let router = admin::router(
+                admin::grpc_routes(tonic::service::Routes::new(health_service.clone()))?,
+                Arc::clone(&metrics),
+                pipeline.clone(),
+                shutdown.streams.clone(),
+            );
+            let stop = admin_stop.clone();
+            tracing::info!(
+                admin = %admin_local.map_or_else(|| "?".to_owned(), |a| a.to_string()),
+                "admin listener: /metrics /healthz /readyz and grpc.health.v1"
+            );
+            Some(tokio::spawn(async move {
+                axum::serve(listener, router)
+                    .with_graceful_shutdown(async move { stop.cancelled().await })
+                    .await
+            }))
+        }
+        None => None,
+    };
+
+    let (stop_accepting, stopped) = oneshot::channel::<()>();
+    let tuning = &config.server;
+    let router = tonic::transport::Server::builder()
+        .timeout(tuning.request_timeout)
+        .http2_keepalive_interval(Some(tuning.http2_keepalive_interval))
+        .http2_keepalive_timeout(Some(tuning.http2_keepalive_timeout))
+        .max_concurrent_streams(tuning.max_concurrent_streams)
+        .tcp_nodelay(true)
+        .add_service(health_service)
+        .add_optional_service(reflection_v1)
+        .add_optional_service(reflection_v1alpha)
+        .add_service(service);
+    let stop_signal = async move {
+        let _ = stopped.await;
+    };
+    let mut serving: JoinHandle<Result<(), tonic::transport::Error>> = match &tls {
+        Some(tls) => {
+            tls.spawn_reloader(shutdown.streams.clone(), &shutdown.tasks);
+            tokio::spawn(
+                router.serve_with_incoming_shutdown(tls.incoming(listeners.public), stop_signal),
+            )
+        }
+        None => {
+            let incoming = TcpIncoming::from(listeners.public).with_nodelay(Some(true));
+            tokio::spawn(router.serve_with_incoming_shutdown(incoming, stop_signal))
+        }
+    };
+    tracing::info!(
+        listen = %local.map_or_else(|| "?".to_owned(), |a| a.to_string()),
+        reflection = config.server.reflection,
+        tls = match &tls {
+            None => "off",
+            Some(t) if t.client_cert_required() => "on, client certificate required",
+            Some(_) => "on",
+        },
+        "serving {SERVICE_NAME}"
+    );
+
+    let stopped_early = tokio::select! {
+        result = &mut serving => Some(result),
+        () = signal => None,
+    };
+    let deadline = Instant::now() + config.shutdown_grace;
+    let result = match stopped_early {
+        // The server stopped on its own: a transport error or a panic.
+        Some(Ok(result)) => result.map_err(ServerError::from),
+        Some(Err(e)) => Err(ServerError::Task(e.to_string())),
+        None => {
+            tracing::info!(grace = ?config.shutdown_grace, "shutting down: draining");
+            health
+                .set_service_status("", tonic_health::ServingStatus::NotServing)
+                .await;
+            health
+                .set_not_serving::<CallOutcomeServiceServer<CallOutcomeApi>>()
+                .await;
+            shutdown.streams.cancel();
+            let _ = stop_accepting.send(());
+            // Connections get the grace less a little, so tracked tasks still have time.
+            let connections_deadline = deadline
+                .checked_sub(MIN_TASK_DRAIN)
+                .unwrap_or(deadline)
+                .max(Instant::now());
+            match tokio::time::timeout_at(connections_deadline, &mut serving).await {
+                Ok(Ok(result)) => result.map_err(ServerError::from),
+                Ok(Err(e)) => Err(ServerError::Task(e.to_string())),
+                Err(_) => {
+                    // Connections still open at the deadline are cut. A report of an
+                    // in-process backend runs to its end inside one poll, and a
+                    // networked backend's runs in a tracked task, so none is cut half way.
+                    tracing::warn!(grace = ?config.shutdown_grace, "drain deadline passed: closing remaining connections");
+                    serving.abort();
+                    Ok(())
+                }
+            }
+        }
+    };
+    shutdown
+        .drain(deadline.max(Instant::now() + MIN_TASK_DRAIN))
+        .await;
+    admin_stop.cancel();
+    if let Some(task) = admin_task {
+        // Bounded: a scraper holding a connection open must not hold the process.
+        match tokio::time::timeout(Duration::from_secs(2), task).await {
+            Ok(Ok(Err(e))) => tracing::warn!(error = %e, "admin listener failed"),
+            Ok(Err(e)) => tracing::warn!(error = %e, "admin listener task failed"),
+            Ok(Ok(Ok(()))) | Err(_) => {}
+        }
+    }
+    metrics.shutdown();
+    tracing::info!("stopped");
+    result
+}
+
+fn reflection_builder() -> tonic_reflection::server::Builder<'static> {
+    tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+}
+
+/// A server running in the background (tests, benchmarks, embedding).
+#[derive(Debug)]
+pub struct RunningServer {
+    pub addr: SocketAddr,
+    /// The admin listener's address, when one is configured.
+    pub admin_addr: Option<SocketAddr>,
+    /// The TLS side, when `[tls]` is configured (its reload status, for tests).
+    pub tls: Option<Arc<TlsServer>>,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<Result<(), ServerError>>>,
+}
+
+impl RunningServer {
+    /// Binds `config.listen` (use port 0 for a free port) and serves in the background.
+    pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
+        // The security rules hold for embedded servers too, before anything binds.
+        config.authenticator()?;
+        config.check_tls()?;
+        config.check_listen_security()?;
+        let tls = tls_server(&config)?;
+        let listener = bind(config.listen).await?;
+        let addr = listener.local_addr().map_err(|source| ServerError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+        let admin = match config.admin_addr()? {
+            Some(a) => Some(bind(a).await?),
+            None => None,
+        };
+        let admin_addr = admin.as_ref().and_then(|l| l.local_addr().ok());
+        // Fail fast on configuration and backend errors instead of inside the task.
+        let built = backends::build(&config).await?;
+        let (tx, rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(serve_built(
+            config,
+            Listeners {
+                public: listener,
+                admin,
+            },
+            built,
+            tls.clone(),
+            async move {
+                let _ = rx.await;
+            },
+        ));
+        Ok(RunningServer {
+            addr,
+            admin_addr,
+            tls,
+            shutdown: Some(tx),
+            task: Some(task),
+        })
+    }
+
+    /// `http://addr` (`https://` with TLS), for clients.
+    pub fn url(&self) -> String {
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://{}", self.addr)
+    }
+
+    /// Triggers a graceful shutdown and waits for it.
+    pub async fn stop(mut self) -> Result<(), ServerError> {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        match self.task.take() {
+            Some(task) => task.await.map_err(|e| ServerError::Task(e.to_string()))?,
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for RunningServer {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
