@@ -24,6 +24,8 @@
 //! - `fuzzing` (hidden): the invariants checked by the `cargo fuzz` targets in `fuzz/`
 //!   and by `tests/fuzz_corpus.rs`.
 
+#![deny(clippy::unwrap_used, clippy::expect_used)]
+
 pub mod api;
 pub mod auth;
 pub mod classify;

@@ -124,7 +124,7 @@ impl Pipeline {
     ) -> Result<ClassifyResult, PipelineError> {
         let tenant = tenant.as_str();
         let classification =
-            debug_span!("classify").in_scope(|| classify::classify_outcome(&outcome))?;
+            debug_span!("classify").in_scope(|| classify::classify_outcome(outcome))?;
         let destination = if outcome.to.is_empty() {
             String::new()
         } else {

@@ -593,6 +593,9 @@ fn serve_with_an_unreachable_nats_fails_with_ex_unavailable() {
             "serve",
             "--listen",
             "127.0.0.1:0",
+            // Never the default 9090: the README's own `serve` may be running beside us.
+            "--admin-listen",
+            "127.0.0.1:0",
             "--backend",
             "nats",
             "--nats-url",

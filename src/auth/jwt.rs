@@ -7,7 +7,7 @@
 //! It does not authorise: a token without the needed role yields an identity without it,
 //! and the handlers refuse it with `PERMISSION_DENIED`.
 
-use super::{Identity, Role, check_tenant};
+use super::identity::{Identity, Role, check_tenant};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation, errors::ErrorKind};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};

@@ -17,9 +17,12 @@
 //! `PERMISSION_DENIED`: a token leaked from one tenant cannot be used from another
 //! tenant's machines. Without a token, the certificate's identity is used.
 
+mod identity;
 pub mod jwt;
 
-use crate::domain::Tenant;
+pub use identity::{Identity, Role};
+
+use identity::check_identity;
 use crate::tls::CertNames;
 use jwt::{JwtConfig, JwtVerifier, looks_like_jwt};
 use serde::{Deserialize, Serialize};
@@ -67,28 +70,6 @@ pub fn bearer(authorization: Option<&[u8]>) -> Result<Option<&str>, AuthError> {
     Ok(Some(token.trim()))
 }
 
-/// What an identity may do. `admin` implies the others.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Role {
-    /// `ReportOutcome` and `Classify`.
-    Report,
-    /// `SubscribeOutcomes`.
-    Subscribe,
-    /// Everything.
-    Admin,
-}
-
-impl Role {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Report => "report",
-            Role::Subscribe => "subscribe",
-            Role::Admin => "admin",
-        }
-    }
-}
-
 /// The `[auth]` table.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -134,21 +115,6 @@ pub struct ApiKeyConfig {
     pub tenant: String,
     /// What the key may do.
     pub roles: Vec<Role>,
-}
-
-/// Who made a request, as resolved by [`AuthLayer`]; in the request extensions.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Identity {
-    pub name: String,
-    pub tenant: Tenant,
-    pub roles: Vec<Role>,
-}
-
-impl Identity {
-    /// Whether the identity holds `role` (or `admin`).
-    pub fn allows(&self, role: Role) -> bool {
-        self.roles.iter().any(|r| *r == role || *r == Role::Admin)
-    }
 }
 
 /// The hex SHA-256 of a key, as written in the config.
@@ -222,36 +188,6 @@ impl KeyRing {
         }
         found
     }
-}
-
-/// Parses an identity's tenant; the error names the entry (`auth.api_keys[0].tenant: ...`).
-pub(crate) fn check_tenant(
-    at: &str,
-    tenant: &str,
-    max_tenant_bytes: usize,
-) -> Result<Tenant, String> {
-    Tenant::parse(tenant, max_tenant_bytes).map_err(|e| format!("{at}.tenant: {e}"))
-}
-
-/// Checks a configured identity's tenant and roles, and returns the identity.
-fn check_identity(
-    at: &str,
-    name: &str,
-    tenant: &str,
-    roles: &[Role],
-    max_tenant_bytes: usize,
-) -> Result<Identity, String> {
-    let tenant = check_tenant(at, tenant, max_tenant_bytes)?;
-    if roles.is_empty() {
-        return Err(format!(
-            "{at}.roles: must name at least one of report, subscribe, admin"
-        ));
-    }
-    Ok(Identity {
-        name: name.to_owned(),
-        tenant,
-        roles: roles.to_vec(),
-    })
 }
 
 /// Which certificate name a `[[auth.client_certs]]` entry matches.
@@ -427,6 +363,7 @@ impl Authenticator {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::Tenant;
 
     fn config() -> AuthConfig {
         AuthConfig {

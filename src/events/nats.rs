@@ -111,7 +111,7 @@ impl NatsEventLog {
 impl EventLog for NatsEventLog {
     async fn publish(&self, event: NewEvent) -> Result<Published, EventError> {
         let connection = &self.inner.connection;
-        check_events(&connection)?;
+        check_events(connection)?;
         let config = &connection.config;
         let subject = config.event_subject(&event.tenant, event.classification.category.as_str());
         let id = Self::message_id(&event);
@@ -143,7 +143,7 @@ impl EventLog for NatsEventLog {
     async fn subscribe(&self, request: SubscriptionRequest) -> Result<Subscription, EventError> {
         let inner = Arc::clone(&self.inner);
         let connection = &inner.connection;
-        check_events(&connection)?;
+        check_events(connection)?;
         let config = connection.config.clone();
         let state = stream_state(&connection.jetstream, &config.stream).await?;
         let epoch = state.epoch;
@@ -293,7 +293,7 @@ impl EventLog for NatsEventLog {
 
     async fn head(&self) -> Result<Position, EventError> {
         let connection = &self.inner.connection;
-        check_events(&connection)?;
+        check_events(connection)?;
         let state = stream_state(&connection.jetstream, &connection.config.stream).await?;
         Ok(Position {
             epoch: state.epoch,
