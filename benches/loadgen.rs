@@ -235,14 +235,11 @@ fn cores() -> usize {
 }
 
 fn pin_to_core(core: usize) {
-    // SAFETY: cpu_set_t is plain data; sched_setaffinity reads it for this thread, and
-    // threads created afterwards (the runtime's) inherit the mask.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(core, &mut set);
-        if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
-            eprintln!("loadgen: cannot pin the client to core {core}; running unpinned");
-        }
+    // For this thread; threads created afterwards (the runtime's) inherit the mask.
+    let mut set = rustix::thread::CpuSet::new();
+    set.set(core);
+    if rustix::thread::sched_setaffinity(None, &set).is_err() {
+        eprintln!("loadgen: cannot pin the client to core {core}; running unpinned");
     }
 }
 
@@ -382,8 +379,7 @@ impl Server {
         let fields: Vec<&str> = rest.split_whitespace().collect();
         let ticks: u64 =
             fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
-        // SAFETY: sysconf has no preconditions.
-        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+        let hz = rustix::param::clock_ticks_per_second().max(1);
         Some(Duration::from_secs_f64(ticks as f64 / hz as f64))
     }
 }
@@ -399,14 +395,12 @@ impl Drop for Server {
 
 /// CPU time of this process (the client).
 fn own_cpu() -> Duration {
-    // SAFETY: getrusage fills the struct it is given.
-    let usage = unsafe {
-        let mut usage: libc::rusage = std::mem::zeroed();
-        libc::getrusage(libc::RUSAGE_SELF, &mut usage);
-        usage
-    };
-    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
-    tv(usage.ru_utime) + tv(usage.ru_stime)
+    // User and system time of every thread of this process, as getrusage adds them.
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::ProcessCPUTime);
+    Duration::new(
+        u64::try_from(t.tv_sec).unwrap_or(0),
+        u32::try_from(t.tv_nsec).unwrap_or(0),
+    )
 }
 
 async fn connect(addr: SocketAddr) -> AnyResult<Channel> {

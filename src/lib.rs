@@ -42,6 +42,7 @@ pub mod providers;
 pub mod quota;
 pub mod server;
 pub mod sip;
+pub mod step;
 pub mod store;
 pub mod telemetry;
 pub mod tls;

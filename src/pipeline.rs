@@ -10,12 +10,11 @@ use crate::domain::Classification;
 use crate::domain::Decision;
 use crate::domain::destination::normalize;
 use crate::domain::{HistoryEntry, HistorySnapshot, Outcome, Tenant};
-use crate::events::{EventError, EventLog, InlinePublish, NewEvent};
+use crate::events::{EventError, EventLog, NewEvent};
 use crate::policy::{Policy, PolicyInput};
-use crate::store::{Claim, InlineClaim, InlineStore, ReportKey, Store, StoreError, StoredReport};
+use crate::store::{Claim, ReportKey, Store, StoreError, StoredReport};
 use std::sync::Arc;
 use std::time::SystemTime;
-use tokio::time::Instant;
 use tokio_util::task::TaskTracker;
 use tracing::{Instrument, debug_span};
 
@@ -133,16 +132,11 @@ impl Pipeline {
         let now = SystemTime::now();
         let history = if destination.is_empty() {
             HistorySnapshot::default()
-        } else if let Some(store) = self.store.inline() {
-            debug_span!("store.history")
-                .in_scope(|| store.history_now(tenant, &destination, now))?
         } else {
-            Box::pin(
-                self.store
-                    .history(tenant, &destination)
-                    .instrument(debug_span!("store.history")),
-            )
-            .await?
+            self.store
+                .history(tenant, &destination, now)
+                .instrument(debug_span!("store.history"))
+                .await?
         };
         let decision = debug_span!("policy.decide").in_scope(|| {
             self.policy.decide(&PolicyInput {
@@ -165,10 +159,11 @@ impl Pipeline {
     /// Records an outcome: idempotent on `(tenant, call_id, attempt)`.
     ///
     /// A client that goes away mid-report must not leave it half done (history recorded,
-    /// event not published, key still claimed). With in-process backends the report runs
-    /// inline, through their synchronous faces: nothing can interrupt it between the
-    /// claim and the completion, since there is no `.await` in between. With networked
-    /// backends it runs in its own task for that.
+    /// event not published, key still claimed). On in-process backends every step after
+    /// the claim is answered at once ([`crate::step`]), so the report runs to its end
+    /// inside the poll that won the claim and dropping the request cannot cut it. With a
+    /// networked backend it runs in a task of its own, tracked so that a shutdown
+    /// drains it. The flow is the same [`Pipeline::record`] either way.
     pub async fn report(
         &self,
         tenant: Tenant,
@@ -183,18 +178,8 @@ impl Pipeline {
             call_id: outcome.call_id.clone(),
             attempt: outcome.attempt.unwrap_or(0),
         };
-        if let (Some(store), Some(events)) = (self.store.inline(), self.events.inline()) {
-            let now = Instant::now();
-            match debug_span!("store.claim").in_scope(|| store.try_claim(&key, now))? {
-                InlineClaim::Done(report) => return Ok(duplicate(report)),
-                InlineClaim::New => {
-                    return self.record_inline(store, events, &key, outcome, classification, now);
-                }
-                // A report with the same key is in flight: wait for it below. (Boxed, so
-                // that the usual path does not carry the waiting future's state.)
-                InlineClaim::Busy => {}
-            }
-            return Box::pin(self.record(key, outcome, classification)).await;
+        if self.store.in_process() && self.events.in_process() {
+            return self.record(key, outcome, classification).await;
         }
         let pipeline = self.clone();
         self.tasks
@@ -208,92 +193,8 @@ impl Pipeline {
             .map_err(|e| PipelineError::Internal(format!("report task failed: {e}")))?
     }
 
-    /// [`Pipeline::report`] through the backends' synchronous faces, once `key` is
-    /// claimed.
-    fn record_inline(
-        &self,
-        store: &dyn InlineStore,
-        events: &dyn InlinePublish,
-        key: &ReportKey,
-        outcome: Outcome,
-        classification: Classification,
-        claimed_at: Instant,
-    ) -> Result<ReportResult, PipelineError> {
-        let recorded = (|| {
-            let now = SystemTime::now();
-            let destination = self.destination(&outcome.to);
-            let history = debug_span!("store.record").in_scope(|| {
-                store.record_now(
-                    &key.tenant,
-                    &destination,
-                    &key.call_id,
-                    history_entry(key, &classification, now),
-                )
-            })?;
-            let (report, event) =
-                self.decide(key, outcome, classification, destination, &history, now);
-            debug_span!("events.publish").in_scope(|| events.publish_now(event))?;
-            // The claim's instant stands for "now": the report took microseconds.
-            debug_span!("store.complete")
-                .in_scope(|| store.complete_now(key, &report, claimed_at))?;
-            Ok(report)
-        })();
-        match recorded {
-            Ok(report) => Ok(ReportResult {
-                report,
-                duplicate: false,
-            }),
-            Err(e) => {
-                store.abandon_now(key);
-                Err(e)
-            }
-        }
-    }
-
-    /// The report once its history is recorded: the decision, the stored result and
-    /// the event to publish.
-    fn decide(
-        &self,
-        key: &ReportKey,
-        outcome: Outcome,
-        classification: Classification,
-        destination: String,
-        history: &HistorySnapshot,
-        now: SystemTime,
-    ) -> (Arc<StoredReport>, NewEvent) {
-        let decision = debug_span!("policy.decide").in_scope(|| {
-            self.policy.decide(&PolicyInput {
-                tenant: &key.tenant,
-                outcome: &outcome,
-                classification: &classification,
-                history,
-                includes_current: true,
-                now,
-                jitter_seed: jitter_seed(&key.tenant, &key.call_id, key.attempt),
-            })
-        });
-        let event_id = uuid::Uuid::now_v7().to_string();
-        let report = Arc::new(StoredReport {
-            classification: Arc::new(classification),
-            decision: Arc::new(decision),
-            event_id,
-            destination,
-            recorded_at: now,
-        });
-        let event = NewEvent {
-            event_id: report.event_id.clone(),
-            tenant: key.tenant.clone(),
-            destination: report.destination.clone(),
-            outcome,
-            classification: Arc::clone(&report.classification),
-            decision: Arc::clone(&report.decision),
-            recorded_at: now,
-        };
-        (report, event)
-    }
-
-    /// [`Pipeline::report`] through the asynchronous backend operations: claims `key`
-    /// (waiting for a report with the same key in flight), then records.
+    /// The one report flow: claim the key (or find the earlier result), record the
+    /// history, decide, publish the event, complete the key; on failure release it.
     async fn record(
         &self,
         key: ReportKey,
@@ -306,18 +207,13 @@ impl Pipeline {
             .instrument(debug_span!("store.claim"))
             .await?
         {
-            Claim::Done(report) => return Ok(duplicate(report)),
+            Claim::Done(report) => {
+                return Ok(ReportResult {
+                    report,
+                    duplicate: true,
+                });
+            }
             Claim::New => {}
-        }
-        if let (Some(store), Some(events)) = (self.store.inline(), self.events.inline()) {
-            return self.record_inline(
-                store,
-                events,
-                &key,
-                outcome,
-                classification,
-                Instant::now(),
-            );
         }
         match self.record_claimed(&key, outcome, classification).await {
             Ok(report) => Ok(ReportResult {
@@ -349,7 +245,33 @@ impl Pipeline {
             )
             .instrument(debug_span!("store.record"))
             .await?;
-        let (report, event) = self.decide(key, outcome, classification, destination, &history, now);
+        let decision = debug_span!("policy.decide").in_scope(|| {
+            self.policy.decide(&PolicyInput {
+                tenant: &key.tenant,
+                outcome: &outcome,
+                classification: &classification,
+                history: &history,
+                includes_current: true,
+                now,
+                jitter_seed: jitter_seed(&key.tenant, &key.call_id, key.attempt),
+            })
+        });
+        let report = Arc::new(StoredReport {
+            classification: Arc::new(classification),
+            decision: Arc::new(decision),
+            event_id: uuid::Uuid::now_v7().to_string(),
+            destination,
+            recorded_at: now,
+        });
+        let event = NewEvent {
+            event_id: report.event_id.clone(),
+            tenant: key.tenant.clone(),
+            destination: report.destination.clone(),
+            outcome,
+            classification: Arc::clone(&report.classification),
+            decision: Arc::clone(&report.decision),
+            recorded_at: now,
+        };
         self.events
             .publish(event)
             .instrument(debug_span!("events.publish"))
@@ -364,14 +286,6 @@ impl Pipeline {
     /// Whether every backend can serve requests.
     pub async fn ready(&self) -> bool {
         self.store.ready().await && self.events.ready().await
-    }
-}
-
-/// The result of a report that repeats an earlier one.
-fn duplicate(report: Arc<StoredReport>) -> ReportResult {
-    ReportResult {
-        report,
-        duplicate: true,
     }
 }
 

@@ -12,16 +12,18 @@ use std::path::{Path, PathBuf};
 const LAYERS: &[(&str, u8)] = &[
     // The vocabulary: imports nothing of the crate.
     ("domain", 0),
-    // Leaves of infrastructure: TLS files and names, the NATS connection.
+    // Leaves of infrastructure: TLS files and names, the NATS connection, and the
+    // `Step` a backend operation returns.
     ("tls", 1),
     ("nats", 1),
+    ("step", 1),
     // Protocol and provider knowledge (pure).
     ("sip", 2),
     ("providers", 3),
     // The pure cores: classification and policy.
     ("classify", 4),
     ("policy", 4),
-    // Data: history, idempotency, the event log (domain and nats only).
+    // Data: history, idempotency, the event log (domain, nats and step only).
     ("store", 4),
     ("events", 4),
     // The one report flow.
@@ -209,7 +211,10 @@ fn imports_only_go_down_the_layers() {
             continue;
         };
         let own = rank(&module).unwrap_or_else(|| {
-            panic!("{module} (from {}) has no layer in tests/layers.rs: give it one", file.display())
+            panic!(
+                "{module} (from {}) has no layer in tests/layers.rs: give it one",
+                file.display()
+            )
         });
         let code = code_only(&std::fs::read_to_string(file).expect("read"));
         for target in imported_modules(&code) {
@@ -217,9 +222,15 @@ fn imports_only_go_down_the_layers() {
                 continue;
             }
             let Some(theirs) = rank(&target) else {
-                panic!("{} names crate::{target}, which has no layer", file.display());
+                panic!(
+                    "{} names crate::{target}, which has no layer",
+                    file.display()
+                );
             };
-            graph.entry(module.clone()).or_default().insert(target.clone());
+            graph
+                .entry(module.clone())
+                .or_default()
+                .insert(target.clone());
             if theirs >= own {
                 upward.push(format!(
                     "{} ({module}, layer {own}) imports crate::{target} (layer {theirs})",
@@ -239,9 +250,9 @@ fn imports_only_go_down_the_layers() {
         "domain imports {:?}",
         graph.get("domain")
     );
-    // The data backends see the vocabulary and the NATS connection only.
+    // The data backends see the vocabulary, the NATS connection and `Step` only.
     for data in ["store", "events"] {
-        let allowed: BTreeSet<String> = ["domain", "nats"].map(String::from).into();
+        let allowed: BTreeSet<String> = ["domain", "nats", "step"].map(String::from).into();
         let used = graph.get(data).cloned().unwrap_or_default();
         assert!(used.is_subset(&allowed), "{data} imports {used:?}");
     }

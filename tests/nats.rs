@@ -321,16 +321,24 @@ async fn concurrent_replicas_never_lose_a_history_update() {
     let (x, y) = tokio::join!(writer(one.clone(), "one"), writer(two.clone(), "two"));
     x.expect("writer one");
     y.expect("writer two");
-    let history = one.history("acme.eu", TO).await.expect("history");
+    let history = one
+        .history("acme.eu", TO, std::time::SystemTime::now())
+        .await
+        .expect("history");
     assert_eq!(
         history.entries.len(),
         2 * EACH,
         "every concurrent update kept"
     );
-    assert_eq!(two.history("acme.eu", TO).await.expect("history"), history);
+    assert_eq!(
+        two.history("acme.eu", TO, std::time::SystemTime::now())
+            .await
+            .expect("history"),
+        history
+    );
     // Tenants stay apart even when one's name is another's escaped token.
     assert!(
-        two.history("acme_2Eeu", TO)
+        two.history("acme_2Eeu", TO, std::time::SystemTime::now())
             .await
             .expect("history")
             .entries

@@ -22,8 +22,8 @@ pub mod jwt;
 
 pub use identity::{Identity, Role};
 
-use identity::check_identity;
 use crate::tls::CertNames;
+use identity::check_identity;
 use jwt::{JwtConfig, JwtVerifier, looks_like_jwt};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};

@@ -18,10 +18,11 @@
 //! incarnation from the next so that a token from before a restart is recognised.
 
 use super::{
-    Delivery, EventCounters, EventError, EventLog, GapReason, InlinePublish, NewEvent, Position,
-    Published, RecordedEvent, Start, Subscription, SubscriptionRequest,
+    Delivery, EventCounters, EventError, EventLog, GapReason, NewEvent, Position, Published,
+    RecordedEvent, Start, Subscription, SubscriptionRequest,
 };
 use crate::domain::Category;
+use crate::step::Step;
 use parking_lot::RwLock;
 use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
@@ -204,7 +205,8 @@ impl Shared {
     }
 }
 
-impl InlinePublish for MemoryEventLog {
+impl MemoryEventLog {
+    /// Appends an event under the ring's lock; never waits on anything else.
     fn publish_now(&self, event: NewEvent) -> Result<Published, EventError> {
         let shared = &self.shared;
         let now = event.recorded_at;
@@ -243,12 +245,12 @@ impl InlinePublish for MemoryEventLog {
 
 #[async_trait::async_trait]
 impl EventLog for MemoryEventLog {
-    fn inline(&self) -> Option<&dyn InlinePublish> {
-        Some(self)
+    fn in_process(&self) -> bool {
+        true
     }
 
-    async fn publish(&self, event: NewEvent) -> Result<Published, EventError> {
-        self.publish_now(event)
+    fn publish(&self, event: NewEvent) -> Step<'_, Result<Published, EventError>> {
+        Step::ready(self.publish_now(event))
     }
 
     async fn subscribe(&self, request: SubscriptionRequest) -> Result<Subscription, EventError> {

@@ -27,6 +27,7 @@ pub mod nats;
 use crate::domain::Decision;
 use crate::domain::Outcome;
 use crate::domain::{Category, Classification};
+use crate::step::Step;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::pin::Pin;
@@ -216,7 +217,9 @@ impl EventCounters {
 pub trait EventLog: Send + Sync + 'static {
     /// Appends an event. Returns only once the event is stored: a report is
     /// acknowledged to its caller after this succeeds, never before.
-    async fn publish(&self, event: NewEvent) -> Result<Published, EventError>;
+    ///
+    /// A [`Step`]: an in-process log answers at once, a networked one with a future.
+    fn publish(&self, event: NewEvent) -> Step<'_, Result<Published, EventError>>;
 
     /// Subscribes to the events of `request.tenant` that match its filter.
     async fn subscribe(&self, request: SubscriptionRequest) -> Result<Subscription, EventError>;
@@ -227,22 +230,15 @@ pub trait EventLog: Send + Sync + 'static {
     /// Counters for metrics.
     fn counters(&self) -> &EventCounters;
 
-    /// The synchronous face of an in-process log, whose `publish` never waits on
-    /// anything but a short lock; `None` for a networked one. See
-    /// [`crate::store::InlineStore`].
-    fn inline(&self) -> Option<&dyn InlinePublish> {
-        None
+    /// True for a log in this process, whose `publish` is answered at once.
+    fn in_process(&self) -> bool {
+        false
     }
 
     /// Whether the backend can serve requests (readiness).
     async fn ready(&self) -> bool {
         true
     }
-}
-
-/// [`EventLog::publish`] as a plain function, for in-process logs.
-pub trait InlinePublish: Send + Sync {
-    fn publish_now(&self, event: NewEvent) -> Result<Published, EventError>;
 }
 
 /// Why a resume token cannot be used.

@@ -28,6 +28,7 @@ use super::{
     RecordedEvent, Start, Subscription, SubscriptionRequest,
 };
 use crate::nats::{NatsConnection, NatsError, key_token, tenant_token};
+use crate::step::Step;
 use async_nats::jetstream;
 use async_nats::jetstream::consumer::DeliverPolicy;
 use async_nats::jetstream::consumer::pull::OrderedConfig;
@@ -107,9 +108,9 @@ impl NatsEventLog {
     }
 }
 
-#[async_trait::async_trait]
-impl EventLog for NatsEventLog {
-    async fn publish(&self, event: NewEvent) -> Result<Published, EventError> {
+impl NatsEventLog {
+    /// Publishes to JetStream and waits for its acknowledgement.
+    async fn publish_js(&self, event: NewEvent) -> Result<Published, EventError> {
         let connection = &self.inner.connection;
         check_events(connection)?;
         let config = &connection.config;
@@ -138,6 +139,13 @@ impl EventLog for NatsEventLog {
         Ok(Published {
             sequence: ack.sequence,
         })
+    }
+}
+
+#[async_trait::async_trait]
+impl EventLog for NatsEventLog {
+    fn publish(&self, event: NewEvent) -> Step<'_, Result<Published, EventError>> {
+        Step::pending(self.publish_js(event))
     }
 
     async fn subscribe(&self, request: SubscriptionRequest) -> Result<Subscription, EventError> {

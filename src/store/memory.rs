@@ -31,11 +31,9 @@
 //! waiter holds nothing. `abandon` and `complete` release whatever marker the key has
 //! (claims carry no token), and the first `complete` of a key wins.
 
-use super::{
-    Claim, InlineClaim, InlineStore, ReportKey, Store, StoreError, StoreLimits, StoredReport,
-};
-use crate::domain::Category;
-use crate::domain::{HistoryEntry, HistorySnapshot};
+use super::{Claim, ReportKey, Store, StoreError, StoreLimits, StoredReport};
+use crate::domain::{Category, HistoryEntry, HistorySnapshot};
+use crate::step::Step;
 use hashbrown::HashTable;
 use parking_lot::Mutex;
 use std::collections::VecDeque;
@@ -184,18 +182,19 @@ impl MemoryStore {
     }
 }
 
-#[async_trait::async_trait]
-impl Store for MemoryStore {
-    async fn claim(&self, key: &ReportKey) -> Result<Claim, StoreError> {
-        let mut now = Instant::now();
+/// The report-path operations that may wait.
+impl MemoryStore {
+    /// Waits for the report in flight with `key` (claimed at `now`), then claims it or
+    /// returns its result.
+    async fn claim_after_wait(
+        &self,
+        key: &ReportKey,
+        mut woken: watch::Receiver<()>,
+        mut expires: Instant,
+        mut now: Instant,
+    ) -> Result<Claim, StoreError> {
         let deadline = now + self.inner.limits.in_flight_wait;
         loop {
-            let (mut woken, expires) = match self.inner.reports.claim(key, now, self.inner.lease)? {
-                // No await point before this return: a cancelled claim leaves nothing.
-                ClaimState::New => return Ok(Claim::New),
-                ClaimState::Done(report) => return Ok(Claim::Done(report)),
-                ClaimState::InFlight { woken, expires } => (woken, expires),
-            };
             let until = expires.min(deadline);
             // `changed` fails when the marker's sender is dropped: the first report
             // completed or abandoned, or another claimer replaced an expired marker.
@@ -211,79 +210,16 @@ impl Store for MemoryStore {
             } else {
                 now = Instant::now();
             }
+            // No await point between a claim and its return: a cancelled claim leaves
+            // nothing behind.
+            (woken, expires) = match self.inner.reports.claim(key, now, self.inner.lease)? {
+                ClaimState::New => return Ok(Claim::New),
+                ClaimState::Done(report) => return Ok(Claim::Done(report)),
+                ClaimState::InFlight { woken, expires } => (woken, expires),
+            };
         }
     }
 
-    async fn abandon(&self, key: &ReportKey) {
-        self.abandon_now(key);
-    }
-
-    async fn complete(
-        &self,
-        key: &ReportKey,
-        report: &Arc<StoredReport>,
-    ) -> Result<(), StoreError> {
-        self.complete_now(key, report, Instant::now())
-    }
-
-    fn inline(&self) -> Option<&dyn InlineStore> {
-        Some(self)
-    }
-
-    async fn record(
-        &self,
-        tenant: &str,
-        destination: &str,
-        call_id: &str,
-        entry: HistoryEntry,
-    ) -> Result<HistorySnapshot, StoreError> {
-        self.record_at(tenant, destination, call_id, entry, SystemTime::now())
-    }
-
-    async fn history(
-        &self,
-        tenant: &str,
-        destination: &str,
-    ) -> Result<HistorySnapshot, StoreError> {
-        self.history_now(tenant, destination, SystemTime::now())
-    }
-}
-
-impl InlineStore for MemoryStore {
-    fn try_claim(&self, key: &ReportKey, now: Instant) -> Result<InlineClaim, StoreError> {
-        Ok(
-            match self.inner.reports.claim(key, now, self.inner.lease)? {
-                ClaimState::New => InlineClaim::New,
-                ClaimState::Done(report) => InlineClaim::Done(report),
-                ClaimState::InFlight { .. } => InlineClaim::Busy,
-            },
-        )
-    }
-
-    fn abandon_now(&self, key: &ReportKey) {
-        self.inner.reports.release(key);
-    }
-
-    fn complete_now(
-        &self,
-        key: &ReportKey,
-        report: &StoredReport,
-        now: Instant,
-    ) -> Result<(), StoreError> {
-        // The first result wins: a report retried after its lease ran out must not
-        // change what duplicates of the first one are told.
-        self.inner.reports.complete(key, report, now)
-    }
-
-    fn record_now(
-        &self,
-        tenant: &str,
-        destination: &str,
-        call_id: &str,
-        entry: HistoryEntry,
-    ) -> Result<HistorySnapshot, StoreError> {
-        self.record_at(tenant, destination, call_id, entry, entry.at)
-    }
     fn history_now(
         &self,
         tenant: &str,
@@ -312,6 +248,60 @@ impl InlineStore for MemoryStore {
             destination: destination.to_owned(),
             entries,
         })
+    }
+}
+
+#[async_trait::async_trait]
+impl Store for MemoryStore {
+    fn claim<'a>(&'a self, key: &'a ReportKey) -> Step<'a, Result<Claim, StoreError>> {
+        let now = Instant::now();
+        match self.inner.reports.claim(key, now, self.inner.lease) {
+            Ok(ClaimState::New) => Step::ready(Ok(Claim::New)),
+            Ok(ClaimState::Done(report)) => Step::ready(Ok(Claim::Done(report))),
+            // Another report holds the key: wait for it (the only step that suspends).
+            Ok(ClaimState::InFlight { woken, expires }) => {
+                Step::pending(self.claim_after_wait(key, woken, expires, now))
+            }
+            Err(e) => Step::ready(Err(e)),
+        }
+    }
+
+    fn abandon<'a>(&'a self, key: &'a ReportKey) -> Step<'a, ()> {
+        self.inner.reports.release(key);
+        Step::ready(())
+    }
+
+    fn complete<'a>(
+        &'a self,
+        key: &'a ReportKey,
+        report: &'a Arc<StoredReport>,
+    ) -> Step<'a, Result<(), StoreError>> {
+        // The first result wins: a report retried after its lease ran out must not
+        // change what duplicates of the first one are told.
+        Step::ready(self.inner.reports.complete(key, report, Instant::now()))
+    }
+
+    fn record<'a>(
+        &'a self,
+        tenant: &'a str,
+        destination: &'a str,
+        call_id: &'a str,
+        entry: HistoryEntry,
+    ) -> Step<'a, Result<HistorySnapshot, StoreError>> {
+        Step::ready(self.record_at(tenant, destination, call_id, entry, SystemTime::now()))
+    }
+
+    fn history<'a>(
+        &'a self,
+        tenant: &'a str,
+        destination: &'a str,
+        now: SystemTime,
+    ) -> Step<'a, Result<HistorySnapshot, StoreError>> {
+        Step::ready(self.history_now(tenant, destination, now))
+    }
+
+    fn in_process(&self) -> bool {
+        true
     }
 }
 
@@ -1325,7 +1315,10 @@ mod tests {
             let s = record(200 + u64::from(i), 300 + i, 1, &mut expected).await;
             check(&s, &expected);
         }
-        check(&store.history("acme", d).await.unwrap(), &expected);
+        check(
+            &store.history("acme", d, SystemTime::now()).await.unwrap(),
+            &expected,
+        );
     }
 
     #[tokio::test]
@@ -1350,7 +1343,10 @@ mod tests {
         store.record("acme", d, "c4", entry(4, 1, 5)).await.unwrap();
         let s = store.record("acme", d, "c5", entry(5, 1, 1)).await.unwrap();
         assert_eq!(ids(&s), [(2, 1), (3, 1), (4, 1), (5, 1)]);
-        assert_eq!(store.history("acme", d).await.unwrap(), s);
+        assert_eq!(
+            store.history("acme", d, SystemTime::now()).await.unwrap(),
+            s
+        );
         // Full: the oldest goes, in place, at every new report.
         let s = store.record("acme", d, "c6", entry(6, 1, 0)).await.unwrap();
         assert_eq!(ids(&s), [(3, 1), (4, 1), (5, 1), (6, 1)]);
@@ -1393,7 +1389,7 @@ mod tests {
         assert!(s.entries.is_empty());
         assert!(
             store
-                .history("acme", "+15550109999")
+                .history("acme", "+15550109999", SystemTime::now())
                 .await
                 .unwrap()
                 .entries
@@ -1410,7 +1406,7 @@ mod tests {
         store2.record("acme", d, "b", entry(2, 1, 1)).await.unwrap();
         // "a" leaves the window as time passes (1 s resolution is enough here).
         std::thread::sleep(Duration::from_millis(1100));
-        let s = store2.history("acme", d).await.unwrap();
+        let s = store2.history("acme", d, SystemTime::now()).await.unwrap();
         assert_eq!(ids(&s), [(2, 1)]);
         // Recording drops it from the kept entries too.
         let s = store2.record("acme", d, "c", entry(3, 1, 0)).await.unwrap();
@@ -1461,9 +1457,22 @@ mod tests {
             .record("acme+1", "5550104477", "c3", entry(3, 1, 5))
             .await
             .unwrap();
-        assert_eq!(ids(&store.history("acme", d).await.unwrap()), [(1, 1)]);
-        assert_eq!(ids(&store.history("globex", d).await.unwrap()), [(2, 1)]);
-        assert!(store.history("other", d).await.unwrap().entries.is_empty());
+        assert_eq!(
+            ids(&store.history("acme", d, SystemTime::now()).await.unwrap()),
+            [(1, 1)]
+        );
+        assert_eq!(
+            ids(&store.history("globex", d, SystemTime::now()).await.unwrap()),
+            [(2, 1)]
+        );
+        assert!(
+            store
+                .history("other", d, SystemTime::now())
+                .await
+                .unwrap()
+                .entries
+                .is_empty()
+        );
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -1485,7 +1494,10 @@ mod tests {
         for task in tasks {
             task.await.unwrap().unwrap();
         }
-        let s = store.history("acme", "+15550104477").await.unwrap();
+        let s = store
+            .history("acme", "+15550104477", SystemTime::now())
+            .await
+            .unwrap();
         assert_eq!(s.entries.len(), 400);
         assert!(s.entries.windows(2).all(|w| w[0].at <= w[1].at));
     }
@@ -1502,7 +1514,10 @@ mod tests {
                 .await
                 .unwrap();
             // Keep "d0" in use: it must survive.
-            store.history("acme", "d0").await.unwrap();
+            store
+                .history("acme", "d0", SystemTime::now())
+                .await
+                .unwrap();
         }
         let total: usize = store
             .inner
@@ -1511,9 +1526,22 @@ mod tests {
             .map(|s| s.lock().table.len())
             .sum();
         assert!(total <= 64 * 8, "{total}");
-        assert_eq!(store.history("acme", "d0").await.unwrap().entries.len(), 1);
         assert_eq!(
-            store.history("acme", "d4999").await.unwrap().entries.len(),
+            store
+                .history("acme", "d0", SystemTime::now())
+                .await
+                .unwrap()
+                .entries
+                .len(),
+            1
+        );
+        assert_eq!(
+            store
+                .history("acme", "d4999", SystemTime::now())
+                .await
+                .unwrap()
+                .entries
+                .len(),
             1
         );
         let zero = MemoryStore::new(StoreLimits {
@@ -1522,7 +1550,13 @@ mod tests {
         });
         let s = zero.record("acme", "d", "c", entry(1, 1, 0)).await.unwrap();
         assert_eq!(s.entries.len(), 1);
-        assert!(zero.history("acme", "d").await.unwrap().entries.is_empty());
+        assert!(
+            zero.history("acme", "d", SystemTime::now())
+                .await
+                .unwrap()
+                .entries
+                .is_empty()
+        );
     }
 
     #[tokio::test]
@@ -1531,7 +1565,7 @@ mod tests {
         let long = "x".repeat(70_000);
         assert!(store.record(&long, "d", "c", entry(1, 1, 0)).await.is_err());
         assert!(store.record("t", &long, "c", entry(1, 1, 0)).await.is_err());
-        assert!(store.history(&long, "d").await.is_err());
+        assert!(store.history(&long, "d", SystemTime::now()).await.is_err());
         // A call id is kept as a fixed-size hash: any length is fine.
         let s = store.record("t", "d", &long, entry(1, 1, 0)).await.unwrap();
         assert_eq!(s.entries.len(), 1);
@@ -1541,7 +1575,13 @@ mod tests {
             .record(&tenant, "d", "c", entry(2, 1, 0))
             .await
             .unwrap();
-        assert_eq!(ids(&store.history(&tenant, "d").await.unwrap()), [(2, 1)]);
+        assert_eq!(
+            ids(&store
+                .history(&tenant, "d", SystemTime::now())
+                .await
+                .unwrap()),
+            [(2, 1)]
+        );
     }
 
     fn rss_bytes() -> Option<usize> {

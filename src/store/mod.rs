@@ -5,7 +5,8 @@
 //! trait for several replicas. This module knows nothing of gRPC, classification rules
 //! or policy: it keeps data and answers questions about it.
 //!
-//! Contract of a report, as driven by the report pipeline:
+//! Contract of a report, as driven by the report pipeline (`tests/backend_contract.rs`
+//! checks it against both backends):
 //! 1. [`Store::claim`] the report key `(tenant, call_id, attempt)`. A key completed before
 //!    returns [`Claim::Done`] with the first result (the report is a duplicate). A key
 //!    claimed by a report still in flight makes the second caller wait for the first.
@@ -21,10 +22,10 @@ pub mod nats;
 use crate::domain::Classification;
 use crate::domain::Decision;
 use crate::domain::{HistoryEntry, HistorySnapshot};
+use crate::step::Step;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
-use tokio::time::Instant;
 
 /// The idempotency key of a report. `attempt` is 0 when the caller did not send one.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -103,92 +104,57 @@ impl Default for StoreLimits {
 }
 
 /// History and idempotency backend.
+///
+/// The operations a report runs through return a [`Step`]: an in-process backend answers
+/// at once (nothing allocated, nothing suspended), a networked one with a future. The
+/// pipeline awaits them the same way; see [`crate::step`].
 #[async_trait::async_trait]
 pub trait Store: Send + Sync + 'static {
     /// Claims `key` for a new report, or returns the stored result of an earlier one.
-    async fn claim(&self, key: &ReportKey) -> Result<Claim, StoreError>;
+    /// A report with the same key in flight is waited for (at most
+    /// `in_flight_wait`, then [`StoreError::InProgress`]).
+    fn claim<'a>(&'a self, key: &'a ReportKey) -> Step<'a, Result<Claim, StoreError>>;
 
     /// Releases a claim whose report failed.
-    async fn abandon(&self, key: &ReportKey);
+    fn abandon<'a>(&'a self, key: &'a ReportKey) -> Step<'a, ()>;
 
-    /// Stores the result of a claimed report.
-    async fn complete(&self, key: &ReportKey, report: &Arc<StoredReport>)
-    -> Result<(), StoreError>;
+    /// Stores the result of a claimed report. The first result wins: a report retried
+    /// after its lease ran out does not change what duplicates of the first are told.
+    fn complete<'a>(
+        &'a self,
+        key: &'a ReportKey,
+        report: &'a Arc<StoredReport>,
+    ) -> Step<'a, Result<(), StoreError>>;
 
     /// Appends `entry`, the outcome of report `call_id`, to the history of
     /// `(tenant, destination)` and returns the snapshot that includes it (oldest first,
-    /// inside the window). An entry with the same call id and attempt is replaced.
-    async fn record(
-        &self,
-        tenant: &str,
-        destination: &str,
-        call_id: &str,
+    /// inside the window counted back from now). An entry with the same call id and
+    /// attempt is replaced.
+    fn record<'a>(
+        &'a self,
+        tenant: &'a str,
+        destination: &'a str,
+        call_id: &'a str,
         entry: HistoryEntry,
-    ) -> Result<HistorySnapshot, StoreError>;
+    ) -> Step<'a, Result<HistorySnapshot, StoreError>>;
 
-    /// The history of `(tenant, destination)` inside the window, oldest first.
-    async fn history(&self, tenant: &str, destination: &str)
-    -> Result<HistorySnapshot, StoreError>;
+    /// The history of `(tenant, destination)` inside the window counted back from `now`,
+    /// oldest first.
+    fn history<'a>(
+        &'a self,
+        tenant: &'a str,
+        destination: &'a str,
+        now: SystemTime,
+    ) -> Step<'a, Result<HistorySnapshot, StoreError>>;
 
-    /// The synchronous face of an in-process backend, whose operations never wait on
-    /// anything but a short lock; `None` for a networked one.
-    fn inline(&self) -> Option<&dyn InlineStore> {
-        None
+    /// True for a backend in this process, whose steps are all answered at once (once
+    /// a claim is won): the pipeline then runs a report inline instead of in a task.
+    fn in_process(&self) -> bool {
+        false
     }
 
     /// Whether the backend can serve requests (readiness).
     async fn ready(&self) -> bool {
         true
     }
-}
-
-/// What an inline claim found.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum InlineClaim {
-    /// The key is now claimed for this report.
-    New,
-    /// An earlier report with this key completed: its result.
-    Done(Arc<StoredReport>),
-    /// Another report holds the key: wait for it with [`Store::claim`].
-    Busy,
-}
-
-/// The operations of an in-process store as plain functions.
-///
-/// The pipeline runs a report through these without an `.await` between the claim and
-/// the completion, so a dropped request cannot leave a report half done; and a report
-/// then builds no future per step (each one was a boxed future and a copy of the
-/// caller's state, which together cost more than the steps themselves).
-pub trait InlineStore: Send + Sync {
-    /// Claims `key` at `now` without waiting: [`InlineClaim::Busy`] when a report with
-    /// the same key is in flight.
-    fn try_claim(&self, key: &ReportKey, now: Instant) -> Result<InlineClaim, StoreError>;
-
-    /// Releases a claim whose report failed.
-    fn abandon_now(&self, key: &ReportKey);
-
-    /// Stores the result of a claimed report ([`Store::complete`]).
-    fn complete_now(
-        &self,
-        key: &ReportKey,
-        report: &StoredReport,
-        now: Instant,
-    ) -> Result<(), StoreError>;
-
-    /// [`Store::record`]; the window is counted back from `entry.at`.
-    fn record_now(
-        &self,
-        tenant: &str,
-        destination: &str,
-        call_id: &str,
-        entry: HistoryEntry,
-    ) -> Result<HistorySnapshot, StoreError>;
-
-    /// [`Store::history`]; the window is counted back from `now`.
-    fn history_now(
-        &self,
-        tenant: &str,
-        destination: &str,
-        now: SystemTime,
-    ) -> Result<HistorySnapshot, StoreError>;
 }

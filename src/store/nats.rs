@@ -23,6 +23,7 @@
 use super::{Claim, ReportKey, Store, StoreError, StoreLimits, StoredReport};
 use crate::domain::{HistoryEntry, HistorySnapshot};
 use crate::nats::{NatsConnection, NatsError, key_token, tenant_token};
+use crate::step::Step;
 use async_nats::jetstream::kv;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
@@ -168,9 +169,9 @@ fn encode<T: Serialize>(value: &T) -> Result<bytes::Bytes, StoreError> {
         .map_err(|e| StoreError::Backend(format!("cannot encode a KV value: {e}")))
 }
 
-#[async_trait::async_trait]
-impl Store for NatsStore {
-    async fn claim(&self, key: &ReportKey) -> Result<Claim, StoreError> {
+/// The report-path operations, as async functions; [`Store`] hands them out as steps.
+impl NatsStore {
+    async fn claim_kv(&self, key: &ReportKey) -> Result<Claim, StoreError> {
         check_store(&self.connection)?;
         let k = Self::report_key(key);
         let deadline = Instant::now() + self.limits.in_flight_wait;
@@ -210,7 +211,7 @@ impl Store for NatsStore {
         }
     }
 
-    async fn abandon(&self, key: &ReportKey) {
+    async fn abandon_kv(&self, key: &ReportKey) {
         if !self.connection.is_connected() {
             // Asking a dead connection would only delay the caller's UNAVAILABLE by a
             // request timeout; the marker's lease releases the key instead.
@@ -233,7 +234,7 @@ impl Store for NatsStore {
         }
     }
 
-    async fn complete(
+    async fn complete_kv(
         &self,
         key: &ReportKey,
         report: &Arc<StoredReport>,
@@ -276,7 +277,7 @@ impl Store for NatsStore {
         ))
     }
 
-    async fn record(
+    async fn record_kv(
         &self,
         tenant: &str,
         destination: &str,
@@ -339,7 +340,7 @@ impl Store for NatsStore {
         ))
     }
 
-    async fn history(
+    async fn history_kv(
         &self,
         tenant: &str,
         destination: &str,
@@ -357,6 +358,45 @@ impl Store for NatsStore {
             destination: destination.to_owned(),
             entries,
         })
+    }
+}
+
+#[async_trait::async_trait]
+impl Store for NatsStore {
+    fn claim<'a>(&'a self, key: &'a ReportKey) -> Step<'a, Result<Claim, StoreError>> {
+        Step::pending(self.claim_kv(key))
+    }
+
+    fn abandon<'a>(&'a self, key: &'a ReportKey) -> Step<'a, ()> {
+        Step::pending(self.abandon_kv(key))
+    }
+
+    fn complete<'a>(
+        &'a self,
+        key: &'a ReportKey,
+        report: &'a Arc<StoredReport>,
+    ) -> Step<'a, Result<(), StoreError>> {
+        Step::pending(self.complete_kv(key, report))
+    }
+
+    fn record<'a>(
+        &'a self,
+        tenant: &'a str,
+        destination: &'a str,
+        call_id: &'a str,
+        entry: HistoryEntry,
+    ) -> Step<'a, Result<HistorySnapshot, StoreError>> {
+        Step::pending(self.record_kv(tenant, destination, call_id, entry))
+    }
+
+    fn history<'a>(
+        &'a self,
+        tenant: &'a str,
+        destination: &'a str,
+        _now: SystemTime,
+    ) -> Step<'a, Result<HistorySnapshot, StoreError>> {
+        // The window is counted from this replica's clock when the read happens.
+        Step::pending(self.history_kv(tenant, destination))
     }
 
     async fn ready(&self) -> bool {
