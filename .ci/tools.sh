@@ -104,7 +104,18 @@ install_openssl() {
   fi
 }
 
+# The docs' commands read the admin listener with curl; Debian images usually ship it.
+install_curl() {
+  command -v curl >/dev/null && return 0
+  log "installing curl (Debian package)"
+  if [ "$(id -u)" = 0 ]; then
+    apt-get update -qq && apt-get install -y -qq curl >/dev/null
+  else
+    sudo apt-get update -qq && sudo apt-get install -y -qq curl >/dev/null
+  fi
+}
+
 tools=("$@")
-[ ${#tools[@]} -gt 0 ] || tools=(buf grpcurl nats_server helm kubernetes_validate openssl)
+[ ${#tools[@]} -gt 0 ] || tools=(buf grpcurl nats_server helm kubernetes_validate openssl curl)
 for t in "${tools[@]}"; do "install_$t"; done
 echo "$TOOLS"

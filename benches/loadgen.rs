@@ -538,9 +538,7 @@ impl Bare {
             outcome: Some((&report).into()),
             classification: Some(classification.clone()),
             decision: Some(decision.clone()),
-            recorded_at: Some(call_outcome::api::convert::timestamp(
-                reported.report.recorded_at,
-            )),
+            recorded_at: Some(call_outcome::timestamp(reported.report.recorded_at)),
             destination: reported.report.destination.clone(),
         };
         Ok(Bare {

@@ -170,10 +170,11 @@ pub use crate::telemetry::LogFormat;
 /// Why a configuration cannot be used. Each names where the problem is.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("{path}: cannot read: {source}")]
+    // The I/O error is part of the message, not a `source`: shown once, never twice.
+    #[error("{path}: cannot read: {error}")]
     Read {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error("{path}:{line}:{column}: {message}")]
     Syntax {
@@ -184,7 +185,7 @@ pub enum ConfigError {
     },
     #[error("configuration: {0}")]
     Invalid(String),
-    #[error("{0}")]
+    #[error(transparent)]
     Policy(#[from] PolicyError),
     #[error(transparent)]
     Tls(#[from] TlsError),
@@ -381,9 +382,9 @@ pub fn load_policy(path: &Path) -> Result<Policy, ConfigError> {
 }
 
 fn read(path: &Path) -> Result<String, ConfigError> {
-    std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+    std::fs::read_to_string(path).map_err(|error| ConfigError::Read {
         path: path.to_owned(),
-        source,
+        error,
     })
 }
 

@@ -1,51 +1,45 @@
 //! call-outcome: classifies SIP call outcomes exactly as the RFCs and real stacks mean
 //! them, decides how to handle each one, and streams decline events to subscribers.
 //!
-//! # Layout
-//! A report flows one way: [`api`] validates → [`classify`] → [`store`] (idempotency +
-//! history snapshot) → [`policy`] decides → [`events`] publish → response.
-//!
-//! - [`proto`]: the generated `calloutcome.v1` contract.
-//! - [`sip`]: pure protocol knowledge — status codes, Reason/Q.850, Retry-After, raw
-//!   response parsing.
-//! - [`providers`]: Telnyx / Twilio / FreeSWITCH / Asterisk causes in SIP/Q.850 terms.
-//! - [`classify`]: outcome → [`classify::Classification`] (pure, synchronous).
-//! - [`policy`]: TOML policy + history snapshot → [`policy::Decision`] (pure).
-//! - [`outcome`]: the domain form of a report and of a destination's history.
-//! - [`store`]: history and idempotency behind a trait (embedded memory backend).
-//! - [`events`]: the outcome event log behind a trait (embedded ring).
-//! - [`nats`]: the NATS JetStream connection behind the multi-replica store and event
-//!   backends (`--backend nats`).
-//! - [`pipeline`]: the order of the steps above and their failure handling.
-//! - [`api`]: tonic service implementations (validation, conversion, error mapping).
-//! - [`server`]: wiring — health, reflection, limits, graceful shutdown.
-//! - [`tls`]: TLS on the public port (rustls with ring), mutual TLS, reload from disk.
-//! - [`config`], [`telemetry`], [`cli`]: configuration, logging, the command line.
-//! - `fuzzing` (hidden): the invariants checked by the `cargo fuzz` targets in `fuzz/`
-//!   and by `tests/fuzz_corpus.rs`.
+//! The layers, the one-way report flow and which module owns each step are described
+//! once, in `ARCHITECTURE.md` at the repository's root; `tests/layers.rs` enforces the
+//! import order it states.
 
+// The library never unwraps what a caller or an operator sent (tests may).
 #![deny(clippy::unwrap_used, clippy::expect_used)]
 
-pub mod api;
+// The public surface: the vocabulary, the pure cores, the report flow and its backend
+// traits (to embed or extend the service), the configuration, the server and the CLI.
 pub mod auth;
 pub mod classify;
 pub mod cli;
 pub mod config;
 pub mod domain;
 pub mod events;
-#[doc(hidden)]
-pub mod fuzzing;
-pub mod nats;
 pub mod pipeline;
 pub mod policy;
-pub mod providers;
-pub mod quota;
 pub mod server;
-pub mod sip;
 pub mod step;
 pub mod store;
-pub mod telemetry;
-pub mod tls;
+
+// Inside the crate only; what callers need of them is re-exported below.
+mod api;
+mod nats;
+mod providers;
+mod quota;
+mod sip;
+mod telemetry;
+mod tls;
+
+#[doc(hidden)]
+pub mod fuzzing;
+
+pub use api::convert::timestamp;
+pub use api::subscribe::{RESUME_TOKEN_METADATA, SubscriptionConfig};
+pub use nats::{NatsConfig, NatsConnection};
+pub use telemetry::{LogFormat, OtlpSettings, init as init_telemetry};
+pub use tls::serve::ReloadStatus;
+pub use tls::{ClientAuth, TlsConfig};
 
 /// The generated `calloutcome.v1` messages, client and server.
 #[allow(clippy::all, clippy::pedantic, missing_docs)]

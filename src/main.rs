@@ -13,9 +13,22 @@ async fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             let code = error.exit_code();
-            // anyhow renders the error chain ("caused by ...") for people.
-            eprintln!("error: {:#}", anyhow::Error::from(error));
+            eprintln!("error: {}", chain(&anyhow::Error::from(error)));
             code
         }
     }
+}
+
+/// The error and its causes, each once: many messages already quote their cause, and
+/// a person should not read the same sentence twice.
+fn chain(error: &anyhow::Error) -> String {
+    let mut text = error.to_string();
+    for cause in error.chain().skip(1) {
+        let cause = cause.to_string();
+        if !text.contains(&cause) {
+            text.push_str(": ");
+            text.push_str(&cause);
+        }
+    }
+    text
 }

@@ -13,7 +13,9 @@ use crate::domain::{HistoryEntry, HistorySnapshot, Outcome, Tenant};
 use crate::events::{EventError, EventLog, NewEvent};
 use crate::policy::{Policy, PolicyInput};
 use crate::store::{Claim, ReportKey, Store, StoreError, StoredReport};
+use std::future::Future;
 use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
 use std::time::SystemTime;
 use tokio_util::task::TaskTracker;
 use tracing::{Instrument, debug_span};
@@ -178,13 +180,25 @@ impl Pipeline {
             call_id: outcome.call_id.clone(),
             attempt: outcome.attempt.unwrap_or(0),
         };
+        let mut inputs = Some((outcome, classification));
         if self.store.in_process() && self.events.in_process() {
-            return self.record(key, outcome, classification).await;
+            // An in-process backend answers every step at once once the claim is won, so
+            // one poll runs the whole flow here, its state on this stack frame instead of
+            // in this future (which the gRPC edge boxes and moves). Only a claim that
+            // waits for a duplicate in flight is pending; dropping it leaves nothing
+            // behind (the inputs are still ours), and the flow is then awaited instead.
+            {
+                let flow = std::pin::pin!(self.record(&key, &mut inputs));
+                if let Poll::Ready(result) = flow.poll(&mut Context::from_waker(Waker::noop())) {
+                    return result;
+                }
+            }
+            return Box::pin(self.record_owned(key, inputs)).await;
         }
         let pipeline = self.clone();
         self.tasks
             .spawn(
-                async move { pipeline.record(key, outcome, classification).await }
+                async move { pipeline.record_owned(key, inputs).await }
                     // The task continues the request's span, so its logs and child spans
                     // belong to the RPC's trace.
                     .instrument(tracing::Span::current()),
@@ -193,17 +207,28 @@ impl Pipeline {
             .map_err(|e| PipelineError::Internal(format!("report task failed: {e}")))?
     }
 
-    /// The one report flow: claim the key (or find the earlier result), record the
-    /// history, decide, publish the event, complete the key; on failure release it.
-    async fn record(
+    /// [`Pipeline::record`] on values it owns (a boxed or spawned flow).
+    async fn record_owned(
         &self,
         key: ReportKey,
-        outcome: Outcome,
-        classification: Classification,
+        mut inputs: Option<(Outcome, Classification)>,
+    ) -> Result<ReportResult, PipelineError> {
+        self.record(&key, &mut inputs).await
+    }
+
+    /// The one report flow: claim the key (or find the earlier result), record the
+    /// history, decide, publish the event, complete the key; on failure release it.
+    ///
+    /// The outcome and its classification are taken from `inputs` only once the claim
+    /// is won: a flow dropped while its claim waits leaves them to the caller.
+    async fn record(
+        &self,
+        key: &ReportKey,
+        inputs: &mut Option<(Outcome, Classification)>,
     ) -> Result<ReportResult, PipelineError> {
         match self
             .store
-            .claim(&key)
+            .claim(key)
             .instrument(debug_span!("store.claim"))
             .await?
         {
@@ -215,13 +240,19 @@ impl Pipeline {
             }
             Claim::New => {}
         }
-        match self.record_claimed(&key, outcome, classification).await {
+        let Some((outcome, classification)) = inputs.take() else {
+            self.store.abandon(key).await;
+            return Err(PipelineError::Internal(
+                "a report's flow ran twice past its claim".into(),
+            ));
+        };
+        match self.record_claimed(key, outcome, classification).await {
             Ok(report) => Ok(ReportResult {
                 report,
                 duplicate: false,
             }),
             Err(e) => {
-                self.store.abandon(&key).await;
+                self.store.abandon(key).await;
                 Err(e)
             }
         }

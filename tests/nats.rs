@@ -8,12 +8,12 @@ mod common;
 #[path = "common/nats.rs"]
 mod nats_server;
 
-use call_outcome::api::subscribe::RESUME_TOKEN_METADATA;
+use call_outcome::NatsConnection;
+use call_outcome::RESUME_TOKEN_METADATA;
 use call_outcome::domain::Category;
 use call_outcome::domain::HistoryEntry;
 use call_outcome::domain::Outcome;
 use call_outcome::events::NewEvent;
-use call_outcome::nats::NatsConnection;
 use call_outcome::proto as pb;
 use call_outcome::proto::call_outcome_service_client::CallOutcomeServiceClient;
 use call_outcome::server::RunningServer;

@@ -4,9 +4,9 @@
 
 mod common;
 
-use call_outcome::config::LogFormat;
+use call_outcome::LogFormat;
+use call_outcome::OtlpSettings;
 use call_outcome::proto as pb;
-use call_outcome::telemetry::{self, OtlpSettings};
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
     TraceService, TraceServiceServer,
 };
@@ -73,7 +73,7 @@ async fn spans_continue_the_callers_trace_and_carry_the_outcome() {
             .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
     );
 
-    let guard = telemetry::init(
+    let guard = call_outcome::init_telemetry(
         LogFormat::Text,
         "info",
         &OtlpSettings {

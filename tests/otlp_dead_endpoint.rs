@@ -3,8 +3,8 @@
 
 mod common;
 
-use call_outcome::config::LogFormat;
-use call_outcome::telemetry::{self, OtlpSettings};
+use call_outcome::LogFormat;
+use call_outcome::OtlpSettings;
 
 #[tokio::test]
 async fn requests_are_answered_while_the_collector_is_unreachable() {
@@ -13,7 +13,7 @@ async fn requests_are_answered_while_the_collector_is_unreachable() {
         let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         l.local_addr().expect("addr")
     };
-    let guard = telemetry::init(
+    let guard = call_outcome::init_telemetry(
         LogFormat::Text,
         "warn",
         &OtlpSettings {

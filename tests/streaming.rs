@@ -4,7 +4,7 @@
 
 mod common;
 
-use call_outcome::api::subscribe::RESUME_TOKEN_METADATA;
+use call_outcome::RESUME_TOKEN_METADATA;
 use call_outcome::config::Config;
 use call_outcome::proto as pb;
 use call_outcome::proto::call_outcome_service_client::CallOutcomeServiceClient;

@@ -15,7 +15,7 @@ use call_outcome::config::Config;
 use call_outcome::proto as pb;
 use call_outcome::proto::call_outcome_service_client::CallOutcomeServiceClient;
 use call_outcome::server::RunningServer;
-use call_outcome::tls::{ClientAuth, TlsConfig};
+use call_outcome::{ClientAuth, TlsConfig};
 use common::*;
 use pb::subscribe_outcomes_response::Kind;
 use pki::{Ca, Pem, write};
@@ -274,8 +274,8 @@ async fn optional_client_certificates_leave_tokens_working() {
 /// Waits (bounded) until the reload status satisfies `done`.
 async fn wait_reload(
     server: &RunningServer,
-    done: impl Fn(&call_outcome::tls::serve::ReloadStatus) -> bool,
-) -> call_outcome::tls::serve::ReloadStatus {
+    done: impl Fn(&call_outcome::ReloadStatus) -> bool,
+) -> call_outcome::ReloadStatus {
     let mut status = server.tls.as_ref().expect("tls").status();
     let seen = tokio::time::timeout(Duration::from_secs(30), status.wait_for(|s| done(s)))
         .await

@@ -85,29 +85,6 @@ const EARLIEST: Duration = Duration::from_secs(946_684_800);
 /// How far in the future a timestamp may be (clock skew between hosts).
 const FUTURE_SKEW: Duration = Duration::from_secs(24 * 3600);
 
-/// Validates a tenant name: 1–`max` bytes of `[A-Za-z0-9._-]`.
-pub fn tenant(
-    name: &str,
-    field: &str,
-    limits: &RequestLimits,
-    violations: &mut Vec<FieldViolation>,
-) {
-    if name.len() > limits.max_tenant_bytes {
-        violations.push(FieldViolation::new(
-            field,
-            format!("longer than {} bytes", limits.max_tenant_bytes),
-        ));
-    } else if !name
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
-    {
-        violations.push(FieldViolation::new(
-            field,
-            "may contain only letters, digits, '.', '_' and '-'",
-        ));
-    }
-}
-
 /// Converts and validates an outcome. Returns every violation found, not only the first.
 pub fn outcome(
     outcome: Option<&pb::CallOutcome>,
@@ -459,12 +436,13 @@ mod tests {
 
     #[test]
     fn tenant_names_are_restricted() {
-        let limits = RequestLimits::default();
-        let mut v = Vec::new();
-        tenant("acme-1.eu_west", "tenant", &limits, &mut v);
-        assert!(v.is_empty());
-        tenant("acme/../x", "tenant", &limits, &mut v);
-        tenant(&"a".repeat(65), "tenant", &limits, &mut v);
+        // The rule is the domain's (`Tenant::parse`), at the edge's default limit.
+        let max = RequestLimits::default().max_tenant_bytes;
+        let v: Vec<_> = ["acme-1.eu_west", "acme/../x", &"a".repeat(65)]
+            .into_iter()
+            .filter_map(|name| crate::domain::Tenant::parse(name, max).err())
+            .collect();
         assert_eq!(v.len(), 2);
+        assert!(crate::domain::Tenant::parse("acme-1.eu_west", max).is_ok());
     }
 }

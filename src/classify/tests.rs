@@ -148,13 +148,13 @@ fn every_registered_final_code() {
         assert_eq!(out.basis, Basis::SipCode);
         assert_eq!(
             out.sip_phrase,
-            crate::sip::lookup(c).map(|s| s.phrase).unwrap()
+            crate::sip::status::lookup(c).map(|s| s.phrase).unwrap()
         );
         assert!(!out.summary.is_empty());
         assert_eq!(out.retry_after, None);
         assert_eq!(out.reason_text, None);
         assert_eq!(out.q850_location, None);
-        let mapped = crate::sip::lookup(c).and_then(|s| s.rfc3398_cause());
+        let mapped = crate::sip::status::lookup(c).and_then(|s| s.rfc3398_cause());
         assert_eq!(out.q850_cause, mapped, "{c}");
         assert_eq!(out.q850_source, mapped.map(|_| Q850Source::SipMapping));
     }
@@ -219,7 +219,10 @@ fn unknown_codes_use_x00() {
         assert_eq!(out.reported_sip_code, Some(c as u16));
         let expected = CODE_TABLE.iter().find(|r| r.0 == eff).map(|r| r.1).unwrap();
         assert_eq!(v(&out), expected, "{c}");
-        assert_eq!(out.sip_phrase, crate::sip::lookup(eff).unwrap().phrase);
+        assert_eq!(
+            out.sip_phrase,
+            crate::sip::status::lookup(eff).unwrap().phrase
+        );
     }
     // 699 keeps 6xx semantics: never an alternate route, Retry-After applies as for 600.
     let out = ok(&with_ra(699, "300"));

@@ -36,7 +36,7 @@ pub struct ConnectArgs {
 fn read(path: &Path) -> Result<Vec<u8>, CliError> {
     std::fs::read(path).map_err(|source| CliError::Io {
         path: path.to_owned(),
-        source,
+        error: source,
     })
 }
 

@@ -183,22 +183,23 @@ pub(crate) fn parse_label(s: &str) -> Result<(String, String), String> {
 #[derive(Debug, thiserror::Error)]
 pub enum CliError {
     /// The outcome cannot be classified or the server rejected the request (exit 2).
-    #[error("invalid outcome: {0}")]
+    #[error("{0}")]
     Invalid(String),
     /// Bad configuration or policy (exit 78, EX_CONFIG).
     #[error(transparent)]
     Config(#[from] ConfigError),
     /// A file could not be read (exit 66, EX_NOINPUT).
-    #[error("{path}: {source}")]
+    // The I/O error is part of the message, not a `source`: shown once, never twice.
+    #[error("{path}: {error}")]
     Io {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// The server could not be reached or failed (exit 69, EX_UNAVAILABLE).
     #[error("{0}")]
     Rpc(String),
     /// The server failed while running (exit 1).
-    #[error("{0}")]
+    #[error(transparent)]
     Server(#[from] crate::server::ServerError),
 }
 
@@ -274,14 +275,14 @@ impl OutcomeArgs {
                 std::io::Read::read_to_end(&mut std::io::stdin(), &mut buf).map_err(|source| {
                     CliError::Io {
                         path: path.clone(),
-                        source,
+                        error: source,
                     }
                 })?;
                 Some(buf)
             }
             Some(path) => Some(std::fs::read(path).map_err(|source| CliError::Io {
                 path: path.clone(),
-                source,
+                error: source,
             })?),
         };
         Ok(Outcome {
@@ -318,7 +319,7 @@ async fn classify(args: ClassifyArgs) -> Result<(), CliError> {
         .await
         .map_err(|e| match e {
             crate::pipeline::PipelineError::Invalid(e) => {
-                CliError::Invalid(format!("{}: {e}", e.field()))
+                CliError::Invalid(format!("invalid outcome: {}: {e}", e.field()))
             }
             other => CliError::Rpc(other.to_string()),
         })?;
@@ -398,7 +399,11 @@ pub(crate) fn status_error(status: tonic::Status) -> CliError {
     let mut message = format!("{:?}: {}", status.code(), status.message());
     if let Some(bad) = status.get_details_bad_request() {
         for v in bad.field_violations {
-            message.push_str(&format!("\n  {}: {}", v.field, v.description));
+            let line = format!("{}: {}", v.field, v.description);
+            // The status message usually names them already; list only what it does not.
+            if !status.message().contains(&line) {
+                message.push_str(&format!("\n  {line}"));
+            }
         }
     }
     match status.code() {
@@ -414,7 +419,7 @@ fn hash_key(args: HashKeyArgs) -> Result<(), CliError> {
             .read_line(&mut line)
             .map_err(|source| CliError::Io {
                 path: PathBuf::from("-"),
-                source,
+                error: source,
             })?;
         line.trim_end_matches(['\r', '\n']).to_owned()
     } else {
@@ -430,7 +435,7 @@ fn hash_key(args: HashKeyArgs) -> Result<(), CliError> {
 fn check_config(args: CheckConfigArgs) -> Result<(), CliError> {
     let text = std::fs::read_to_string(&args.file).map_err(|source| CliError::Io {
         path: args.file.clone(),
-        source,
+        error: source,
     })?;
     if config::looks_like_service_config(&text) {
         let config = Config::load(Some(&args.file))?;

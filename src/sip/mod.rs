@@ -12,7 +12,6 @@ pub mod reason;
 pub mod retry_after;
 pub mod status;
 
-pub use message::{ParseError, SipResponse, parse_response};
-pub use reason::{Location, ReasonValue, parse_reason_header, reason_values};
-pub use retry_after::{RetryAfter, parse_retry_after};
-pub use status::{REGISTERED, StatusCode, effective_code, lookup};
+pub use message::parse_response;
+pub use reason::{parse_reason_header, reason_values};
+pub use retry_after::parse_retry_after;

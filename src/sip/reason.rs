@@ -116,11 +116,6 @@ impl<'a> ReasonValue<'a> {
         self.protocol.eq_ignore_ascii_case("Q.850")
     }
 
-    /// True when the protocol is SIP (case-insensitive).
-    pub fn is_sip(&self) -> bool {
-        self.protocol.eq_ignore_ascii_case("SIP")
-    }
-
     /// The Q.850 cause when this is a Q.850 value with a cause in 1..=127. Out-of-range
     /// causes are rejected rather than masked with `& 0x7f` as Asterisk does (reference §5).
     pub fn q850_cause(&self) -> Option<u8> {
@@ -391,7 +386,7 @@ mod tests {
             "SIP;cause=603;text=\"Decline, really; no\", Q.850;cause=21;location=U",
         );
         assert_eq!(v.len(), 2);
-        assert!(v[0].is_sip());
+        assert!(v[0].protocol.eq_ignore_ascii_case("SIP"));
         assert_eq!(v[0].cause, Some(603));
         assert_eq!(v[0].text.as_deref(), Some("Decline, really; no"));
         assert_eq!(v[1].q850_cause(), Some(21));

@@ -44,11 +44,6 @@ impl StatusCode {
             Rfc3398::Default | Rfc3398::NoMapping | Rfc3398::ByWarning => None,
         }
     }
-
-    /// True for 1xx codes (R0 rejects them as outcomes).
-    pub fn is_provisional(&self) -> bool {
-        self.code < 200
-    }
 }
 
 use Category as C;
@@ -350,7 +345,7 @@ mod tests {
         assert_eq!(REGISTERED.len(), 75);
         assert!(REGISTERED.windows(2).all(|w| w[0].code < w[1].code));
         assert_eq!(REGISTERED.iter().filter(|s| s.rfc == 3261).count(), 50);
-        assert_eq!(REGISTERED.iter().filter(|s| s.is_provisional()).count(), 6);
+        assert_eq!(REGISTERED.iter().filter(|s| s.code < 200).count(), 6);
     }
 
     #[test]

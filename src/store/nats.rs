@@ -114,7 +114,10 @@ impl NatsStore {
     /// Waits until the marker at `revision` changes, `until` passes, or the key watch
     /// fails (then the caller reads again).
     async fn wait_for_change(&self, key: &str, revision: u64, until: Instant) {
-        let Ok(mut watch) = self.reports.watch(key).await else {
+        // From the key's last value on, not only later changes: a completion that lands
+        // between our read and this watch is then seen at once, instead of after the
+        // whole `until` (a duplicate used to wait `in_flight_wait` for nothing).
+        let Ok(mut watch) = self.reports.watch_with_history(key).await else {
             return;
         };
         let _ = tokio::time::timeout_at(until, async {

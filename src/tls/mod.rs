@@ -3,7 +3,7 @@
 //!
 //! Owns reading and checking the TLS files (every error names the file) and building the
 //! configuration that [`serve`] hands to each new connection. It does not decide who may
-//! do what: a client certificate is turned into an identity by [`crate::api::auth`].
+//! do what: a client certificate is turned into an identity by `crate::auth`.
 
 pub mod serve;
 

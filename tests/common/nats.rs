@@ -4,9 +4,9 @@
 //! test fails, it never skips.
 #![allow(dead_code)]
 
-use call_outcome::api::subscribe::SubscriptionConfig;
+use call_outcome::NatsConfig;
+use call_outcome::SubscriptionConfig;
 use call_outcome::config::{Backend, Config};
-use call_outcome::nats::NatsConfig;
 use call_outcome::store::StoreLimits;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};

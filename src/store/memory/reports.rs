@@ -1,0 +1,328 @@
+//! Report keys, in flight or completed, for duplicate detection: sharded hash tables
+//! of packed keys, with completed results kept postcard-encoded beside their key.
+
+#![allow(clippy::wildcard_imports)]
+use super::*;
+
+/// What [`ReportKeys::claim`] found.
+pub(super) enum ClaimState {
+    /// The key was free (or its marker had expired): it is now marked in flight.
+    New,
+    Done(Arc<StoredReport>),
+    /// Another report holds the key until `expires`; `woken` changes when it lets go.
+    InFlight {
+        woken: watch::Receiver<()>,
+        expires: Instant,
+    },
+}
+
+/// Report keys, in flight or completed, in sharded hash tables: a claim and a
+/// completion are each one short lock and one hash probe.
+///
+/// Completed keys: at most `capacity` (oldest completed forgotten first), each for `ttl`
+/// after completion. A completed key never changes (the first result wins), so the
+/// completion order is both expiry order and eviction order: a queue of
+/// `(hash, completion number)` finds the oldest without storing the key twice.
+///
+/// A completed key keeps its result serialised (postcard) right after the key, in one
+/// allocation of a few hundred bytes: it is read back only for a duplicate, and
+/// forgetting it is one `free` rather than a walk through a dozen small allocations
+/// that have long left the cache.
+pub(super) struct ReportKeys {
+    pub(super) shards: Box<[Mutex<ReportShard>]>,
+    pub(super) shard_cap: usize,
+    pub(super) ttl: Duration,
+    pub(super) hasher: foldhash::fast::RandomState,
+}
+
+#[derive(Default)]
+pub(super) struct ReportShard {
+    pub(super) table: HashTable<ReportSlot>,
+    /// Completed keys in completion order: (hash, completion number, expiry).
+    pub(super) order: VecDeque<(u64, u64, Instant)>,
+    pub(super) completed: u64,
+    /// Markers in the table; expired ones are swept when this reaches `sweep_at`.
+    pub(super) in_flight: usize,
+    pub(super) sweep_at: usize,
+}
+
+pub(super) struct ReportSlot {
+    pub(super) hash: u64,
+    /// The packed key (see [`PackedKey`]); once done, followed by the encoded result.
+    pub(super) data: Box<[u8]>,
+    pub(super) state: SlotState,
+}
+
+impl ReportSlot {
+    pub(super) fn key(&self) -> &[u8] {
+        PackedKey::prefix(&self.data)
+    }
+
+    pub(super) fn result(&self) -> &[u8] {
+        self.data.get(self.key().len()..).unwrap_or_default()
+    }
+
+    pub(super) fn is(&self, hash: u64, key: &PackedKey) -> bool {
+        self.hash == hash && self.key() == key.bytes()
+    }
+}
+
+pub(super) enum SlotState {
+    /// Being processed until `expires`. Waiters subscribe to `wake` (made for the first
+    /// waiter); dropping the sender, when the state changes, wakes them.
+    InFlight {
+        expires: Instant,
+        wake: Option<watch::Sender<()>>,
+    },
+    Done {
+        expires: Instant,
+        number: u64,
+    },
+}
+
+/// A report key as bytes: `u32 length of what follows, u32 attempt, u16 tenant length,
+/// tenant, call id`. The length prefix lets a slot hold the key and its result in one
+/// buffer; the tenant length keeps `("a", "bc")` and `("ab", "c")` apart.
+pub(super) struct PackedKey(Vec<u8>);
+
+impl PackedKey {
+    pub(super) fn new(key: &ReportKey) -> Result<Self, StoreError> {
+        let too_long = || StoreError::Backend("tenant or call id too long for a report key".into());
+        let tenant_len = u16::try_from(key.tenant.len()).map_err(|_| too_long())?;
+        let rest = 4 + 2 + key.tenant.len() + key.call_id.len();
+        let rest_len = u32::try_from(rest).map_err(|_| too_long())?;
+        let mut out = Vec::with_capacity(4 + rest);
+        out.extend_from_slice(&rest_len.to_le_bytes());
+        out.extend_from_slice(&key.attempt.to_le_bytes());
+        out.extend_from_slice(&tenant_len.to_le_bytes());
+        out.extend_from_slice(key.tenant.as_bytes());
+        out.extend_from_slice(key.call_id.as_bytes());
+        Ok(PackedKey(out))
+    }
+
+    pub(super) fn bytes(&self) -> &[u8] {
+        &self.0
+    }
+
+    /// The key at the start of a slot's buffer.
+    pub(super) fn prefix(data: &[u8]) -> &[u8] {
+        let len = data
+            .first_chunk::<4>()
+            .map_or(0, |b| u32::from_le_bytes(*b) as usize);
+        data.get(..4 + len).unwrap_or(data)
+    }
+}
+
+impl ReportKeys {
+    pub(super) fn new(capacity: u64, ttl: Duration) -> Self {
+        let shard_cap =
+            usize::try_from(capacity.div_ceil(DONE_SHARDS as u64)).unwrap_or(usize::MAX);
+        ReportKeys {
+            shards: (0..DONE_SHARDS)
+                .map(|_| {
+                    Mutex::new(ReportShard {
+                        sweep_at: MIN_SWEEP_AT,
+                        ..ReportShard::default()
+                    })
+                })
+                .collect(),
+            shard_cap,
+            ttl: ttl.min(MAX_TTL),
+            hasher: foldhash::fast::RandomState::default(),
+        }
+    }
+
+    pub(super) fn locate(&self, key: &PackedKey) -> (u64, &Mutex<ReportShard>) {
+        let hash = self.hasher.hash_one(key.bytes());
+        // The high bits pick the shard; the table uses the low ones.
+        (hash, &self.shards[(hash >> 57) as usize % DONE_SHARDS])
+    }
+
+    pub(super) fn claim(
+        &self,
+        key: &ReportKey,
+        now: Instant,
+        lease: Duration,
+    ) -> Result<ClaimState, StoreError> {
+        let key = PackedKey::new(key)?;
+        let (hash, shard) = self.locate(&key);
+        let mut shard = shard.lock();
+        let shard = &mut *shard;
+        let found = shard.table.find_mut(hash, |slot| slot.is(hash, &key));
+        let marker = SlotState::InFlight {
+            expires: now + lease,
+            wake: None,
+        };
+        Ok(match found {
+            Some(slot) => match &mut slot.state {
+                SlotState::Done { expires, .. } if *expires > now => {
+                    ClaimState::Done(Arc::new(decode_result(slot.result())?))
+                }
+                SlotState::InFlight { expires, wake } if *expires > now => {
+                    let woken = wake.get_or_insert_with(|| watch::channel(()).0).subscribe();
+                    ClaimState::InFlight {
+                        woken,
+                        expires: *expires,
+                    }
+                }
+                state => {
+                    // Expired: a dead claimer's marker, or a result past its TTL whose
+                    // queue entry will find a newer number and leave the key alone.
+                    if matches!(state, SlotState::Done { .. }) {
+                        shard.in_flight += 1;
+                    }
+                    *state = marker;
+                    ClaimState::New
+                }
+            },
+            None => {
+                if shard.in_flight >= shard.sweep_at {
+                    shard.sweep_expired_markers(now);
+                }
+                shard.in_flight += 1;
+                shard.table.insert_unique(
+                    hash,
+                    ReportSlot {
+                        hash,
+                        data: key.0.into_boxed_slice(),
+                        state: marker,
+                    },
+                    |slot| slot.hash,
+                );
+                ClaimState::New
+            }
+        })
+    }
+
+    /// Drops the key's marker, if it has one (waking its waiters).
+    pub(super) fn release(&self, key: &ReportKey) {
+        let Ok(key) = PackedKey::new(key) else {
+            // Such a key was never claimed.
+            return;
+        };
+        let (hash, shard) = self.locate(&key);
+        let removed = {
+            let mut shard = shard.lock();
+            let entry = shard.table.find_entry(hash, |slot| {
+                slot.is(hash, &key) && matches!(slot.state, SlotState::InFlight { .. })
+            });
+            match entry {
+                Ok(entry) => {
+                    let (slot, _) = entry.remove();
+                    shard.in_flight -= 1;
+                    Some(slot)
+                }
+                Err(_) => None,
+            }
+        };
+        // Waking waiters happens here, outside the lock.
+        drop(removed);
+    }
+
+    /// Stores `report` as the key's result unless it already has a live one, and
+    /// releases its marker.
+    pub(super) fn complete(
+        &self,
+        key: &ReportKey,
+        report: &StoredReport,
+        now: Instant,
+    ) -> Result<(), StoreError> {
+        if self.shard_cap == 0 || self.ttl.is_zero() {
+            self.release(key);
+            return Ok(());
+        }
+        let packed = PackedKey::new(key)?;
+        // Encoded outside the lock: key and result in one exact allocation.
+        let data = encode_result(packed.bytes(), report)?;
+        let (hash, shard) = self.locate(&packed);
+        let released = {
+            let mut guard = shard.lock();
+            let shard = &mut *guard;
+            shard.completed += 1;
+            let number = shard.completed;
+            let expires = now + self.ttl;
+            let done = SlotState::Done { expires, number };
+            let released = match shard.table.find_mut(hash, |slot| slot.is(hash, &packed)) {
+                Some(slot) => match &slot.state {
+                    SlotState::Done { expires: first, .. } if *first > now => return Ok(()),
+                    SlotState::Done { .. } => {
+                        slot.state = done;
+                        slot.data = data;
+                        None
+                    }
+                    SlotState::InFlight { .. } => {
+                        shard.in_flight -= 1;
+                        slot.data = data;
+                        Some(std::mem::replace(&mut slot.state, done))
+                    }
+                },
+                None => {
+                    shard.table.insert_unique(
+                        hash,
+                        ReportSlot {
+                            hash,
+                            data,
+                            state: done,
+                        },
+                        |slot| slot.hash,
+                    );
+                    None
+                }
+            };
+            shard.order.push_back((hash, number, expires));
+            shard.evict(now, self.shard_cap);
+            released
+        };
+        // Waking waiters happens here, outside the lock.
+        drop(released);
+        Ok(())
+    }
+}
+
+/// `key` followed by the postcard encoding of `report`, in one exact allocation.
+pub(super) fn encode_result(key: &[u8], report: &StoredReport) -> Result<Box<[u8]>, StoreError> {
+    let failed = |e: postcard::Error| StoreError::Backend(format!("cannot encode a report: {e}"));
+    let size = postcard::experimental::serialized_size(report).map_err(failed)?;
+    let mut data = vec![0; key.len() + size];
+    let (head, tail) = data.split_at_mut(key.len());
+    head.copy_from_slice(key);
+    postcard::to_slice(report, tail).map_err(failed)?;
+    Ok(data.into_boxed_slice())
+}
+
+pub(super) fn decode_result(bytes: &[u8]) -> Result<StoredReport, StoreError> {
+    postcard::from_bytes(bytes)
+        .map_err(|e| StoreError::Backend(format!("cannot decode a stored report: {e}")))
+}
+
+impl ReportShard {
+    /// Forgets completed keys that expired, then the oldest beyond `cap`.
+    pub(super) fn evict(&mut self, now: Instant, cap: usize) {
+        while let Some(&(hash, number, expires)) = self.order.front() {
+            if expires > now && self.order.len() <= cap {
+                break;
+            }
+            self.order.pop_front();
+            // A key completed again after it expired has a newer number: keep that one.
+            if let Ok(entry) = self.table.find_entry(hash, |slot| {
+                slot.hash == hash
+                    && matches!(slot.state, SlotState::Done { number: n, .. } if n == number)
+            }) {
+                entry.remove();
+            }
+        }
+    }
+
+    pub(super) fn sweep_expired_markers(&mut self, now: Instant) {
+        let mut swept = 0;
+        self.table.retain(|slot| match slot.state {
+            SlotState::InFlight { expires, .. } if expires <= now => {
+                swept += 1;
+                false
+            }
+            _ => true,
+        });
+        self.in_flight -= swept;
+        self.sweep_at = (self.in_flight * 2).max(MIN_SWEEP_AT);
+    }
+}
