@@ -11,7 +11,7 @@ What it runs, per Markdown file, in one bash process (`set -euo pipefail`), in o
 
 What it changes, and only that:
 - `call-outcome` is a shell function calling the binary under test (it wins over PATH,
-  so a stale binary elsewhere is never used);
+  so a stale binary elsewhere is never used), and the first `call-outcome` on PATH;
 - the documented default ports (50051, 50052, 9090, 9091, 4222) become free ports picked
   for the file, in the commands and through CALL_OUTCOME_LISTEN, _ADMIN_LISTEN,
   _SERVER_URL and _NATS_URL, so the docs run beside a service on the real defaults;
@@ -108,7 +108,6 @@ def script_for(path, text, ports, skipped):
         # Waits (bounded) until a backgrounded server accepts connections.
         "__wait_port() { for _ in $(seq 1 300); do (echo >/dev/tcp/127.0.0.1/$1) 2>/dev/null && return 0; "
         "sleep 0.1; done; echo \"docs: nothing listens on port $1\" >&2; return 1; }",
-        "trap 'kill $(jobs -p) 2>/dev/null || true' EXIT",
     ]
     count = 0
     for line_no, info, body, directive in blocks(text):
@@ -157,6 +156,22 @@ def script_for(path, text, ports, skipped):
     return "\n".join(parts) + "\n", count
 
 
+def stop_group(pgid):
+    """SIGTERM to a process group, then SIGKILL to what is left after 10 s."""
+    for sig, grace in ((signal.SIGTERM, 10), (signal.SIGKILL, 0)):
+        try:
+            os.killpg(pgid, sig)
+        except ProcessLookupError:
+            return
+        deadline = time.time() + grace
+        while time.time() < deadline:
+            try:
+                os.killpg(pgid, 0)
+            except ProcessLookupError:
+                return
+            time.sleep(0.05)
+
+
 def start_server(binary, env, log):
     process = subprocess.Popen(
         [binary, "serve"], env=env, stdout=log, stderr=subprocess.STDOUT, cwd=REPO
@@ -181,6 +196,9 @@ def main():
         str(p.relative_to(REPO)) for p in (REPO / "docs").glob("*.md")
     )
     skipped, ran, failed = [], 0, []
+    # `call-outcome` as a program too, for commands run by others (`timeout`, `xargs`).
+    bindir = Path(tempfile.mkdtemp(prefix="docs-bin-"))
+    (bindir / "call-outcome").symlink_to(binary)
     for name in files:
         text = (REPO / name).read_text()
         ports = {p: free_port() for p in DEFAULT_PORTS}
@@ -190,7 +208,7 @@ def main():
         env = dict(os.environ)
         env.update(
             CO_BIN=binary,
-            PATH=f"{REPO / '.tools' / 'bin'}:{env.get('PATH', '')}",
+            PATH=f"{bindir}:{REPO / '.tools' / 'bin'}:{env.get('PATH', '')}",
             CALL_OUTCOME_LISTEN=f"127.0.0.1:{ports['50051']}",
             CALL_OUTCOME_ADMIN_LISTEN=f"127.0.0.1:{ports['9090']}",
             CALL_OUTCOME_SERVER_URL=f"http://127.0.0.1:{ports['50051']}",
@@ -204,20 +222,27 @@ def main():
                 m.group(1) == "server" for m in DIRECTIVE.finditer(text)
             ):
                 server = start_server(binary, env, log)
-            try:
-                result = subprocess.run(
+            # Output to a file, not a pipe: a server a block left in the background
+            # must not keep the runner waiting for the pipe to close.
+            with tempfile.TemporaryFile("w+") as out:
+                process = subprocess.Popen(
                     ["bash", "-c", script],
                     env=env,
                     cwd=REPO,
-                    capture_output=True,
-                    text=True,
-                    timeout=FILE_TIMEOUT,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
                     start_new_session=True,
                 )
-                ok, output = result.returncode == 0, result.stdout + result.stderr
-            except subprocess.TimeoutExpired as e:
-                ok = False
-                output = f"timed out after {FILE_TIMEOUT} s\n{e.stdout or ''}{e.stderr or ''}"
+                try:
+                    ok = process.wait(timeout=FILE_TIMEOUT) == 0
+                    timed_out = ""
+                except subprocess.TimeoutExpired:
+                    ok, timed_out = False, f"timed out after {FILE_TIMEOUT} s\n"
+                # Whatever the blocks left running (servers, subscribers) goes with
+                # their process group.
+                stop_group(process.pid)
+                out.seek(0)
+                output = timed_out + out.read()
             if server is not None:
                 server.send_signal(signal.SIGTERM)
                 try:
