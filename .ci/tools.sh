@@ -92,28 +92,17 @@ install_kubernetes_validate() {
   chmod 0755 "$TOOLS/bin/kubernetes-validate" "$TOOLS/bin/tools-python"
 }
 
-# The TLS smoke and chart checks make throwaway certificates with the openssl CLI. Debian
-# has it wherever ca-certificates is installed; otherwise it comes from Debian's packages.
-install_openssl() {
-  command -v openssl >/dev/null && return 0
-  log "installing openssl (Debian package)"
-  if [ "$(id -u)" = 0 ]; then
-    apt-get update -qq && apt-get install -y -qq openssl >/dev/null
-  else
-    sudo apt-get update -qq && sudo apt-get install -y -qq openssl >/dev/null
-  fi
+# A command from Debian's package of the same name, when the machine lacks it.
+install_debian_command() { # install_debian_command <command>
+  command -v "$1" >/dev/null && return 0
+  log "installing $1 (Debian package)"
+  local sudo=; [ "$(id -u)" = 0 ] || sudo=sudo
+  $sudo apt-get update -qq && $sudo apt-get install -y -qq "$1" >/dev/null
 }
-
-# The docs' commands read the admin listener with curl; Debian images usually ship it.
-install_curl() {
-  command -v curl >/dev/null && return 0
-  log "installing curl (Debian package)"
-  if [ "$(id -u)" = 0 ]; then
-    apt-get update -qq && apt-get install -y -qq curl >/dev/null
-  else
-    sudo apt-get update -qq && sudo apt-get install -y -qq curl >/dev/null
-  fi
-}
+# The TLS smoke and chart checks make throwaway certificates with the openssl CLI; the
+# docs' commands read the admin listener with curl. Debian images usually ship both.
+install_openssl() { install_debian_command openssl; }
+install_curl() { install_debian_command curl; }
 
 tools=("$@")
 [ ${#tools[@]} -gt 0 ] || tools=(buf grpcurl nats_server helm kubernetes_validate openssl curl)

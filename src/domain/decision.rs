@@ -3,29 +3,7 @@
 use serde::{Deserialize, Serialize};
 use std::time::SystemTime;
 
-macro_rules! names {
-    ($(#[$meta:meta])* $name:ident { $($(#[$vmeta:meta])* $variant:ident => $text:literal),+ $(,)? }) => {
-        $(#[$meta])*
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-        #[serde(rename_all = "snake_case")]
-        pub enum $name { $($(#[$vmeta])* $variant),+ }
-
-        impl $name {
-            pub const ALL: &'static [$name] = &[$($name::$variant),+];
-            pub fn as_str(self) -> &'static str {
-                match self { $($name::$variant => $text),+ }
-            }
-        }
-
-        impl std::fmt::Display for $name {
-            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str(self.as_str())
-            }
-        }
-    };
-}
-
-names! {
+vocabulary! {
     /// The primary thing the dialer should do next.
     Action {
         /// Nothing to do (answered).
@@ -43,7 +21,7 @@ names! {
     }
 }
 
-names! {
+vocabulary! {
     /// Another way to reach the callee.
     Alternative {
         Sms => "sms",
