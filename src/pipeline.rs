@@ -12,6 +12,7 @@ use crate::domain::destination::normalize;
 use crate::domain::{HistoryEntry, HistorySnapshot, Outcome, Tenant};
 use crate::events::{EventError, EventLog, NewEvent};
 use crate::policy::{Policy, PolicyInput};
+use crate::step::Step;
 use crate::store::{Claim, ReportKey, Store, StoreError, StoredReport};
 use std::future::Future;
 use std::sync::Arc;
@@ -163,18 +164,22 @@ impl Pipeline {
     /// A client that goes away mid-report must not leave it half done (history recorded,
     /// event not published, key still claimed). On in-process backends every step after
     /// the claim is answered at once ([`crate::step`]), so the report runs to its end
-    /// inside the poll that won the claim and dropping the request cannot cut it. With a
-    /// networked backend it runs in a task of its own, tracked so that a shutdown
-    /// drains it. The flow is the same [`Pipeline::record`] either way.
-    pub async fn report(
+    /// within this call, before the returned step is even awaited, and dropping the
+    /// request cannot cut it. With a networked backend it runs in a task of its own,
+    /// tracked so that a shutdown drains it. The flow is the same [`Pipeline::record`]
+    /// either way.
+    pub fn report(
         &self,
         tenant: Tenant,
         outcome: Outcome,
-    ) -> Result<ReportResult, PipelineError> {
+    ) -> Step<'_, Result<ReportResult, PipelineError>> {
         // Classification is pure and cheap: do it before touching the store, so that an
         // invalid outcome changes nothing.
         let classification =
-            debug_span!("classify").in_scope(|| classify::classify_outcome(&outcome))?;
+            match debug_span!("classify").in_scope(|| classify::classify_outcome(&outcome)) {
+                Ok(classification) => classification,
+                Err(e) => return Step::ready(Err(e.into())),
+            };
         let key = ReportKey {
             tenant: tenant.into_string(),
             call_id: outcome.call_id.clone(),
@@ -182,29 +187,29 @@ impl Pipeline {
         };
         let mut inputs = Some((outcome, classification));
         if self.store.in_process() && self.events.in_process() {
-            // An in-process backend answers every step at once once the claim is won, so
-            // one poll runs the whole flow here, its state on this stack frame instead of
-            // in this future (which the gRPC edge boxes and moves). Only a claim that
-            // waits for a duplicate in flight is pending; dropping it leaves nothing
-            // behind (the inputs are still ours), and the flow is then awaited instead.
+            // One poll runs the whole flow here, its state on this stack frame: an
+            // in-process backend answers every step at once once the claim is won. Only
+            // a claim that waits for a duplicate in flight is pending; dropping it leaves
+            // nothing behind (the inputs are still ours), and the flow is then awaited.
             {
                 let flow = std::pin::pin!(self.record(&key, &mut inputs));
                 if let Poll::Ready(result) = flow.poll(&mut Context::from_waker(Waker::noop())) {
-                    return result;
+                    return Step::ready(result);
                 }
             }
-            return Box::pin(self.record_owned(key, inputs)).await;
+            return Step::pending(self.record_owned(key, inputs));
         }
         let pipeline = self.clone();
-        self.tasks
-            .spawn(
-                async move { pipeline.record_owned(key, inputs).await }
-                    // The task continues the request's span, so its logs and child spans
-                    // belong to the RPC's trace.
-                    .instrument(tracing::Span::current()),
-            )
-            .await
-            .map_err(|e| PipelineError::Internal(format!("report task failed: {e}")))?
+        let task = self.tasks.spawn(
+            async move { pipeline.record_owned(key, inputs).await }
+                // The task continues the request's span, so its logs and child spans
+                // belong to the RPC's trace.
+                .instrument(tracing::Span::current()),
+        );
+        Step::pending(async move {
+            task.await
+                .map_err(|e| PipelineError::Internal(format!("report task failed: {e}")))?
+        })
     }
 
     /// [`Pipeline::record`] on values it owns (a boxed or spawned flow).
