@@ -19,13 +19,23 @@ use tonic::metadata::MetadataValue;
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
+/// Most field violations sent with one `INVALID_ARGUMENT`; the message counts the rest.
+/// With the caps below, the status stays a few KB: under the 8 KB of metadata that
+/// common clients (grpcio, grpc-js) accept by default, whatever the request held.
+pub const MAX_VIOLATIONS_SENT: usize = 8;
+/// Longest field path sent (label keys are echoed in field paths).
+const MAX_FIELD_BYTES: usize = 64;
+/// Longest description sent.
+const MAX_DESCRIPTION_BYTES: usize = 120;
+
 /// Response metadata key of the resume token on a stream that ends with an error.
 pub const RESUME_TOKEN_METADATA: &str = "x-resume-token";
 
 /// Everything an RPC can fail with, before it becomes a [`Status`].
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
-    /// The request is malformed; nothing was recorded.
+    /// The request is malformed; nothing was recorded. The status lists the first
+    /// [`MAX_VIOLATIONS_SENT`], each cut to a bounded length, and counts the rest.
     #[error("invalid request: {}", summary(.0))]
     InvalidArgument(Vec<FieldViolation>),
     #[error(transparent)]
@@ -73,11 +83,37 @@ pub enum StreamEnd {
 }
 
 fn summary(violations: &[FieldViolation]) -> String {
-    violations
+    let mut text = violations
         .iter()
-        .map(|v| format!("{}: {}", v.field, v.description))
+        .take(MAX_VIOLATIONS_SENT)
+        .map(|v| {
+            format!(
+                "{}: {}",
+                cut(&v.field, MAX_FIELD_BYTES),
+                cut(&v.description, MAX_DESCRIPTION_BYTES)
+            )
+        })
         .collect::<Vec<_>>()
-        .join("; ")
+        .join("; ");
+    if violations.len() > MAX_VIOLATIONS_SENT {
+        text.push_str(&format!(
+            "; and {} more violations",
+            violations.len() - MAX_VIOLATIONS_SENT
+        ));
+    }
+    text
+}
+
+/// `text`, at most `max` bytes, cut at a character boundary with `…` when cut.
+fn cut(text: &str, max: usize) -> std::borrow::Cow<'_, str> {
+    if text.len() <= max {
+        return text.into();
+    }
+    let mut end = max.saturating_sub('…'.len_utf8());
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &text[..end]).into()
 }
 
 impl ApiError {
@@ -157,8 +193,14 @@ impl From<ApiError> for Status {
 fn bad_request(message: String, violations: Vec<FieldViolation>) -> Status {
     let details = ErrorDetails::with_bad_request(
         violations
-            .into_iter()
-            .map(|v| tonic_types::FieldViolation::new(v.field, v.description))
+            .iter()
+            .take(MAX_VIOLATIONS_SENT)
+            .map(|v| {
+                tonic_types::FieldViolation::new(
+                    cut(&v.field, MAX_FIELD_BYTES),
+                    cut(&v.description, MAX_DESCRIPTION_BYTES),
+                )
+            })
             .collect::<Vec<_>>(),
     );
     Status::with_error_details(Code::InvalidArgument, message, details)
@@ -179,6 +221,45 @@ mod tests {
             .get_details_bad_request()
             .expect("bad request details");
         assert_eq!(bad.field_violations[0].field, "outcome.sip.code");
+    }
+
+    #[test]
+    fn a_flood_of_violations_gives_a_bounded_status() {
+        // 3,000 bad labels with long keys: the request's own size, not the status's.
+        let violations: Vec<_> = (0..3000)
+            .map(|i| {
+                FieldViolation::new(
+                    format!("labels[\"{}{i}\"]", "k".repeat(500)),
+                    "é".repeat(300),
+                )
+            })
+            .collect();
+        let status = Status::from(ApiError::InvalidArgument(violations));
+        assert_eq!(status.code(), Code::InvalidArgument);
+        let bad = status
+            .get_details_bad_request()
+            .expect("bad request details");
+        assert_eq!(bad.field_violations.len(), MAX_VIOLATIONS_SENT);
+        assert!(
+            bad.field_violations
+                .iter()
+                .all(|v| v.field.len() <= MAX_FIELD_BYTES
+                    && v.description.len() <= MAX_DESCRIPTION_BYTES
+                    && v.field.starts_with("labels[\"kkk"))
+        );
+        assert!(
+            status.message().ends_with("; and 2992 more violations"),
+            "{}",
+            status.message()
+        );
+        // What goes on the wire: grpc-message (percent-encoded) and the details.
+        let http = status.into_http::<()>();
+        let bytes: usize = http
+            .headers()
+            .iter()
+            .map(|(k, v)| k.as_str().len() + v.len())
+            .sum();
+        assert!(bytes < 8 * 1024, "{bytes} bytes of trailers");
     }
 
     #[test]
