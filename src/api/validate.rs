@@ -44,7 +44,7 @@ impl Default for RequestLimits {
         RequestLimits {
             max_call_id_bytes: 256,
             max_party_bytes: 512,
-            max_tenant_bytes: 64,
+            max_tenant_bytes: crate::domain::DEFAULT_MAX_TENANT_BYTES,
             max_header_bytes: 4096,
             max_raw_sip_bytes: 65_536,
             max_raw_sip_headers: 256,

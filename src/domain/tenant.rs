@@ -84,12 +84,6 @@ impl fmt::Display for Tenant {
     }
 }
 
-impl PartialEq<str> for Tenant {
-    fn eq(&self, other: &str) -> bool {
-        self.0 == other
-    }
-}
-
 impl PartialEq<&str> for Tenant {
     fn eq(&self, other: &&str) -> bool {
         self.0 == *other

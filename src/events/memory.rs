@@ -406,7 +406,6 @@ mod tests {
         };
         // Built by hand, as the classifier and the policy would (this module sits below
         // both): a 603 with a Q.850 Reason and a Retry-After, and a rendered decision.
-        let _ = tenant;
         let classification = Classification {
             category: if sip_code == 603 {
                 Category::Declined

@@ -194,7 +194,7 @@ async fn serve_built(
     signal: impl Future<Output = ()> + Send,
 ) -> Result<(), ServerError> {
     let Backends { pipeline, nats } = built;
-    let shutdown = Shutdown::new();
+    let shutdown = Shutdown::default();
     // Reports of a networked backend run in tasks of their own: drained, never cut.
     let pipeline = pipeline.with_tasks(shutdown.tasks.clone());
     let local = listeners.public.local_addr().ok();

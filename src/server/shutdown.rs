@@ -26,10 +26,6 @@ pub struct Shutdown {
 }
 
 impl Shutdown {
-    pub fn new() -> Self {
-        Shutdown::default()
-    }
-
     /// Waits for every tracked task until `deadline`; says whether all finished.
     pub async fn drain(&self, deadline: Instant) -> bool {
         self.streams.cancel();
