@@ -127,9 +127,26 @@ pub struct ServerTuning {
     /// Serve gRPC server reflection (v1 and v1alpha).
     pub reflection: bool,
     /// Most public-service requests handled at once across all connections; beyond it
-    /// a request is answered UNAVAILABLE at once, unprocessed. 0: no limit. A stream
-    /// counts only while it opens.
+    /// a request is answered UNAVAILABLE at once, unprocessed. 0: no limit. A request
+    /// counts from the arrival of its message; a stream only while it opens.
     pub max_in_flight: usize,
+    /// Most requests of one tenant handled at once (its share of `max_in_flight`). 0: no
+    /// limit of its own.
+    pub max_in_flight_per_tenant: usize,
+    /// Most requests of one connection handled at once. 0: no limit of its own.
+    pub max_in_flight_per_connection: usize,
+    /// Time for a request's message to arrive after its headers; then DEADLINE_EXCEEDED.
+    #[serde(with = "humantime_serde")]
+    pub body_read_timeout: Duration,
+    /// Most connections open at once on the public port; new ones over it are closed.
+    pub max_connections: usize,
+    /// Time for a new connection (public and admin) to send its HTTP/2 preface or its
+    /// HTTP/1.1 request headers.
+    #[serde(with = "humantime_serde")]
+    pub handshake_timeout: Duration,
+    /// A connection (public and admin) with no request open this long is closed.
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
 }
 
 impl Default for ServerTuning {
@@ -142,6 +159,12 @@ impl Default for ServerTuning {
             max_concurrent_streams: 1024,
             reflection: true,
             max_in_flight: 2048,
+            max_in_flight_per_tenant: 1024,
+            max_in_flight_per_connection: 512,
+            body_read_timeout: Duration::from_secs(5),
+            max_connections: 4096,
+            handshake_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(300),
         }
     }
 }

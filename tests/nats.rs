@@ -617,3 +617,73 @@ fn serve_with_an_unreachable_nats_fails_with_ex_unavailable() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("nats"), "{stderr}");
 }
+
+/// Waits until `/metrics` has the line `wanted` (bounded).
+async fn wait_for_metric(admin: std::net::SocketAddr, wanted: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (_, body) = common::get(admin, "/metrics").await;
+        if body.lines().any(|l| l.trim() == wanted) {
+            return body;
+        }
+        assert!(Instant::now() < deadline, "never saw {wanted}:\n{body}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// The fair-admission model (docs/security.md): requests that are being handled hold a
+/// slot; one tenant may hold only its share, and another tenant still gets in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_at_its_share_is_shed_while_another_tenant_gets_in() {
+    let nats = NatsServer::start().await;
+    let mut config = nats.config();
+    config.default_tenant = "acme".into();
+    config.server.max_in_flight = 10;
+    config.server.max_in_flight_per_tenant = 2;
+    config.nats.request_timeout = Duration::from_secs(20);
+    let server = RunningServer::start(config).await.expect("starts");
+    let admin = server.admin_addr.expect("admin listener");
+    let c = client(&server).await;
+
+    // NATS stops answering: reports now wait for it, each holding its slot.
+    nats.pause();
+    let hold = |tenant: &'static str, call_id: &'static str| {
+        let mut c = c.clone();
+        tokio::spawn(async move {
+            c.report_outcome(pb::ReportOutcomeRequest {
+                tenant: tenant.into(),
+                ..report(outcome(call_id, 1, TO, DECLINE))
+            })
+            .await
+        })
+    };
+    let held = vec![hold("acme", "hold-1"), hold("acme", "hold-2")];
+    wait_for_metric(admin, "calloutcome_in_flight_requests 2").await;
+
+    // acme is at its share: refused at once, unprocessed, and told why.
+    let err = c
+        .clone()
+        .report_outcome(report(outcome("third", 1, TO, DECLINE)))
+        .await
+        .expect_err("acme is at its share");
+    assert_eq!(err.code(), Code::Unavailable, "{err:?}");
+    assert!(err.message().contains("tenant's share"), "{err:?}");
+    // globex is admitted beside it.
+    let globex = hold("globex", "globex-1");
+    let metrics = wait_for_metric(admin, "calloutcome_in_flight_requests 3").await;
+    assert!(
+        metrics.lines().any(|l| l.starts_with("calloutcome_shed_requests_total{")
+            && l.contains("tenant=\"acme\"")
+            && l.contains("limit=\"tenant\"")
+            && l.contains("rpc_method=\"ReportOutcome\"")),
+        "{metrics}"
+    );
+
+    nats.resume();
+    for task in held.into_iter().chain([globex]) {
+        task.await
+            .expect("join")
+            .expect("answered once NATS is back");
+    }
+    server.stop().await.expect("clean stop");
+}

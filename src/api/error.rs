@@ -9,6 +9,7 @@
 //! backoff, a stream with its resume token; `RESOURCE_EXHAUSTED` (quota, subscription
 //! caps) is the caller's own limit; `ABORTED` a duplicate racing its original.
 
+use crate::api::admission::{Shed, ShedScope};
 use crate::api::validate::FieldViolation;
 use crate::auth::AuthError;
 use crate::events::EventError;
@@ -55,11 +56,23 @@ pub enum ApiError {
     /// A subscription cap (`[subscriptions]`) is reached.
     #[error("{0}")]
     SubscriptionCap(String),
-    /// `server.max_in_flight` requests are being handled; this one was not looked at.
-    #[error(
-        "server overloaded: {max_in_flight} requests in flight; nothing was processed, retry with backoff"
-    )]
-    Overloaded { max_in_flight: usize },
+    /// A `server.max_in_flight` limit (in all, the tenant's share or the connection's)
+    /// is reached; this request was not processed.
+    #[error("{}", overloaded(.0))]
+    Overloaded(Shed),
+    /// The request's deadline (the client's `grpc-timeout` or `server.request_timeout`,
+    /// whichever is shorter) passed before it was answered.
+    #[error("deadline exceeded after {0:?}")]
+    DeadlineExceeded(std::time::Duration),
+    /// The request message did not arrive within `server.body_read_timeout`.
+    #[error("the request message did not arrive within {0:?} (server.body_read_timeout)")]
+    BodyTimeout(std::time::Duration),
+    /// The request message is larger than `server.max_message_bytes`.
+    #[error("request message of {size} bytes is larger than server.max_message_bytes ({limit})")]
+    MessageTooLarge { size: usize, limit: usize },
+    /// A unary request without exactly one message (gRPC's request cardinality).
+    #[error("{0}")]
+    Cardinality(&'static str),
     /// The event log failed while opening or serving a subscription.
     #[error(transparent)]
     Events(EventError),
@@ -69,6 +82,23 @@ pub enum ApiError {
         reason: StreamEnd,
         resume_token: String,
     },
+}
+
+fn overloaded(shed: &Shed) -> String {
+    let who = match shed.scope {
+        ShedScope::Server => "the server",
+        ShedScope::Tenant => "this tenant's share of the server",
+        ShedScope::Connection => "this connection's share of the server",
+    };
+    format!(
+        "overloaded: {} requests in flight for {who} (server.max_in_flight{}); nothing was processed, retry with backoff",
+        shed.limit,
+        match shed.scope {
+            ShedScope::Server => "",
+            ShedScope::Tenant => "_per_tenant",
+            ShedScope::Connection => "_per_connection",
+        }
+    )
 }
 
 /// Why a running subscription ended.
@@ -147,7 +177,16 @@ impl From<ApiError> for Status {
             ApiError::SubscriptionCap(_) => Status::new(Code::ResourceExhausted, message),
             // The whole replica is busy, not the caller's quota: UNAVAILABLE is what gRPC
             // clients and proxies retry (on another replica) with backoff.
-            ApiError::Overloaded { .. } => Status::new(Code::Unavailable, message),
+            ApiError::Overloaded(_) => Status::new(Code::Unavailable, message),
+            // grpc doc/statuscodes.md: a deadline that expired is DEADLINE_EXCEEDED
+            // (also when the server's own ceiling set it), never CANCELLED.
+            ApiError::DeadlineExceeded(_) | ApiError::BodyTimeout(_) => {
+                Status::new(Code::DeadlineExceeded, message)
+            }
+            // statuscodes.md: a message over the receive limit, compressed or not.
+            ApiError::MessageTooLarge { .. } => Status::new(Code::ResourceExhausted, message),
+            // statuscodes.md: a request-cardinality violation is UNIMPLEMENTED.
+            ApiError::Cardinality(_) => Status::new(Code::Unimplemented, message),
             ApiError::Pipeline(PipelineError::Invalid(e)) => {
                 let violation =
                     FieldViolation::new(format!("outcome.{}", e.field()), e.to_string());

@@ -11,6 +11,7 @@
 //! - [`layers`]: the tower layers in front of the service, one per file.
 //! - [`error`]: [`error::ApiError`] and the one mapping to `tonic::Status`.
 
+pub mod admission;
 pub mod convert;
 pub mod error;
 pub mod layers;
@@ -21,6 +22,7 @@ pub mod validate;
 pub const SERVICE_NAME: &str = "calloutcome.v1.CallOutcomeService";
 
 use crate::auth::{Identity, Role};
+use admission::{Admission, ConnectionId, Slot};
 use crate::domain::{Classification, Decision, Tenant};
 use crate::events::EventError;
 use crate::pipeline::{Pipeline, PipelineError};
@@ -54,6 +56,24 @@ pub struct CallOutcomeApi {
     auth_required: bool,
     /// Per-tenant rate limits; `None` when `[rate_limits]` is off.
     rate_limits: Option<Arc<RateLimits>>,
+    /// In-flight slots, in all, per tenant and per connection.
+    admission: Arc<Admission>,
+}
+
+/// Who sent a request: the identity (auth on) and the connection it came on.
+#[derive(Debug, Clone)]
+struct Caller {
+    identity: Option<Identity>,
+    connection: Option<ConnectionId>,
+}
+
+impl Caller {
+    fn of<T>(request: &Request<T>) -> Caller {
+        Caller {
+            identity: request.extensions().get::<Identity>().cloned(),
+            connection: request.extensions().get::<ConnectionId>().copied(),
+        }
+    }
 }
 
 /// What the api needs besides the pipeline.
@@ -71,6 +91,7 @@ impl CallOutcomeApi {
         pipeline: Pipeline,
         settings: ApiSettings,
         permits: Arc<SubscriptionPermits>,
+        admission: Arc<Admission>,
         metrics: Arc<Metrics>,
         shutdown: CancellationToken,
     ) -> Self {
@@ -84,7 +105,15 @@ impl CallOutcomeApi {
             shutdown,
             auth_required: settings.auth_required,
             rate_limits: None,
+            admission,
         }
+    }
+
+    /// An in-flight slot for a request whose message has arrived (see [`admission`]).
+    fn slot(&self, rpc: &'static str, tenant: &Tenant, caller: &Caller) -> Result<Slot, ApiError> {
+        self.admission
+            .admit(rpc, tenant, caller.connection)
+            .map_err(ApiError::Overloaded)
     }
 
     /// Enforces per-tenant rate limits.
@@ -199,11 +228,12 @@ impl CallOutcomeApi {
 
     async fn report(
         &self,
-        identity: Option<Identity>,
+        caller: Caller,
         request: pb::ReportOutcomeRequest,
     ) -> Result<pb::ReportOutcomeResponse, ApiError> {
-        let tenant = self.scope(identity.as_ref(), Role::Report, &request.tenant)?;
+        let tenant = self.scope(caller.identity.as_ref(), Role::Report, &request.tenant)?;
         let (tenant, outcome) = self.outcome(tenant, request.outcome.as_ref(), Purpose::Report)?;
+        let _slot = self.slot("ReportOutcome", &tenant, &caller)?;
         let result = self
             .pipeline
             .report(tenant, outcome)
@@ -229,12 +259,13 @@ impl CallOutcomeApi {
 
     async fn classify_outcome(
         &self,
-        identity: Option<Identity>,
+        caller: Caller,
         request: pb::ClassifyRequest,
     ) -> Result<pb::ClassifyResponse, ApiError> {
-        let tenant = self.scope(identity.as_ref(), Role::Report, &request.tenant)?;
+        let tenant = self.scope(caller.identity.as_ref(), Role::Report, &request.tenant)?;
         let (tenant, outcome) =
             self.outcome(tenant, request.outcome.as_ref(), Purpose::Classify)?;
+        let _slot = self.slot("Classify", &tenant, &caller)?;
         let result = self
             .pipeline
             .classify(&tenant, &outcome)
@@ -250,13 +281,15 @@ impl CallOutcomeApi {
 
     async fn subscribe(
         &self,
-        identity: Option<Identity>,
+        caller: Caller,
         request: pb::SubscribeOutcomesRequest,
     ) -> Result<subscribe::ResponseStream, ApiError> {
         let tenant = self
-            .scope(identity.as_ref(), Role::Subscribe, &request.tenant)?
+            .scope(caller.identity.as_ref(), Role::Subscribe, &request.tenant)?
             .map_err(|violation| ApiError::InvalidArgument(vec![violation]))?;
         self.admit(LimitedRpc::Subscribe, &tenant)?;
+        // Held while the stream opens only: a running stream is capped by [subscriptions].
+        let _slot = self.slot("SubscribeOutcomes", &tenant, &caller)?;
         let subscription = subscribe::request(
             tenant.into_string(),
             &request,
@@ -297,9 +330,9 @@ impl CallOutcomeService for CallOutcomeApi {
             "calloutcome.v1.CallOutcomeService/ReportOutcome",
             request.metadata(),
         );
-        let identity = request.extensions().get::<Identity>().cloned();
+        let caller = Caller::of(&request);
         let result = self
-            .report(identity, request.into_inner())
+            .report(caller, request.into_inner())
             .instrument(rpc.span.clone())
             .await
             .map_err(ApiError::into_status);
@@ -316,9 +349,9 @@ impl CallOutcomeService for CallOutcomeApi {
             "calloutcome.v1.CallOutcomeService/Classify",
             request.metadata(),
         );
-        let identity = request.extensions().get::<Identity>().cloned();
+        let caller = Caller::of(&request);
         let result = self
-            .classify_outcome(identity, request.into_inner())
+            .classify_outcome(caller, request.into_inner())
             .instrument(rpc.span.clone())
             .await
             .map_err(ApiError::into_status);
@@ -337,9 +370,9 @@ impl CallOutcomeService for CallOutcomeApi {
             "calloutcome.v1.CallOutcomeService/SubscribeOutcomes",
             request.metadata(),
         );
-        let identity = request.extensions().get::<Identity>().cloned();
+        let caller = Caller::of(&request);
         let result = self
-            .subscribe(identity, request.into_inner())
+            .subscribe(caller, request.into_inner())
             .instrument(rpc.span.clone())
             .await
             .map_err(ApiError::into_status);

@@ -6,13 +6,18 @@
 //! - [`backends`]: the pipeline on the configured backend (also used by the CLI);
 //! - [`stack`]: the tower layers in front of the public service, in one visible order;
 //! - [`admin`]: the admin listener (metrics, liveness, readiness, gRPC health);
+//! - [`connections`]: the connection loop and its hygiene, for every listener;
+//! - [`health`]: gRPC health whose watches end at shutdown;
 //! - [`shutdown`]: signals and the owned shutdown state (tokens, tracked tasks).
 
 pub mod admin;
 pub mod backends;
+pub mod connections;
+pub mod health;
 pub mod shutdown;
 pub mod stack;
 
+use crate::api::admission::{Admission, AdmissionLimits};
 use crate::api::subscribe::SubscriptionPermits;
 use crate::api::{ApiSettings, CallOutcomeApi, SERVICE_NAME};
 use crate::config::{Config, ConfigError};
@@ -33,7 +38,6 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::server::TcpIncoming;
 
 /// Errors that stop the server.
 #[derive(Debug, thiserror::Error)]
@@ -47,8 +51,6 @@ pub enum ServerError {
     },
     #[error("reflection: {0}")]
     Reflection(String),
-    #[error("gRPC server: {0}")]
-    Transport(#[from] tonic::transport::Error),
     #[error("server task failed: {0}")]
     Task(String),
     #[error(transparent)]
@@ -149,6 +151,23 @@ fn api(
     metrics: &Arc<Metrics>,
     shutdown: &Shutdown,
 ) -> Result<CallOutcomeApi, ServerError> {
+    // Configured tenants are named in metrics; any other is `other`.
+    let known = config
+        .auth
+        .api_keys
+        .iter()
+        .map(|k| k.tenant.clone())
+        .chain([config.default_tenant.clone()]);
+    let tuning = &config.server;
+    let admission = Admission::new(
+        AdmissionLimits {
+            max_in_flight: tuning.max_in_flight,
+            per_tenant: tuning.max_in_flight_per_tenant,
+            per_connection: tuning.max_in_flight_per_connection,
+        },
+        known.clone(),
+        Some(&metrics.meter()),
+    );
     let api = CallOutcomeApi::new(
         pipeline.clone(),
         ApiSettings {
@@ -158,19 +177,13 @@ fn api(
             auth_required: config.auth.enabled,
         },
         permits,
+        admission,
         Arc::clone(metrics),
         shutdown.streams.clone(),
     );
     if !config.rate_limits.enabled {
         return Ok(api);
     }
-    // Configured tenants are named in the metric; any other is `other`.
-    let known = config
-        .auth
-        .api_keys
-        .iter()
-        .map(|k| k.tenant.clone())
-        .chain([config.default_tenant.clone()]);
     let limits = Arc::new(RateLimits::new(
         &config.rate_limits,
         known,
@@ -213,9 +226,10 @@ async fn serve_built(
         )?)
     };
     let api = api(&config, &pipeline, permits, &metrics, &shutdown)?;
-    let service = stack::public_service(&config, api, auth, &metrics.meter());
+    let service = stack::public_service(&config, api, auth);
 
-    let (health, health_service) = tonic_health::server::health_reporter();
+    let health = tonic_health::server::HealthReporter::new();
+    let health_service = health::service(health.clone(), shutdown.streams.clone());
     health
         .set_serving::<CallOutcomeServiceServer<CallOutcomeApi>>()
         .await;
@@ -249,41 +263,48 @@ async fn serve_built(
                 admin = %admin_local.map_or_else(|| "?".to_owned(), |a| a.to_string()),
                 "admin listener: /metrics /healthz /readyz and grpc.health.v1"
             );
-            Some(tokio::spawn(async move {
-                axum::serve(listener, router)
-                    .with_graceful_shutdown(async move { stop.cancelled().await })
-                    .await
-            }))
+            let settings = connections::ConnectionSettings {
+                listener: "admin",
+                max_connections: ADMIN_MAX_CONNECTIONS,
+                http2_only: false,
+                ..connection_settings(&config)
+            };
+            Some(tokio::spawn(connections::serve(
+                connections::tcp_incoming(listener, "admin"),
+                router,
+                settings,
+                stop,
+            )))
         }
         None => None,
     };
 
-    let (stop_accepting, stopped) = oneshot::channel::<()>();
-    let tuning = &config.server;
-    let router = tonic::transport::Server::builder()
-        .timeout(tuning.request_timeout)
-        .http2_keepalive_interval(Some(tuning.http2_keepalive_interval))
-        .http2_keepalive_timeout(Some(tuning.http2_keepalive_timeout))
-        .max_concurrent_streams(tuning.max_concurrent_streams)
-        .tcp_nodelay(true)
-        .add_service(health_service)
-        .add_optional_service(reflection_v1)
-        .add_optional_service(reflection_v1alpha)
-        .add_service(service);
-    let stop_signal = async move {
-        let _ = stopped.await;
-    };
-    let mut serving: JoinHandle<Result<(), tonic::transport::Error>> = match &tls {
+    let mut routes = tonic::service::Routes::new(health_service).add_service(service);
+    if let Some(r) = reflection_v1 {
+        routes = routes.add_service(r);
+    }
+    if let Some(r) = reflection_v1alpha {
+        routes = routes.add_service(r);
+    }
+    let port = stack::public_port(&config, routes);
+    let settings = connection_settings(&config);
+    let stop_accepting = CancellationToken::new();
+    let mut serving: JoinHandle<()> = match &tls {
         Some(tls) => {
             tls.spawn_reloader(shutdown.streams.clone(), &shutdown.tasks);
-            tokio::spawn(
-                router.serve_with_incoming_shutdown(tls.incoming(listeners.public), stop_signal),
-            )
+            tokio::spawn(connections::serve(
+                tls.incoming(listeners.public),
+                port,
+                settings,
+                stop_accepting.clone(),
+            ))
         }
-        None => {
-            let incoming = TcpIncoming::from(listeners.public).with_nodelay(Some(true));
-            tokio::spawn(router.serve_with_incoming_shutdown(incoming, stop_signal))
-        }
+        None => tokio::spawn(connections::serve(
+            connections::tcp_incoming(listeners.public, "public"),
+            port,
+            settings,
+            stop_accepting.clone(),
+        )),
     };
     tracing::info!(
         listen = %local.map_or_else(|| "?".to_owned(), |a| a.to_string()),
@@ -302,8 +323,8 @@ async fn serve_built(
     };
     let deadline = Instant::now() + config.shutdown_grace;
     let result = match stopped_early {
-        // The server stopped on its own: a transport error or a panic.
-        Some(Ok(result)) => result.map_err(ServerError::from),
+        // The server stopped on its own: a panic.
+        Some(Ok(())) => Err(ServerError::Task("the public listener stopped".into())),
         Some(Err(e)) => Err(ServerError::Task(e.to_string())),
         None => {
             tracing::info!(grace = ?config.shutdown_grace, "shutting down: draining");
@@ -314,14 +335,14 @@ async fn serve_built(
                 .set_not_serving::<CallOutcomeServiceServer<CallOutcomeApi>>()
                 .await;
             shutdown.streams.cancel();
-            let _ = stop_accepting.send(());
+            stop_accepting.cancel();
             // Connections get the grace less a little, so tracked tasks still have time.
             let connections_deadline = deadline
                 .checked_sub(MIN_TASK_DRAIN)
                 .unwrap_or(deadline)
                 .max(Instant::now());
             match tokio::time::timeout_at(connections_deadline, &mut serving).await {
-                Ok(Ok(result)) => result.map_err(ServerError::from),
+                Ok(Ok(())) => Ok(()),
                 Ok(Err(e)) => Err(ServerError::Task(e.to_string())),
                 Err(_) => {
                     // Connections still open at the deadline are cut. A report of an
@@ -340,15 +361,31 @@ async fn serve_built(
     admin_stop.cancel();
     if let Some(task) = admin_task {
         // Bounded: a scraper holding a connection open must not hold the process.
-        match tokio::time::timeout(Duration::from_secs(2), task).await {
-            Ok(Ok(Err(e))) => tracing::warn!(error = %e, "admin listener failed"),
-            Ok(Err(e)) => tracing::warn!(error = %e, "admin listener task failed"),
-            Ok(Ok(Ok(()))) | Err(_) => {}
+        if let Ok(Err(e)) = tokio::time::timeout(Duration::from_secs(2), task).await {
+            tracing::warn!(error = %e, "admin listener task failed");
         }
     }
     metrics.shutdown();
     tracing::info!("stopped");
     result
+}
+
+/// Most connections the admin listener keeps open (probes and scrapers need few).
+const ADMIN_MAX_CONNECTIONS: usize = 256;
+
+/// The connection limits of the public port (the admin listener's start from them).
+fn connection_settings(config: &Config) -> connections::ConnectionSettings {
+    let tuning = &config.server;
+    connections::ConnectionSettings {
+        listener: "public",
+        max_connections: tuning.max_connections,
+        handshake_timeout: tuning.handshake_timeout,
+        idle_timeout: tuning.idle_timeout,
+        http2_only: true,
+        http2_keepalive_interval: Some(tuning.http2_keepalive_interval),
+        http2_keepalive_timeout: tuning.http2_keepalive_timeout,
+        max_concurrent_streams: tuning.max_concurrent_streams,
+    }
 }
 
 fn reflection_builder() -> tonic_reflection::server::Builder<'static> {

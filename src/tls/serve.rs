@@ -158,7 +158,7 @@ impl TlsServer {
     pub fn incoming(
         self: &Arc<Self>,
         listener: TcpListener,
-    ) -> ReceiverStream<io::Result<TlsConn>> {
+    ) -> ReceiverStream<TlsConn> {
         let (tx, rx) = mpsc::channel(64);
         let server = Arc::clone(self);
         let slots = Arc::new(Semaphore::new(MAX_PENDING_HANDSHAKES));
@@ -191,7 +191,7 @@ impl TlsServer {
                     let _slot = slot;
                     match tokio::time::timeout(timeout, acceptor.accept(tcp)).await {
                         Ok(Ok(stream)) => {
-                            let _ = tx.send(Ok(TlsConn::new(stream, peer))).await;
+                            let _ = tx.send(TlsConn::new(stream, peer)).await;
                         }
                         // Scanners and misconfigured clients: not worth more than debug.
                         Ok(Err(e)) => {
