@@ -672,10 +672,12 @@ async fn a_tenant_at_its_share_is_shed_while_another_tenant_gets_in() {
     let globex = hold("globex", "globex-1");
     let metrics = wait_for_metric(admin, "calloutcome_in_flight_requests 3").await;
     assert!(
-        metrics.lines().any(|l| l.starts_with("calloutcome_shed_requests_total{")
-            && l.contains("tenant=\"acme\"")
-            && l.contains("limit=\"tenant\"")
-            && l.contains("rpc_method=\"ReportOutcome\"")),
+        metrics
+            .lines()
+            .any(|l| l.starts_with("calloutcome_shed_requests_total{")
+                && l.contains("tenant=\"acme\"")
+                && l.contains("limit=\"tenant\"")
+                && l.contains("rpc_method=\"ReportOutcome\"")),
         "{metrics}"
     );
 

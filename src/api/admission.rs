@@ -264,14 +264,21 @@ mod tests {
         let a = Admission::new(limits(4, 2, 0), [], None);
         let (acme, globex) = (tenant("acme"), tenant("globex"));
         let held: Vec<Slot> = (0..2)
-            .map(|i| a.admit("ReportOutcome", &acme, Some(ConnectionId(i))).expect("in"))
+            .map(|i| {
+                a.admit("ReportOutcome", &acme, Some(ConnectionId(i)))
+                    .expect("in")
+            })
             .collect();
         let shed = a
             .admit("ReportOutcome", &acme, Some(ConnectionId(9)))
             .expect_err("acme is at its share");
         assert_eq!(shed.scope, ShedScope::Tenant);
-        let g1 = a.admit("ReportOutcome", &globex, None).expect("globex gets in");
-        let g2 = a.admit("ReportOutcome", &globex, None).expect("globex gets in");
+        let g1 = a
+            .admit("ReportOutcome", &globex, None)
+            .expect("globex gets in");
+        let g2 = a
+            .admit("ReportOutcome", &globex, None)
+            .expect("globex gets in");
         assert_eq!(a.in_flight(), 4);
         let shed = a
             .admit("Classify", &tenant("initech"), None)
@@ -280,7 +287,10 @@ mod tests {
         drop(held);
         drop((g1, g2));
         assert_eq!(a.in_flight(), 0);
-        assert!(a.counts.lock().tenants.is_empty(), "no entry outlives its slots");
+        assert!(
+            a.counts.lock().tenants.is_empty(),
+            "no entry outlives its slots"
+        );
     }
 
     #[test]
@@ -290,7 +300,9 @@ mod tests {
         let one = ConnectionId(1);
         let _x = a.admit("ReportOutcome", &acme, Some(one)).expect("in");
         let _y = a.admit("ReportOutcome", &acme, Some(one)).expect("in");
-        let shed = a.admit("ReportOutcome", &acme, Some(one)).expect_err("full");
+        let shed = a
+            .admit("ReportOutcome", &acme, Some(one))
+            .expect_err("full");
         assert_eq!(shed.scope, ShedScope::Connection);
         assert_eq!(shed.limit, 2);
         // The same tenant on another connection is served.
@@ -304,7 +316,10 @@ mod tests {
         let a = Admission::new(limits(0, 0, 0), [], None);
         let acme = tenant("acme");
         let slots: Vec<Slot> = (0..10_000)
-            .map(|_| a.admit("Classify", &acme, Some(ConnectionId(1))).expect("in"))
+            .map(|_| {
+                a.admit("Classify", &acme, Some(ConnectionId(1)))
+                    .expect("in")
+            })
             .collect();
         assert_eq!(a.in_flight(), 10_000);
         drop(slots);

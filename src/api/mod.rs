@@ -22,7 +22,6 @@ pub mod validate;
 pub const SERVICE_NAME: &str = "calloutcome.v1.CallOutcomeService";
 
 use crate::auth::{Identity, Role};
-use admission::{Admission, ConnectionId, Slot};
 use crate::domain::{Classification, Decision, Tenant};
 use crate::events::EventError;
 use crate::pipeline::{Pipeline, PipelineError};
@@ -31,6 +30,7 @@ use crate::proto::call_outcome_service_server::CallOutcomeService;
 use crate::quota::{LimitedRpc, RateLimits};
 use crate::store::StoreError;
 use crate::telemetry::Metrics;
+use admission::{Admission, ConnectionId, Slot};
 use error::ApiError;
 use layers::trace::Rpc;
 use std::sync::Arc;

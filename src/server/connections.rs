@@ -21,7 +21,6 @@
 
 use crate::api::admission::ConnectionId;
 use bytes::Bytes;
-use tokio_stream::Stream;
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -38,6 +37,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Notify;
 use tokio::task::JoinSet;
 use tokio::time::{Instant, Sleep};
+use tokio_stream::Stream;
 use tokio_util::sync::CancellationToken;
 use tonic::codegen::http;
 use tonic::transport::server::Connected;
@@ -81,7 +81,10 @@ impl Warn {
     /// Whether to log now, and how many were not logged since the last time.
     fn due(&mut self) -> Option<u64> {
         let now = Instant::now();
-        if self.last.is_some_and(|l| now.duration_since(l) < WARN_EVERY) {
+        if self
+            .last
+            .is_some_and(|l| now.duration_since(l) < WARN_EVERY)
+        {
             self.suppressed += 1;
             return None;
         }

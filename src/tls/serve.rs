@@ -155,10 +155,7 @@ impl TlsServer {
     /// has completed. Handshakes run in their own tasks under `handshake_timeout`, so a
     /// slow or silent client never holds up the next accept. Dropping the stream (the
     /// server stops accepting) stops the loop and closes the listener.
-    pub fn incoming(
-        self: &Arc<Self>,
-        listener: TcpListener,
-    ) -> ReceiverStream<TlsConn> {
+    pub fn incoming(self: &Arc<Self>, listener: TcpListener) -> ReceiverStream<TlsConn> {
         let (tx, rx) = mpsc::channel(64);
         let server = Arc::clone(self);
         let slots = Arc::new(Semaphore::new(MAX_PENDING_HANDSHAKES));

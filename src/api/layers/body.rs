@@ -153,11 +153,9 @@ where
         let settings = self.settings;
         Box::pin(async move {
             let (parts, body) = request.into_parts();
-            let read = tokio::time::timeout(
-                settings.timeout,
-                read(body, settings.max_message_bytes),
-            )
-            .await;
+            let read =
+                tokio::time::timeout(settings.timeout, read(body, settings.max_message_bytes))
+                    .await;
             let error = match read {
                 Ok(Ok(frames)) => {
                     let body = Body::new(Replay(frames.into_iter()));
@@ -209,8 +207,19 @@ mod tests {
     async fn the_length_prefix_is_checked_before_the_rest_arrives() {
         let m = message(11);
         // Only the prefix is sent: the size is known and refused already.
-        let err = read_chunks(vec![m.slice(0..5)], 10).await.expect_err("too large");
-        assert!(matches!(err, ApiError::MessageTooLarge { size: 11, limit: 10 }), "{err:?}");
+        let err = read_chunks(vec![m.slice(0..5)], 10)
+            .await
+            .expect_err("too large");
+        assert!(
+            matches!(
+                err,
+                ApiError::MessageTooLarge {
+                    size: 11,
+                    limit: 10
+                }
+            ),
+            "{err:?}"
+        );
     }
 
     #[tokio::test]

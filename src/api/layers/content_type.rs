@@ -58,9 +58,7 @@ where
     fn poll(self: std::pin::Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project() {
             GrpcOnlyProj::Inner { inner } => inner.poll(cx),
-            GrpcOnlyProj::Refused { response } => {
-                std::pin::Pin::new(response).poll(cx).map(Ok)
-            }
+            GrpcOnlyProj::Refused { response } => std::pin::Pin::new(response).poll(cx).map(Ok),
         }
     }
 }

@@ -128,7 +128,10 @@ mod tests {
         assert_eq!(grpc_timeout(b"100m"), Some(Duration::from_millis(100)));
         assert_eq!(grpc_timeout(b"2S"), Some(Duration::from_secs(2)));
         assert_eq!(grpc_timeout(b"1H"), Some(Duration::from_secs(3600)));
-        assert_eq!(grpc_timeout(b"99999999n"), Some(Duration::from_nanos(99_999_999)));
+        assert_eq!(
+            grpc_timeout(b"99999999n"),
+            Some(Duration::from_nanos(99_999_999))
+        );
         for bad in [&b""[..], b"m", b"123456789m", b"10x", b"-1S", b"1.5S"] {
             assert_eq!(grpc_timeout(bad), None, "{bad:?}");
         }
