@@ -454,3 +454,47 @@ async fn reflection_serves_v1_and_v1alpha() {
     let response = stream.next().await.expect("one response").expect("ok");
     assert!(format!("{response:?}").contains("calloutcome.v1.CallOutcomeService"));
 }
+
+/// docs/api.md: malformed optional headers are ignored, never fatal.
+#[tokio::test]
+async fn a_malformed_optional_header_is_ignored_not_fatal() {
+    let server = start().await;
+    let mut client = client(&server).await;
+    let mut o = outcome("ctl-1", 1, "+15550100800", 403);
+    let s = o.sip.as_mut().expect("sip");
+    s.reason_header = "Q.850;cause=21\u{1}".into();
+    s.retry_after_header = "60\u{7f}".into();
+    let answer = client
+        .report_outcome(report(o))
+        .await
+        .expect("a control character in an optional header is not fatal")
+        .into_inner();
+    let c = answer.classification.expect("classification");
+    // The Reason header was ignored: the 403 alone decided (with it, Q.850 cause 21
+    // makes the 403 a decline: see reason_header_and_provider_causes_refine_the_outcome).
+    assert_ne!(c.basis(), pb::ClassificationBasis::Q850Reason, "{c:?}");
+    assert_ne!(c.category(), pb::Category::Declined, "{c:?}");
+    assert_eq!(c.retry_after_seconds, None);
+}
+
+/// docs/api.md: every violation is listed, the classifier's too.
+#[tokio::test]
+async fn a_provisional_code_with_missing_fields_lists_every_violation() {
+    let server = start().await;
+    let mut client = client(&server).await;
+    let err = client
+        .report_outcome(report(outcome("", 1, "", 180)))
+        .await
+        .expect_err("invalid");
+    assert_eq!(err.code(), Code::InvalidArgument);
+    let fields: Vec<String> = err
+        .get_details_bad_request()
+        .expect("violations")
+        .field_violations
+        .into_iter()
+        .map(|v| v.field)
+        .collect();
+    for field in ["outcome.call_id", "outcome.to", "outcome.sip.code"] {
+        assert!(fields.iter().any(|f| f == field), "{field} in {fields:?}");
+    }
+}

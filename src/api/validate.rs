@@ -126,23 +126,25 @@ pub fn outcome(
         ));
     }
 
-    let sip = o.sip.clone().unwrap_or_default();
+    let mut sip = o.sip.clone().unwrap_or_default();
     text(
         &mut v,
         "outcome.sip.reason_phrase",
         &sip.reason_phrase,
         limits.max_header_bytes,
     );
-    text(
+    // Optional headers: only their size is the caller's error; a malformed one (a control
+    // character is never valid in a header value) is ignored, as docs/api.md says.
+    optional_header(
         &mut v,
         "outcome.sip.reason_header",
-        &sip.reason_header,
+        &mut sip.reason_header,
         limits.max_header_bytes,
     );
-    text(
+    optional_header(
         &mut v,
         "outcome.sip.retry_after_header",
-        &sip.retry_after_header,
+        &mut sip.retry_after_header,
         limits.max_header_bytes,
     );
     if o.raw_sip_response.len() > limits.max_raw_sip_bytes {
@@ -221,10 +223,7 @@ pub fn outcome(
         ));
     }
 
-    if !v.is_empty() {
-        return Err(v);
-    }
-    Ok(Outcome {
+    let outcome = Outcome {
         call_id: o.call_id.trim().to_owned(),
         attempt: (o.attempt > 0).then_some(o.attempt),
         from: o.from.trim().to_owned(),
@@ -242,7 +241,32 @@ pub fn outcome(
             .iter()
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect(),
-    })
+    };
+    if v.is_empty() {
+        return Ok(outcome);
+    }
+    // Every violation is listed: what the classifier's R0 would refuse too (a 1xx code,
+    // a code out of range, a raw message that is not a response), so that a caller fixes
+    // everything in one round trip.
+    if let Err(e) = crate::classify::classify_outcome(&outcome) {
+        v.push(FieldViolation::new(
+            format!("outcome.{}", e.field()),
+            e.to_string(),
+        ));
+    }
+    Err(v)
+}
+
+fn optional_header(v: &mut Vec<FieldViolation>, field: &str, value: &mut String, max: usize) {
+    if value.len() > max {
+        v.push(FieldViolation::new(
+            field,
+            format!("longer than {max} bytes"),
+        ));
+    } else if value.chars().any(|c| c.is_control() && c != '\t') {
+        tracing::debug!(field, "malformed optional header ignored (control character)");
+        value.clear();
+    }
 }
 
 /// Header lines of a raw SIP response: the lines after the status line, up to the

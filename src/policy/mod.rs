@@ -18,6 +18,7 @@
 //! jitter = 0.2                      # adds up to 20 % (0..=1); never shortens a delay
 //! max_attempts = 5                  # a retry at attempt ≥ max_attempts becomes `stop`
 //! max_avoid_route = "1h"            # clamp of a route-scope Retry-After (Kamailio: 3600 s)
+//! max_retry_after = "7d"            # clamp of a callee-scope Retry-After (said in the explanation)
 //! [defaults.at_limit]               # what a retry rule says when it hits max_attempts
 //! explanation = "{summary} Attempt {attempt} of {max_attempts} reached: …"
 //! # notify = true, message = "…", alternatives = ["sms"] (default: the rule's own)
@@ -277,7 +278,9 @@ fn build(
         let backoff = settings.backoff_seconds(attempt, input.jitter_seed);
         // The earliest moment the callee or the route accepts another try.
         let floor = match retry_after {
-            Some(ra) if ra.scope == RetryAfterScope::Callee => Some(ra.seconds),
+            Some(ra) if ra.scope == RetryAfterScope::Callee => {
+                Some(ra.seconds.min(settings.max_retry_after))
+            }
             Some(_) => Some(avoid_route_seconds),
             None => None,
         };
@@ -342,7 +345,7 @@ fn build(
         (true, Some(template)) => template.render(&cx),
         (true, None) => input.classification.summary.to_string(),
     };
-    let explanation = match explanation {
+    let mut explanation = match explanation {
         Some(template) => template.render(&cx),
         // Parsing always fills the built-in at-limit explanation; keep a plain one anyway.
         None => format!(
@@ -350,6 +353,17 @@ fn build(
             settings.max_attempts
         ),
     };
+    // A retry that waits less than the callee asked says so, whatever the template.
+    if let (Some(ra), Some(_)) = (retry_after, &retry)
+        && ra.scope == RetryAfterScope::Callee
+        && ra.seconds > settings.max_retry_after
+    {
+        explanation.push_str(" The callee's Retry-After (");
+        template::write_duration(ra.seconds, &mut explanation);
+        explanation.push_str(") was capped at ");
+        template::write_duration(settings.max_retry_after, &mut explanation);
+        explanation.push_str(" (policy max_retry_after).");
+    }
     Decision {
         action,
         notify_user: notify,
@@ -434,6 +448,7 @@ struct RetrySettings {
     jitter: f64,
     max_attempts: u32,
     max_avoid_route: u32,
+    max_retry_after: u32,
 }
 
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -444,6 +459,7 @@ struct RetryOverrides {
     jitter: Option<f64>,
     max_attempts: Option<u32>,
     max_avoid_route: Option<u32>,
+    max_retry_after: Option<u32>,
 }
 
 impl RetrySettings {
@@ -455,6 +471,7 @@ impl RetrySettings {
             jitter: o.jitter.unwrap_or(self.jitter),
             max_attempts: o.max_attempts.unwrap_or(self.max_attempts),
             max_avoid_route: o.max_avoid_route.unwrap_or(self.max_avoid_route),
+            max_retry_after: o.max_retry_after.unwrap_or(self.max_retry_after),
         }
     }
 

@@ -57,6 +57,7 @@ struct RawDefaults {
     jitter: Option<Spanned<f64>>,
     max_attempts: Option<Spanned<i64>>,
     max_avoid_route: Option<Spanned<String>>,
+    max_retry_after: Option<Spanned<String>>,
     at_limit: Option<RawAtLimit>,
 }
 
@@ -70,6 +71,7 @@ struct RawRetry {
     jitter: Option<Spanned<f64>>,
     max_attempts: Option<Spanned<i64>>,
     max_avoid_route: Option<Spanned<String>>,
+    max_retry_after: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -141,6 +143,7 @@ pub(super) fn builtin_retry() -> RetrySettings {
         jitter: 0.2,
         max_attempts: 5,
         max_avoid_route: 3600,
+        max_retry_after: 7 * 24 * 3600,
     }
 }
 
@@ -307,6 +310,8 @@ impl Compiler<'_> {
     }
 
     #[allow(clippy::too_many_arguments)]
+    // The fields of `[defaults]` and of a rule's `retry`, one by one (two raw types).
+    #[allow(clippy::too_many_arguments)]
     fn retry_overrides(
         &self,
         initial: &Option<Spanned<String>>,
@@ -315,6 +320,7 @@ impl Compiler<'_> {
         jitter: &Option<Spanned<f64>>,
         max_attempts: &Option<Spanned<i64>>,
         max_avoid_route: &Option<Spanned<String>>,
+        max_retry_after: &Option<Spanned<String>>,
     ) -> Result<RetryOverrides> {
         Ok(RetryOverrides {
             initial: initial
@@ -335,6 +341,13 @@ impl Compiler<'_> {
                 .as_ref()
                 .map(|v| {
                     self.duration(v, "max_avoid_route")
+                        .map(|d| u32::try_from(d.as_secs()).unwrap_or(u32::MAX))
+                })
+                .transpose()?,
+            max_retry_after: max_retry_after
+                .as_ref()
+                .map(|v| {
+                    self.duration(v, "max_retry_after")
                         .map(|d| u32::try_from(d.as_secs()).unwrap_or(u32::MAX))
                 })
                 .transpose()?,
@@ -366,6 +379,7 @@ impl Compiler<'_> {
             &raw.jitter,
             &raw.max_attempts,
             &raw.max_avoid_route,
+            &raw.max_retry_after,
         )?;
         let at_limit = match &raw.at_limit {
             Some(a) => self.at_limit(a)?.or(&base.at_limit),
@@ -432,6 +446,7 @@ impl Compiler<'_> {
                     &r.jitter,
                     &r.max_attempts,
                     &r.max_avoid_route,
+                    &r.max_retry_after,
                 )?
             }
             None => RetryOverrides::default(),

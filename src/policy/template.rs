@@ -314,7 +314,7 @@ fn write_cause(outcome: &Outcome, c: &Classification, out: &mut String) {
     }
 }
 
-fn write_duration(seconds: u32, out: &mut String) {
+pub(super) fn write_duration(seconds: u32, out: &mut String) {
     let _ = write!(
         out,
         "{}",

@@ -475,6 +475,37 @@ fn route_retry_after_sets_a_clamped_avoid_route_and_delays_the_fallback() {
     assert_eq!((d.action, d.avoid_route_seconds), (Action::Stop, 600));
 }
 
+#[test]
+fn a_callee_retry_after_beyond_max_retry_after_is_capped_and_says_so() {
+    let policy = parse_ok(RETRY_ALL);
+    // 480 with Retry-After: 4294967295 (136 years).
+    let c = with_ra(
+        class(Category::Unavailable, Fault::CalleeDevice, Some(480)),
+        u32::MAX,
+        RetryAfterScope::Callee,
+    );
+    let d = Case::default().decide(&policy, &c);
+    let retry = d.retry.as_ref().expect("a retry");
+    assert_eq!(retry.delay_seconds, 7 * 24 * 3600, "the built-in 7 days");
+    assert!(retry.honours_retry_after);
+    assert!(
+        d.explanation
+            .contains("Retry-After (136years 1month 5days 19h 54m 39s) was capped at 7days"),
+        "{}",
+        d.explanation
+    );
+    // Under the cap, the callee's wait is kept as is and nothing is added.
+    let c = with_ra(c, 86_400, RetryAfterScope::Callee);
+    let d = Case::default().decide(&policy, &c);
+    assert_eq!(d.retry.as_ref().map(|r| r.delay_seconds), Some(86_400));
+    assert!(!d.explanation.contains("capped"), "{}", d.explanation);
+    // The cap is the policy's.
+    let custom = parse_ok(&RETRY_ALL.replace("max_attempts = 100", "max_attempts = 100\nmax_retry_after = \"1d\""));
+    let c = with_ra(c, 10 * 86_400, RetryAfterScope::Callee);
+    let d = Case::default().decide(&custom, &c);
+    assert_eq!(d.retry.as_ref().map(|r| r.delay_seconds), Some(86_400));
+}
+
 const RETRY_ALL: &str = "[defaults]\ninitial = \"2m\"\nmultiplier = 2\nmax = \"1h\"\njitter = 0\nmax_attempts = 100\n\n[[rules]]\nname = \"any\"\naction = \"retry_later\"\nexplanation = \"x\"\n";
 
 #[test]
