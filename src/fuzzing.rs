@@ -297,8 +297,15 @@ pub fn policy(data: &[u8]) {
                     assert!(d.attempt < r.max_attempts, "retry at the attempt limit");
                     assert!(r.not_before >= fixed_now());
                     // A Retry-After is a floor: the callee's value, or the clamped route one.
+                    // A callee's value over the policy's max_retry_after is capped, and
+                    // only then, and the explanation says so.
+                    let capped = d.explanation.contains("(policy max_retry_after)");
                     let floor = match classification.retry_after {
-                        Some(ra) if ra.scope == RetryAfterScope::Callee => ra.seconds,
+                        Some(ra) if ra.scope == RetryAfterScope::Callee && !capped => ra.seconds,
+                        Some(ra) if ra.scope == RetryAfterScope::Callee => {
+                            assert!(r.delay_seconds < ra.seconds, "capped without need");
+                            0
+                        }
                         _ => d.avoid_route_seconds,
                     };
                     assert!(r.delay_seconds >= floor, "delay below the Retry-After");

@@ -8,7 +8,10 @@
 //! reconnects on its own, and every caller asks the server afresh after a reconnect.
 //!
 //! Names on the wire (documented in the README):
-//! - events: stream `<stream>`, subjects `<subject_prefix>.events.<tenant>.<category>`;
+//! - events: one stream per tenant, `<stream>-<tenant>`, subjects
+//!   `<subject_prefix>.events.<tenant>.<category>`: each tenant's events are numbered on
+//!   their own (a subscriber learns nothing of another tenant's volume) and retained on
+//!   their own (another tenant's flood evicts none of them);
 //! - tenants become one subject token through [`tenant_token`] (`.` and `_` escaped);
 //! - free-form values in KV keys (call ids, destinations) are base64url without padding.
 
@@ -25,7 +28,8 @@ use tokio::sync::watch;
 pub struct NatsConfig {
     /// Server URL(s), comma separated (`nats://host:4222`).
     pub url: String,
-    /// Name of the JetStream stream that holds the events.
+    /// First part of the names of the JetStream streams that hold the events, one per
+    /// tenant: `<stream>-<tenant>`.
     pub stream: String,
     /// First subject tokens of the events (`<prefix>.events.<tenant>.<category>`).
     pub subject_prefix: String,
@@ -35,10 +39,10 @@ pub struct NatsConfig {
     pub reports_bucket: String,
     /// JetStream replicas of the stream and buckets (1 for a single server, 3 in a cluster).
     pub replicas: usize,
-    /// Oldest event kept in the stream.
+    /// Oldest event kept in a tenant's stream.
     #[serde(with = "humantime_serde")]
     pub max_age: Duration,
-    /// Most events kept in the stream; 0 means no limit besides `max_age`.
+    /// Most events kept in a tenant's stream; 0 means no limit besides `max_age`.
     pub max_messages: u64,
     /// How long JetStream remembers a report's `Nats-Msg-Id` to drop a retried publish.
     #[serde(with = "humantime_serde")]
@@ -115,9 +119,15 @@ impl NatsConfig {
         Ok(())
     }
 
-    /// Subjects of every event in the stream.
+    /// Subjects of every tenant's events (the one stream of versions before per-tenant
+    /// streams).
     pub fn events_wildcard(&self) -> String {
         format!("{}.events.>", self.subject_prefix)
+    }
+
+    /// The stream of one tenant's events.
+    pub fn tenant_stream(&self, tenant: &str) -> String {
+        format!("{}-{}", self.stream, tenant_token(tenant))
     }
 
     /// Subjects of one tenant's events.
@@ -235,12 +245,45 @@ impl NatsConnection {
         self.connected.clone()
     }
 
-    /// Creates the event stream, or updates its limits when it exists.
-    pub async fn ensure_stream(&self) -> Result<(), NatsError> {
+    /// Refuses to start beside the single event stream of earlier versions: its subjects
+    /// overlap every tenant's stream, which JetStream would refuse one by one.
+    pub async fn check_no_shared_stream(&self) -> Result<(), NatsError> {
         let c = &self.config;
+        match self.jetstream.get_stream(&c.stream).await {
+            Ok(mut stream) => {
+                let subjects = stream
+                    .info()
+                    .await
+                    .map(|i| i.config.subjects.clone())
+                    .unwrap_or_default();
+                if subjects.contains(&c.events_wildcard()) {
+                    return Err(NatsError::Setup {
+                        what: format!("stream {}", c.stream),
+                        message: format!(
+                            "it holds every tenant's events (the layout before per-tenant streams); \
+                             events now live in one stream per tenant ({}-<tenant>). Delete it once \
+                             its subscribers have caught up: nats stream rm {}",
+                            c.stream, c.stream
+                        ),
+                    });
+                }
+                Ok(())
+            }
+            Err(e) if is_stream_not_found(&e) => Ok(()),
+            Err(e) => Err(NatsError::Setup {
+                what: format!("stream {}", c.stream),
+                message: e.to_string(),
+            }),
+        }
+    }
+
+    /// Creates a tenant's event stream, or updates its limits when it exists.
+    pub async fn ensure_tenant_stream(&self, tenant: &str) -> Result<(), NatsError> {
+        let c = &self.config;
+        let name = c.tenant_stream(tenant);
         let config = jetstream::stream::Config {
-            name: c.stream.clone(),
-            subjects: vec![c.events_wildcard()],
+            name: name.clone(),
+            subjects: vec![c.tenant_filter(tenant)],
             storage: jetstream::stream::StorageType::File,
             retention: jetstream::stream::RetentionPolicy::Limits,
             discard: jetstream::stream::DiscardPolicy::Old,
@@ -259,7 +302,7 @@ impl NatsConnection {
             .await
             .map(|_| ())
             .map_err(|e| NatsError::Setup {
-                what: format!("stream {}", c.stream),
+                what: format!("stream {name}"),
                 message: e.to_string(),
             })
     }
@@ -285,6 +328,15 @@ impl NatsConnection {
                 message: e.to_string(),
             })
     }
+}
+
+/// Whether a `get_stream` failed because the stream does not exist.
+pub fn is_stream_not_found(e: &jetstream::context::GetStreamError) -> bool {
+    matches!(
+        e.kind(),
+        jetstream::context::GetStreamErrorKind::JetStream(err)
+            if err.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND
+    )
 }
 
 /// A tenant as one subject or key token: letters, digits and `-` stay as they are; `.`

@@ -129,14 +129,16 @@ fn percentile(mut v: Vec<Duration>, p: f64) -> Duration {
 /// globex is served throughout, every report, at its normal latency.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn streams_that_never_send_their_message_shut_nobody_out() {
-    let mut config = Config::default();
-    config.auth = AuthConfig {
-        enabled: true,
-        api_keys: vec![
-            key("acme", "acme-key", "acme"),
-            key("globex", "globex-key", "globex"),
-        ],
-        ..AuthConfig::default()
+    let config = Config {
+        auth: AuthConfig {
+            enabled: true,
+            api_keys: vec![
+                key("acme", "acme-key", "acme"),
+                key("globex", "globex-key", "globex"),
+            ],
+            ..AuthConfig::default()
+        },
+        ..Config::default()
     };
     let streams = config.server.max_concurrent_streams as usize;
     let server = start_with(config).await;
@@ -405,8 +407,10 @@ async fn connections_over_the_cap_are_closed_and_the_server_keeps_serving() {
 
 #[tokio::test]
 async fn a_health_watch_ends_with_the_shutdown() {
-    let mut config = Config::default();
-    config.shutdown_grace = Duration::from_secs(20);
+    let config = Config {
+        shutdown_grace: Duration::from_secs(20),
+        ..Config::default()
+    };
     let server = start_with(config).await;
     let channel = tonic::transport::Channel::from_shared(server.url())
         .expect("url")

@@ -236,7 +236,7 @@ pub async fn open(
     // Where a stream that ends before its first delivery tells the client to resume.
     let mut last = match request.start {
         Start::After(p) => p,
-        Start::New | Start::Oldest => events.head().await.map_err(ApiError::Events)?,
+        Start::New | Start::Oldest => events.head(&tenant).await.map_err(ApiError::Events)?,
     };
     if let Start::Oldest = request.start {
         last.sequence = 0;

@@ -1,21 +1,26 @@
-//! The embedded event log: a bounded in-process ring of recent events that subscribers
-//! read from their own position.
+//! The embedded event log: bounded in-process rings of recent events, one per tenant,
+//! that subscribers read from their own position.
 //!
-//! Memory is bounded by `max_events` (oldest evicted first) and `max_age` (older events
-//! are evicted on the next append). A subscriber holds only its position and a watch
-//! receiver; it reads at most [`READ_BATCH`] events at a time. Publishing appends under a
-//! short write lock and bumps a `watch` value: it never waits for a subscriber.
+//! Positions are per tenant: each tenant's events are numbered 1, 2, 3… in its own
+//! ring, so a subscriber (its events' `sequence`, its resume tokens, its gaps) learns
+//! nothing of other tenants' volume. Memory is bounded in all: `max_events` across
+//! every tenant (the oldest event of the whole log is evicted first, whoever's it is)
+//! and `max_age` (older events are evicted on the next append). A subscriber holds only
+//! its position and a watch receiver on its tenant's ring; it reads at most
+//! [`READ_BATCH`] events at a time. Publishing appends under a short write lock and
+//! bumps the tenant's `watch` value: it never waits for a subscriber.
 //!
-//! The ring keeps each event serialised (postcard) in one allocation, with the few
-//! fields that filters test first (sequence, tenant, category, SIP code) readable
-//! without decoding: about 500 bytes an event instead of a dozen separate allocations
-//! (the outcome's strings, the classification, the decision) that eviction would walk
-//! long after they left the cache. A subscriber decodes only the events that pass its
-//! tenant, category and code filters, and the newest [`READ_BATCH`] events are also
+//! The ring keeps each event serialised (postcard) in one allocation, with the fields
+//! that filters test first (category, SIP code) readable without decoding: about 500
+//! bytes an event instead of a dozen separate allocations that eviction would walk long
+//! after they left the cache. A subscriber decodes only the events that pass its
+//! category and code filters, and the newest [`READ_BATCH`] events of the log are also
 //! kept decoded, so that the subscribers that keep up share one copy.
 //!
 //! Sequences start at 1 in every process; the log's `epoch`, chosen at start, tells one
-//! incarnation from the next so that a token from before a restart is recognised.
+//! incarnation from the next so that a token from before a restart is recognised. A
+//! tenant's entry (its counter) stays for the life of the process, so that its sequence
+//! never goes back; it costs a few dozen bytes once its events are gone.
 
 use super::{
     Delivery, EventCounters, EventError, EventLog, GapReason, NewEvent, Position, Published,
@@ -25,7 +30,7 @@ use crate::domain::Category;
 use crate::step::Step;
 use parking_lot::RwLock;
 use serde::{Deserialize, Serialize};
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 use tokio::sync::watch;
@@ -38,7 +43,7 @@ pub const READ_BATCH: usize = 256;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct EventRetention {
-    /// Most events kept.
+    /// Most events kept, across all tenants.
     pub max_events: usize,
     /// Oldest event kept.
     #[serde(with = "humantime_serde")]
@@ -54,11 +59,37 @@ impl Default for EventRetention {
     }
 }
 
+/// One tenant's events.
 #[derive(Debug)]
 struct Ring {
     events: VecDeque<Kept>,
-    /// Sequence of the newest event ever appended (0: none yet).
+    /// Sequence of the tenant's newest event ever appended (0: none yet).
     last: u64,
+    /// The newest sequence; the tenant's subscribers wait on its changes.
+    head: watch::Sender<u64>,
+}
+
+impl Ring {
+    fn new() -> Ring {
+        Ring {
+            events: VecDeque::new(),
+            last: 0,
+            head: watch::Sender::new(0),
+        }
+    }
+
+    /// Sequence of the oldest retained event; `last + 1` when nothing is retained.
+    fn first(&self) -> u64 {
+        self.events.front().map_or(self.last + 1, |e| e.sequence)
+    }
+}
+
+/// The whole log: the tenants' rings and the order events arrived in, for eviction.
+#[derive(Debug, Default)]
+struct Log {
+    tenants: HashMap<Arc<str>, Ring, foldhash::fast::RandomState>,
+    /// The tenant and sequence of every retained event, oldest first.
+    order: VecDeque<(Arc<str>, u64)>,
 }
 
 /// An event as the ring keeps it.
@@ -68,29 +99,20 @@ struct Kept {
     recorded_at: SystemTime,
     category: Category,
     sip_code: Option<u16>,
-    /// `u16 tenant length, tenant, postcard(NewEvent)`; shared by the readers that
-    /// copied it out of the ring.
+    /// `postcard(NewEvent)`; shared by the readers that copied it out of the ring.
     data: Arc<[u8]>,
-    /// The event itself, kept while it is among the newest [`DECODED_RECENT`]: the
+    /// The event itself, kept while it is among the log's newest [`DECODED_RECENT`]: the
     /// subscribers that keep up share it instead of each decoding the bytes.
     recent: Option<Arc<RecordedEvent>>,
 }
 
-/// How many of the newest events the ring also keeps decoded (see [`Kept::recent`]).
+/// How many of the newest events the log also keeps decoded (see [`Kept::recent`]).
 const DECODED_RECENT: usize = READ_BATCH;
 
 impl Kept {
     fn new(sequence: u64, event: &NewEvent) -> Result<Self, EventError> {
-        let failed =
-            |e: postcard::Error| EventError::Backend(format!("cannot encode an event: {e}"));
-        let tenant_len = u16::try_from(event.tenant.len())
-            .map_err(|_| EventError::Backend("tenant too long for the event log".into()))?;
-        let size = postcard::experimental::serialized_size(event).map_err(failed)?;
-        let head = 2 + event.tenant.len();
-        let mut data = vec![0; head + size];
-        data[..2].copy_from_slice(&tenant_len.to_le_bytes());
-        data[2..head].copy_from_slice(event.tenant.as_bytes());
-        postcard::to_slice(event, &mut data[head..]).map_err(failed)?;
+        let data = postcard::to_allocvec(event)
+            .map_err(|e| EventError::Backend(format!("cannot encode an event: {e}")))?;
         Ok(Kept {
             sequence,
             recorded_at: event.recorded_at,
@@ -101,24 +123,11 @@ impl Kept {
         })
     }
 
-    fn split(&self) -> (&[u8], &[u8]) {
-        let len = self
-            .data
-            .first_chunk::<2>()
-            .map_or(0, |b| usize::from(u16::from_le_bytes(*b)));
-        let body = self.data.get(2..).unwrap_or_default();
-        body.split_at_checked(len).unwrap_or((body, &[]))
-    }
-
-    fn tenant(&self) -> &[u8] {
-        self.split().0
-    }
-
     fn decode(&self) -> Result<Arc<RecordedEvent>, EventError> {
         if let Some(event) = &self.recent {
             return Ok(Arc::clone(event));
         }
-        let event = postcard::from_bytes(self.split().1)
+        let event = postcard::from_bytes(&self.data)
             .map_err(|e| EventError::Backend(format!("cannot decode a kept event: {e}")))?;
         Ok(Arc::new(RecordedEvent {
             sequence: self.sequence,
@@ -127,20 +136,11 @@ impl Kept {
     }
 }
 
-impl Ring {
-    /// Sequence of the oldest retained event; `last + 1` when nothing is retained.
-    fn first(&self) -> u64 {
-        self.events.front().map_or(self.last + 1, |e| e.sequence)
-    }
-}
-
 #[derive(Debug)]
 struct Shared {
     retention: EventRetention,
     epoch: u64,
-    ring: RwLock<Ring>,
-    /// The newest sequence; subscribers wait on its changes.
-    head: watch::Sender<u64>,
+    log: RwLock<Log>,
     counters: EventCounters,
 }
 
@@ -162,11 +162,7 @@ impl MemoryEventLog {
             shared: Arc::new(Shared {
                 retention,
                 epoch,
-                ring: RwLock::new(Ring {
-                    events: VecDeque::new(),
-                    last: 0,
-                }),
-                head: watch::Sender::new(0),
+                log: RwLock::new(Log::default()),
                 counters: EventCounters::default(),
             }),
         }
@@ -179,34 +175,60 @@ impl MemoryEventLog {
 }
 
 impl Shared {
-    fn evict(&self, ring: &mut Ring, now: SystemTime) {
-        while ring.events.len() > self.retention.max_events {
-            ring.events.pop_front();
-        }
-        while let Some(front) = ring.events.front() {
-            let age = now.duration_since(front.recorded_at).unwrap_or_default();
-            if age <= self.retention.max_age {
-                break;
+    /// Drops the log's oldest events while it is over its size or age.
+    fn evict(&self, log: &mut Log, now: SystemTime) {
+        loop {
+            let Some((tenant, _)) = log.order.front() else {
+                return;
+            };
+            let Some(ring) = log.tenants.get_mut(tenant) else {
+                log.order.pop_front();
+                continue;
+            };
+            let over = log.order.len() > self.retention.max_events
+                || ring.events.front().is_some_and(|e| {
+                    now.duration_since(e.recorded_at).unwrap_or_default() > self.retention.max_age
+                });
+            if !over {
+                return;
             }
             ring.events.pop_front();
+            log.order.pop_front();
         }
     }
 
-    /// Events after `after` (at most `READ_BATCH`), the first retained sequence and the
-    /// newest sequence.
-    fn read_after(&self, after: u64, out: &mut Vec<Kept>) -> (u64, u64) {
-        let ring = self.ring.read();
+    /// `tenant`'s events after `after` (at most `READ_BATCH`), its first retained
+    /// sequence and its newest sequence.
+    fn read_after(&self, tenant: &str, after: u64, out: &mut Vec<Kept>) -> (u64, u64) {
+        let log = self.log.read();
+        let Some(ring) = log.tenants.get(tenant) else {
+            return (1, 0);
+        };
         let first = ring.first();
         let start = after.saturating_add(1).max(first);
-        // Sequences are contiguous in the ring, so the index is an offset from `first`.
+        // Sequences are contiguous in a ring, so the index is an offset from `first`.
         let skip = usize::try_from(start - first).unwrap_or(usize::MAX);
         out.extend(ring.events.iter().skip(skip).take(READ_BATCH).cloned());
         (first, ring.last)
     }
+
+    /// The tenant's ring bounds and a receiver of its head (the ring is created empty
+    /// for a tenant that has published nothing yet).
+    fn follow(&self, tenant: &str) -> (u64, u64, watch::Receiver<u64>) {
+        if let Some(ring) = self.log.read().tenants.get(tenant) {
+            return (ring.first(), ring.last, ring.head.subscribe());
+        }
+        let mut log = self.log.write();
+        let ring = log
+            .tenants
+            .entry(Arc::from(tenant))
+            .or_insert_with(Ring::new);
+        (ring.first(), ring.last, ring.head.subscribe())
+    }
 }
 
 impl MemoryEventLog {
-    /// Appends an event under the ring's lock; never waits on anything else.
+    /// Appends an event under the log's lock; never waits on anything else.
     fn publish_now(&self, event: NewEvent) -> Result<Published, EventError> {
         let shared = &self.shared;
         let now = event.recorded_at;
@@ -214,30 +236,48 @@ impl MemoryEventLog {
         // the bytes, not in them).
         let mut kept = Kept::new(0, &event)?;
         let mut recent = RecordedEvent { sequence: 0, event };
-        let sequence = {
-            let mut ring = shared.ring.write();
+        let (sequence, dropped) = {
+            let mut guard = shared.log.write();
+            let log = &mut *guard;
+            let tenant = match log.tenants.get_key_value(recent.event.tenant.as_str()) {
+                Some((name, _)) => Arc::clone(name),
+                None => {
+                    let name: Arc<str> = Arc::from(recent.event.tenant.as_str());
+                    log.tenants.insert(Arc::clone(&name), Ring::new());
+                    name
+                }
+            };
+            let Some(ring) = log.tenants.get_mut(&tenant) else {
+                return Err(EventError::Backend("the tenant's ring vanished".into()));
+            };
             ring.last += 1;
             let sequence = ring.last;
             kept.sequence = sequence;
             recent.sequence = sequence;
             kept.recent = Some(Arc::new(recent));
             ring.events.push_back(kept);
-            // The event that just left the newest ones keeps only its bytes.
-            let older = ring.events.len().checked_sub(DECODED_RECENT + 1);
-            let dropped = older
-                .and_then(|i| ring.events.get_mut(i))
-                .and_then(|e| e.recent.take());
-            shared.evict(&mut ring, now);
+            // Waking costs a lock per waiter list even with nobody waiting; a subscriber
+            // that arrives after this check reads the ring, which already holds the event.
+            if ring.head.receiver_count() > 0 {
+                ring.head.send_replace(sequence);
+            }
+            log.order.push_back((tenant, sequence));
+            // The event that just left the log's newest ones keeps only its bytes.
+            let dropped = log
+                .order
+                .len()
+                .checked_sub(DECODED_RECENT + 1)
+                .and_then(|i| log.order.get(i))
+                .and_then(|(t, seq)| {
+                    let ring = log.tenants.get_mut(t)?;
+                    let index = usize::try_from(seq.checked_sub(ring.first())?).ok()?;
+                    ring.events.get_mut(index)?.recent.take()
+                });
+            shared.evict(log, now);
             (sequence, dropped)
         };
         // Freed outside the lock.
-        let (sequence, dropped) = sequence;
         drop(dropped);
-        // Waking costs a lock per waiter list even with nobody waiting; a subscriber that
-        // arrives after this check reads the ring, which already holds the event.
-        if shared.head.receiver_count() > 0 {
-            shared.head.send_replace(sequence);
-        }
         EventCounters::add(&shared.counters.published, 1);
         Ok(Published { sequence })
     }
@@ -256,11 +296,7 @@ impl EventLog for MemoryEventLog {
     async fn subscribe(&self, request: SubscriptionRequest) -> Result<Subscription, EventError> {
         let shared = Arc::clone(&self.shared);
         let epoch = shared.epoch;
-        let mut head = shared.head.subscribe();
-        let (first, last) = {
-            let ring = shared.ring.read();
-            (ring.first(), ring.last)
-        };
+        let (first, last, mut head) = shared.follow(&request.tenant);
         // `position` is the last sequence seen; a pending gap is signalled first.
         let (mut position, mut pending_gap) = match request.start {
             Start::New => (last, None),
@@ -301,7 +337,7 @@ impl EventLog for MemoryEventLog {
                 // the read wakes us up.
                 head.borrow_and_update();
                 batch.clear();
-                let (first, _last) = shared.read_after(position, &mut batch);
+                let (first, _last) = shared.read_after(&request.tenant, position, &mut batch);
                 if position + 1 < first {
                     // Our next event was evicted while we were away: say so, then go on
                     // from the oldest retained event.
@@ -313,9 +349,7 @@ impl EventLog for MemoryEventLog {
                 let mut delivered = 0_u64;
                 for kept in batch.drain(..) {
                     position = kept.sequence;
-                    if kept.tenant() != request.tenant.as_bytes()
-                        || !request.filter.may_match(kept.category, kept.sip_code)
-                    {
+                    if !request.filter.may_match(kept.category, kept.sip_code) {
                         continue;
                     }
                     let event = match kept.decode() {
@@ -359,10 +393,11 @@ impl EventLog for MemoryEventLog {
         Ok(Box::pin(stream))
     }
 
-    async fn head(&self) -> Result<Position, EventError> {
+    async fn head(&self, tenant: &str) -> Result<Position, EventError> {
+        let log = self.shared.log.read();
         Ok(Position {
             epoch: self.shared.epoch,
-            sequence: self.shared.ring.read().last,
+            sequence: log.tenants.get(tenant).map_or(0, |r| r.last),
         })
     }
 
@@ -473,7 +508,7 @@ mod tests {
         for _ in 0..DECODED_RECENT {
             log.publish(busy.clone()).await.unwrap();
         }
-        assert!(log.shared.ring.read().events[0].recent.is_none());
+        assert!(log.shared.log.read().tenants["acme"].events[0].recent.is_none());
         let last = rich_event("acme", "c4", 603);
         log.publish(last.clone()).await.unwrap();
         let mut stream = log
@@ -492,9 +527,46 @@ mod tests {
                 other => panic!("unexpected {other:?}"),
             }
         }
+        // acme's own numbering: globex's event between them is not counted.
         assert_eq!(got[0].sequence, 1);
         assert_eq!(got[0].event, declined);
-        assert_eq!(got[1].sequence, 4 + DECODED_RECENT as u64);
+        assert_eq!(got[1].sequence, 3 + DECODED_RECENT as u64);
         assert_eq!(got[1].event, last);
+    }
+
+    /// Positions are per tenant; retention is shared, oldest first, whoever's it is.
+    #[tokio::test]
+    async fn sequences_are_per_tenant_and_retention_is_global() {
+        let log = MemoryEventLog::new(EventRetention {
+            max_events: 3,
+            ..EventRetention::default()
+        });
+        let a1 = log.publish(rich_event("acme", "a1", 603)).await.unwrap();
+        let g1 = log.publish(rich_event("globex", "g1", 603)).await.unwrap();
+        let g2 = log.publish(rich_event("globex", "g2", 603)).await.unwrap();
+        let a2 = log.publish(rich_event("acme", "a2", 603)).await.unwrap();
+        assert_eq!(
+            [a1.sequence, g1.sequence, g2.sequence, a2.sequence],
+            [1, 1, 2, 2]
+        );
+        // a1 was the oldest of the log: evicted.
+        let mut stream = log
+            .subscribe(SubscriptionRequest {
+                tenant: "acme".into(),
+                filter: Filter::default(),
+                start: Start::Oldest,
+                heartbeat: Duration::from_secs(60),
+            })
+            .await
+            .unwrap();
+        match stream.next().await.unwrap().unwrap() {
+            Delivery::Event { event, position } => {
+                assert_eq!((event.sequence, position.sequence), (2, 2));
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        assert_eq!(log.head("acme").await.unwrap().sequence, 2);
+        assert_eq!(log.head("initech").await.unwrap().sequence, 0);
+        assert_eq!(log.shared.log.read().order.len(), 3);
     }
 }

@@ -8,6 +8,8 @@
 //! produced a classification or decision.
 //!
 //! # Delivery contract
+//! - Each tenant's events are numbered 1, 2, 3… on their own (per-tenant positions):
+//!   a subscriber learns nothing of another tenant's volume.
 //! - Events arrive in log order, each at most once per subscription, and with no gap
 //!   while the subscriber keeps up with retention.
 //! - Publishing never waits for a subscriber: subscribers *pull* from the shared log and
@@ -54,7 +56,7 @@ pub struct NewEvent {
 /// An event as stored in the log, with its position.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RecordedEvent {
-    /// Position in the log: starts at 1, increases by 1 per event.
+    /// Position in its tenant's log: starts at 1, increases by 1 per event of the tenant.
     pub sequence: u64,
     #[serde(flatten)]
     pub event: NewEvent,
@@ -66,8 +68,10 @@ pub struct Published {
     pub sequence: u64,
 }
 
-/// A subscriber's place in the log: the log's incarnation and the last sequence it has
-/// seen (delivered or passed over by its filter). Sequence 0 means "before the first".
+/// A subscriber's place in its tenant's log: the log's incarnation and the last sequence
+/// it has seen (delivered or passed over by its filter). Sequence 0 means "before the
+/// first". Positions are per tenant, so that nothing a subscriber sees (sequences,
+/// tokens, gaps) counts another tenant's events.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Position {
     pub epoch: u64,
@@ -190,8 +194,8 @@ pub enum EventError {
     /// The backend answered with an error.
     #[error("event log error: {0}")]
     Backend(String),
-    /// A resume token names a position this log has not reached.
-    #[error("the resume token names sequence {sequence}, beyond the log's last ({last})")]
+    /// A resume token names a position this tenant's log has not reached.
+    #[error("the resume token names sequence {sequence}, beyond the tenant's last ({last})")]
     TokenFromTheFuture { sequence: u64, last: u64 },
 }
 
@@ -224,8 +228,8 @@ pub trait EventLog: Send + Sync + 'static {
     /// Subscribes to the events of `request.tenant` that match its filter.
     async fn subscribe(&self, request: SubscriptionRequest) -> Result<Subscription, EventError>;
 
-    /// The position right after the newest event (what `Start::New` starts from).
-    async fn head(&self) -> Result<Position, EventError>;
+    /// The position of `tenant`'s newest event (what `Start::New` starts after).
+    async fn head(&self, tenant: &str) -> Result<Position, EventError>;
 
     /// Counters for metrics.
     fn counters(&self) -> &EventCounters;

@@ -1,11 +1,14 @@
 //! The [`EventLog`] on a JetStream stream: one log shared by every replica.
 //!
 //! Owns the event subjects, the message format (JSON of [`NewEvent`]) and the mapping of
-//! the stream onto the log contract of [`super`]. Sequences are the stream's sequences
-//! and the epoch is the stream's creation time, so a resume token means the same on
+//! the streams onto the log contract of [`super`]. Each tenant has a stream of its own
+//! (`<nats.stream>-<tenant>`, created on its first event or subscription), so positions
+//! and retention are per tenant as the contract asks. Sequences are the tenant stream's
+//! sequences and the epoch is its creation time, so a resume token means the same on
 //! every replica and survives restarts of every replica; it changes only when the
-//! stream is recreated. This module holds no copy of the log and caches nothing about
-//! the stream: every subscription asks the server afresh.
+//! stream is recreated. This module holds no copy of the log; it remembers only which
+//! tenant streams it has already created (a stream deleted behind its back is created
+//! again on the next failure), and every subscription asks the server afresh.
 //!
 //! - Publishing waits for JetStream's acknowledgement (bounded by
 //!   `nats.request_timeout`) and carries `Nats-Msg-Id = <tenant>.<attempt>.<call id>`,
@@ -13,12 +16,9 @@
 //! - A subscription is an ordered consumer filtered on its tenant's subjects, starting
 //!   right after its position. JetStream silently moves a start below the stream's
 //!   first sequence up to it, so the first sequence is compared here, at the start and
-//!   whenever the stream sequence jumps, and what was lost is signalled as a
-//!   [`Delivery::Gap`] exactly as the memory log does. A jump can also cover other
-//!   tenants' events that were evicted after this subscriber had passed them: the gap
-//!   then says more than was lost for this tenant, never less. The check costs one
-//!   stream-info request per jump, that is per delivered event when tenants
-//!   interleave in the stream; a subscriber alone in its stream (or tenant) pays none.
+//!   whenever the stream sequence jumps (only eviction makes it jump: the stream holds
+//!   the tenant's events alone), and what was lost is signalled as a [`Delivery::Gap`]
+//!   exactly as the memory log does.
 //! - When the connection to NATS drops, open subscriptions end with
 //!   [`EventError::Unavailable`] (the API ends the stream with its last token) and
 //!   publishing fails at once with the same error.
@@ -47,12 +47,14 @@ pub struct NatsEventLog {
 struct Inner {
     connection: NatsConnection,
     counters: EventCounters,
+    /// Tenants whose stream this process has created (or found) already.
+    streams: parking_lot::Mutex<std::collections::HashSet<String>>,
 }
 
 impl std::fmt::Debug for NatsEventLog {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("NatsEventLog")
-            .field("stream", &self.inner.connection.config.stream)
+            .field("streams", &self.inner.connection.config.stream)
             .finish_non_exhaustive()
     }
 }
@@ -86,15 +88,37 @@ async fn stream_state(
 }
 
 impl NatsEventLog {
-    /// Creates (or updates the limits of) the stream.
+    /// Checks the layout; tenant streams are created as tenants come.
     pub async fn open(connection: NatsConnection) -> Result<Self, NatsError> {
-        connection.ensure_stream().await?;
+        connection.check_no_shared_stream().await?;
         Ok(NatsEventLog {
             inner: Arc::new(Inner {
                 connection,
                 counters: EventCounters::default(),
+                streams: parking_lot::Mutex::default(),
             }),
         })
+    }
+
+    /// Creates `tenant`'s stream unless this process did already.
+    async fn ensure_stream(&self, tenant: &str) -> Result<(), EventError> {
+        if self.inner.streams.lock().contains(tenant) {
+            return Ok(());
+        }
+        self.create_stream(tenant).await
+    }
+
+    async fn create_stream(&self, tenant: &str) -> Result<(), EventError> {
+        let connection = &self.inner.connection;
+        tokio::time::timeout(
+            connection.config.request_timeout,
+            connection.ensure_tenant_stream(tenant),
+        )
+        .await
+        .map_err(|_| unavailable("no answer to the stream creation in time"))?
+        .map_err(unavailable)?;
+        self.inner.streams.lock().insert(tenant.to_owned());
+        Ok(())
     }
 
     /// The `Nats-Msg-Id` of a report: the report key, so retries deduplicate.
@@ -113,6 +137,7 @@ impl NatsEventLog {
     async fn publish_js(&self, event: NewEvent) -> Result<Published, EventError> {
         let connection = &self.inner.connection;
         check_events(connection)?;
+        self.ensure_stream(&event.tenant).await?;
         let config = &connection.config;
         let subject = config.event_subject(&event.tenant, event.classification.category.as_str());
         let id = Self::message_id(&event);
@@ -122,17 +147,30 @@ impl NatsEventLog {
             .payload(payload.into())
             .message_id(id);
         // The ack is the point of the whole call: no ack, no acknowledgement to the caller.
-        let ack = tokio::time::timeout(config.request_timeout, async {
-            connection
-                .jetstream
-                .send_publish(subject, message)
-                .await
-                .map_err(unavailable)?
-                .await
-                .map_err(unavailable)
-        })
-        .await
-        .map_err(|_| unavailable("no publish acknowledgement in time"))??;
+        let publish = |subject: String, message: PublishMessage| async move {
+            tokio::time::timeout(config.request_timeout, async {
+                connection
+                    .jetstream
+                    .send_publish(subject, message)
+                    .await?
+                    .await
+            })
+            .await
+        };
+        let ack = match publish(subject.clone(), message.clone()).await {
+            Ok(Ok(ack)) => ack,
+            // No stream listens on the subject: it was deleted behind our back.
+            Ok(Err(e)) if e.kind() == async_nats::jetstream::context::PublishErrorKind::StreamNotFound => {
+                self.inner.streams.lock().remove(&event.tenant);
+                self.create_stream(&event.tenant).await?;
+                publish(subject, message)
+                    .await
+                    .map_err(|_| unavailable("no publish acknowledgement in time"))?
+                    .map_err(unavailable)?
+            }
+            Ok(Err(e)) => return Err(unavailable(e)),
+            Err(_) => return Err(unavailable("no publish acknowledgement in time")),
+        };
         if !ack.duplicate {
             EventCounters::add(&self.inner.counters.published, 1);
         }
@@ -152,8 +190,9 @@ impl EventLog for NatsEventLog {
         let inner = Arc::clone(&self.inner);
         let connection = &inner.connection;
         check_events(connection)?;
-        let config = connection.config.clone();
-        let state = stream_state(&connection.jetstream, &config.stream).await?;
+        self.ensure_stream(&request.tenant).await?;
+        let stream_name = connection.config.tenant_stream(&request.tenant);
+        let state = stream_state(&connection.jetstream, &stream_name).await?;
         let epoch = state.epoch;
         // `position` is the last sequence seen; a pending gap is signalled first.
         let (mut position, pending_gap) = match request.start {
@@ -178,12 +217,11 @@ impl EventLog for NatsEventLog {
         };
         let stream = connection
             .jetstream
-            .get_stream(&config.stream)
+            .get_stream(&stream_name)
             .await
             .map_err(unavailable)?;
         let consumer = stream
             .create_consumer(OrderedConfig {
-                filter_subject: config.tenant_filter(&request.tenant),
                 deliver_policy: DeliverPolicy::ByStartSequence {
                     start_sequence: position + 1,
                 },
@@ -244,8 +282,8 @@ impl EventLog for NatsEventLog {
                             continue;
                         }
                         if sequence > position + 1 {
-                            // Other tenants' events, or evicted ones: ask the stream.
-                            match stream_state(&jetstream, &config.stream).await {
+                            // Evicted events (the stream is the tenant's alone): ask it.
+                            match stream_state(&jetstream, &stream_name).await {
                                 Ok(now) if now.epoch != epoch => {
                                     yield Err(EventError::Unavailable("the event stream was recreated".into()));
                                     break;
@@ -299,10 +337,13 @@ impl EventLog for NatsEventLog {
         Ok(Box::pin(out))
     }
 
-    async fn head(&self) -> Result<Position, EventError> {
+    async fn head(&self, tenant: &str) -> Result<Position, EventError> {
         let connection = &self.inner.connection;
         check_events(connection)?;
-        let state = stream_state(&connection.jetstream, &connection.config.stream).await?;
+        // Created, so that the epoch of the position is the one a subscription will see.
+        self.ensure_stream(tenant).await?;
+        let state =
+            stream_state(&connection.jetstream, &connection.config.tenant_stream(tenant)).await?;
         Ok(Position {
             epoch: state.epoch,
             sequence: state.last,
