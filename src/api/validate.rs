@@ -264,7 +264,10 @@ fn optional_header(v: &mut Vec<FieldViolation>, field: &str, value: &mut String,
             format!("longer than {max} bytes"),
         ));
     } else if value.chars().any(|c| c.is_control() && c != '\t') {
-        tracing::debug!(field, "malformed optional header ignored (control character)");
+        tracing::debug!(
+            field,
+            "malformed optional header ignored (control character)"
+        );
         value.clear();
     }
 }

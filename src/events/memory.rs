@@ -508,7 +508,11 @@ mod tests {
         for _ in 0..DECODED_RECENT {
             log.publish(busy.clone()).await.unwrap();
         }
-        assert!(log.shared.log.read().tenants["acme"].events[0].recent.is_none());
+        assert!(
+            log.shared.log.read().tenants["acme"].events[0]
+                .recent
+                .is_none()
+        );
         let last = rich_event("acme", "c4", 603);
         log.publish(last.clone()).await.unwrap();
         let mut stream = log

@@ -160,7 +160,9 @@ impl NatsEventLog {
         let ack = match publish(subject.clone(), message.clone()).await {
             Ok(Ok(ack)) => ack,
             // No stream listens on the subject: it was deleted behind our back.
-            Ok(Err(e)) if e.kind() == async_nats::jetstream::context::PublishErrorKind::StreamNotFound => {
+            Ok(Err(e))
+                if e.kind() == async_nats::jetstream::context::PublishErrorKind::StreamNotFound =>
+            {
                 self.inner.streams.lock().remove(&event.tenant);
                 self.create_stream(&event.tenant).await?;
                 publish(subject, message)
@@ -342,8 +344,11 @@ impl EventLog for NatsEventLog {
         check_events(connection)?;
         // Created, so that the epoch of the position is the one a subscription will see.
         self.ensure_stream(tenant).await?;
-        let state =
-            stream_state(&connection.jetstream, &connection.config.tenant_stream(tenant)).await?;
+        let state = stream_state(
+            &connection.jetstream,
+            &connection.config.tenant_stream(tenant),
+        )
+        .await?;
         Ok(Position {
             epoch: state.epoch,
             sequence: state.last,

@@ -500,7 +500,10 @@ fn a_callee_retry_after_beyond_max_retry_after_is_capped_and_says_so() {
     assert_eq!(d.retry.as_ref().map(|r| r.delay_seconds), Some(86_400));
     assert!(!d.explanation.contains("capped"), "{}", d.explanation);
     // The cap is the policy's.
-    let custom = parse_ok(&RETRY_ALL.replace("max_attempts = 100", "max_attempts = 100\nmax_retry_after = \"1d\""));
+    let custom = parse_ok(&RETRY_ALL.replace(
+        "max_attempts = 100",
+        "max_attempts = 100\nmax_retry_after = \"1d\"",
+    ));
     let c = with_ra(c, 10 * 86_400, RetryAfterScope::Callee);
     let d = Case::default().decide(&custom, &c);
     assert_eq!(d.retry.as_ref().map(|r| r.delay_seconds), Some(86_400));
