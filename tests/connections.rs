@@ -443,3 +443,41 @@ async fn a_health_watch_ends_with_the_shutdown() {
         started.elapsed()
     );
 }
+
+/// An unauthenticated request holds nothing: it is answered from its headers, before its
+/// message is awaited (so no body-read timeout, no slot).
+#[tokio::test]
+async fn an_unauthenticated_request_is_answered_before_its_message() {
+    let config = Config {
+        auth: AuthConfig {
+            enabled: true,
+            api_keys: vec![key("acme", "acme-key", "acme")],
+            ..AuthConfig::default()
+        },
+        server: call_outcome::config::ServerTuning {
+            body_read_timeout: Duration::from_secs(60),
+            ..Default::default()
+        },
+        ..Config::default()
+    };
+    let server = start_with(config).await;
+    let mut send = h2_connect(server.addr).await.ready().await.expect("ready");
+    let started = Instant::now();
+    let (response, _body) = send
+        .send_request(
+            grpc_request(
+                server.addr,
+                REPORT_PATH,
+                &[
+                    ("content-type", "application/grpc"),
+                    ("authorization", "Bearer wrong"),
+                ],
+            ),
+            false,
+        )
+        .expect("send");
+    let (_, code, message) = grpc_status(response).await;
+    assert_eq!(code.as_deref(), Some("16"), "UNAUTHENTICATED: {message}");
+    assert!(started.elapsed() < Duration::from_secs(30));
+    server.stop().await.expect("clean stop");
+}

@@ -293,7 +293,7 @@ async fn serve_built(
         Some(tls) => {
             tls.spawn_reloader(shutdown.streams.clone(), &shutdown.tasks);
             tokio::spawn(connections::serve(
-                tls.incoming(listeners.public),
+                tls.incoming(connections::tcp_incoming(listeners.public, "public")),
                 port,
                 settings,
                 stop_accepting.clone(),

@@ -18,14 +18,14 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tokio::sync::{Semaphore, mpsc, watch};
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::rustls::ServerConfig;
 use tokio_rustls::server::TlsStream;
 use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::{Stream, StreamExt};
 use tokio_util::sync::CancellationToken;
 
 /// Handshakes in flight at once; beyond this the accept loop waits (the handshake
@@ -151,15 +151,20 @@ impl TlsServer {
         });
     }
 
-    /// Accepts TCP connections on `listener` and yields them once their TLS handshake
-    /// has completed. Handshakes run in their own tasks under `handshake_timeout`, so a
-    /// slow or silent client never holds up the next accept. Dropping the stream (the
-    /// server stops accepting) stops the loop and closes the listener.
-    pub fn incoming(self: &Arc<Self>, listener: TcpListener) -> ReceiverStream<TlsConn> {
+    /// Yields the connections of `accepted` (TCP, as the listener accepted them) once
+    /// their TLS handshake has completed. Handshakes run in their own tasks under
+    /// `handshake_timeout`, so a slow or silent client never holds up the next one, and
+    /// at most [`MAX_PENDING_HANDSHAKES`] at once. Dropping the stream (the server stops
+    /// accepting) stops the loop and drops `accepted` (closing the listener).
+    pub fn incoming<A>(self: &Arc<Self>, accepted: A) -> ReceiverStream<TlsConn>
+    where
+        A: Stream<Item = TcpStream> + Send + 'static,
+    {
         let (tx, rx) = mpsc::channel(64);
         let server = Arc::clone(self);
         let slots = Arc::new(Semaphore::new(MAX_PENDING_HANDSHAKES));
         tokio::spawn(async move {
+            let mut accepted = std::pin::pin!(accepted);
             loop {
                 let slot = tokio::select! {
                     () = tx.closed() => break,
@@ -168,19 +173,16 @@ impl TlsServer {
                         Err(_) => break,
                     },
                 };
-                let (tcp, peer) = tokio::select! {
+                let tcp = tokio::select! {
                     () = tx.closed() => break,
-                    accepted = listener.accept() => match accepted {
-                        Ok(accepted) => accepted,
-                        Err(e) => {
-                            // Out of file descriptors and the like: back off rather than spin.
-                            tracing::warn!(error = %e, "accept failed");
-                            tokio::time::sleep(Duration::from_millis(100)).await;
-                            continue;
-                        }
+                    tcp = accepted.next() => match tcp {
+                        Some(tcp) => tcp,
+                        None => break,
                     },
                 };
-                let _ = tcp.set_nodelay(true);
+                let Ok(peer) = tcp.peer_addr() else {
+                    continue;
+                };
                 let acceptor = TlsAcceptor::from(server.current());
                 let timeout = server.config.handshake_timeout;
                 let tx = tx.clone();

@@ -66,12 +66,14 @@ pub fn grpc_timeout(value: &[u8]) -> Option<Duration> {
 }
 
 pin_project_lite::pin_project! {
-    /// The inner response, or `DEADLINE_EXCEEDED` when the timer fires first.
+    /// The inner response, or `DEADLINE_EXCEEDED` when the timer fires first. The timer
+    /// is armed only when the inner future is not done at its first poll: most requests
+    /// of the in-process backend are, and never touch the timer wheel.
     pub struct DeadlineFuture<F> {
         #[pin]
         inner: F,
-        #[pin]
-        timer: tokio::time::Sleep,
+        timer: Option<Pin<Box<tokio::time::Sleep>>>,
+        started: tokio::time::Instant,
         after: Duration,
     }
 }
@@ -87,7 +89,11 @@ where
         if let Poll::Ready(output) = this.inner.poll(cx) {
             return Poll::Ready(output);
         }
-        std::task::ready!(this.timer.poll(cx));
+        let (started, after) = (*this.started, *this.after);
+        let timer = this
+            .timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(started + after)));
+        std::task::ready!(timer.as_mut().poll(cx));
         let status: Status = ApiError::DeadlineExceeded(*this.after).into();
         Poll::Ready(Ok(status.into_http()))
     }
@@ -113,7 +119,8 @@ where
             .map_or(self.ceiling, |t| t.min(self.ceiling));
         DeadlineFuture {
             inner: self.inner.call(request),
-            timer: tokio::time::sleep(after),
+            timer: None,
+            started: tokio::time::Instant::now(),
             after,
         }
     }
