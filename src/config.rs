@@ -147,6 +147,19 @@ pub struct ServerTuning {
     /// A connection (public and admin) with no request open this long is closed.
     #[serde(with = "humantime_serde")]
     pub idle_timeout: Duration,
+    /// Compression of responses and streamed events for clients that accept it: `off`
+    /// (the default: messages are a few hundred bytes, and gzip costs ~6× the CPU of the
+    /// whole report) or `gzip`. Compressed requests are always accepted.
+    pub compression: Compression,
+}
+
+/// `server.compression`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Compression {
+    #[default]
+    Off,
+    Gzip,
 }
 
 impl Default for ServerTuning {
@@ -165,6 +178,7 @@ impl Default for ServerTuning {
             max_connections: 4096,
             handshake_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(300),
+            compression: Compression::Off,
         }
     }
 }
@@ -294,6 +308,14 @@ impl Config {
             return Err(ConfigError::Invalid(
                 "server.max_message_bytes: must be at least 1024".into(),
             ));
+        }
+        if self.store.in_flight_wait >= self.server.request_timeout {
+            // Else the request deadline answers a waiting duplicate first, and the
+            // documented ABORTED (which retry policies retry) is never seen.
+            return Err(ConfigError::Invalid(format!(
+                "store.in_flight_wait ({:?}) must be below server.request_timeout ({:?})",
+                self.store.in_flight_wait, self.server.request_timeout
+            )));
         }
         if self.backend == Backend::Nats {
             self.nats.validate().map_err(ConfigError::Invalid)?;

@@ -13,7 +13,10 @@ async fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             let code = error.exit_code();
-            eprintln!("error: {}", chain(&anyhow::Error::from(error)));
+            // `serve` logged its fatal error already, in the log's format.
+            if !error.logged() {
+                eprintln!("error: {}", chain(&anyhow::Error::from(error)));
+            }
             code
         }
     }

@@ -245,6 +245,22 @@ impl NatsConnection {
         self.connected.clone()
     }
 
+    /// Runs `op`, failing with `lost()` as soon as the connection drops: a report in
+    /// flight when NATS goes away fails at once instead of waiting out
+    /// `nats.request_timeout`.
+    pub async fn unless_lost<T, E>(
+        &self,
+        op: impl std::future::Future<Output = Result<T, E>>,
+        lost: impl FnOnce() -> E,
+    ) -> Result<T, E> {
+        let mut connected = self.connected();
+        tokio::select! {
+            biased;
+            result = op => result,
+            _ = connected.wait_for(|up| !*up) => Err(lost()),
+        }
+    }
+
     /// Refuses to start beside the single event stream of earlier versions: its subjects
     /// overlap every tenant's stream, which JetStream would refuse one by one.
     pub async fn check_no_shared_stream(&self) -> Result<(), NatsError> {

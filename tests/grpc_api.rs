@@ -498,3 +498,32 @@ async fn a_provisional_code_with_missing_fields_lists_every_violation() {
         assert!(fields.iter().any(|f| f == field), "{field} in {fields:?}");
     }
 }
+
+/// #16: compression is a setting, off by default, even for a client that offers gzip.
+#[tokio::test]
+async fn responses_are_compressed_only_when_configured() {
+    for (compression, expected) in [
+        (call_outcome::config::Compression::Off, None),
+        (call_outcome::config::Compression::Gzip, Some("gzip")),
+    ] {
+        let mut config = call_outcome::config::Config::default();
+        config.server.compression = compression;
+        let server = start_with(config).await;
+        let mut client = client(&server)
+            .await
+            .accept_compressed(tonic::codec::CompressionEncoding::Gzip);
+        let response = client
+            .classify(classify(outcome("gz", 1, "+15550100920", 603)))
+            .await
+            .expect("classify");
+        assert_eq!(
+            response
+                .metadata()
+                .get("grpc-encoding")
+                .and_then(|v| v.to_str().ok()),
+            expected,
+            "{compression:?}"
+        );
+        server.stop().await.expect("clean stop");
+    }
+}

@@ -693,3 +693,45 @@ async fn a_tenant_at_its_share_is_shed_while_another_tenant_gets_in() {
     }
     server.stop().await.expect("clean stop");
 }
+
+/// #16 item 3: reports in flight when NATS dies fail at once with UNAVAILABLE (nothing
+/// acknowledged), not after `nats.request_timeout`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reports_in_flight_fail_at_once_when_nats_dies() {
+    let mut nats = NatsServer::start().await;
+    let mut config = nats.config();
+    config.nats.request_timeout = Duration::from_secs(30);
+    let server = RunningServer::start(config).await.expect("starts");
+    let admin = server.admin_addr.expect("admin listener");
+    let c = client(&server).await;
+    // Warm: the tenant's stream and the buckets exist.
+    send(&mut c.clone(), "warm").await;
+
+    nats.pause();
+    let in_flight: Vec<_> = (0..3)
+        .map(|i| {
+            let mut c = c.clone();
+            tokio::spawn(async move {
+                c.report_outcome(report(outcome(&format!("dying-{i}"), 1, TO, DECLINE)))
+                    .await
+            })
+        })
+        .collect();
+    wait_for_metric(admin, "calloutcome_in_flight_requests 3").await;
+    let killed = Instant::now();
+    nats.kill();
+    for task in in_flight {
+        let err = tokio::time::timeout(Duration::from_secs(10), task)
+            .await
+            .expect("failed well before nats.request_timeout (30 s)")
+            .expect("join")
+            .expect_err("nothing is acknowledged without NATS");
+        assert_eq!(err.code(), Code::Unavailable, "{err:?}");
+    }
+    assert!(
+        killed.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        killed.elapsed()
+    );
+    drop(server);
+}

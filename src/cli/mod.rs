@@ -201,10 +201,37 @@ pub enum CliError {
     /// The server failed while running (exit 1).
     #[error(transparent)]
     Server(#[from] crate::server::ServerError),
+    /// Already logged through the service's log (its format: JSON under
+    /// `--log-format json`); `main` prints nothing more.
+    #[error(transparent)]
+    Logged(Box<CliError>),
+}
+
+/// An error and its causes, each once: many messages already quote their cause.
+pub fn error_text(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(c) = cause {
+        let c_text = c.to_string();
+        if !text.contains(&c_text) {
+            text.push_str(": ");
+            text.push_str(&c_text);
+        }
+        cause = c.source();
+    }
+    text
 }
 
 impl CliError {
+    /// Whether the error was logged already (see [`CliError::Logged`]).
+    pub fn logged(&self) -> bool {
+        matches!(self, CliError::Logged(_))
+    }
+
     pub fn exit_code(&self) -> ExitCode {
+        if let CliError::Logged(inner) = self {
+            return inner.exit_code();
+        }
         ExitCode::from(match self {
             CliError::Invalid(_) => 2,
             CliError::Config(_) => 78,
@@ -212,7 +239,7 @@ impl CliError {
             CliError::Rpc(_) => 69,
             CliError::Server(crate::server::ServerError::Config(_)) => 78,
             CliError::Server(crate::server::ServerError::Nats(_)) => 69,
-            CliError::Server(_) => 1,
+            CliError::Server(_) | CliError::Logged(_) => 1,
         })
     }
 }
@@ -258,12 +285,21 @@ async fn serve(args: ServeArgs) -> Result<(), CliError> {
         &crate::telemetry::OtlpSettings::from_env(),
     )
     .map_err(crate::server::ServerError::from)?;
+    let result = serve_logged(config).await;
+    if let Err(error) = &result {
+        // Through the log, once: a collector reading JSON gets the reason too.
+        tracing::error!(error = %error_text(error), "stopped");
+    }
+    telemetry.shutdown();
+    result.map_err(|e| CliError::Logged(Box::new(e)))
+}
+
+/// What `serve` runs once logging is set up.
+async fn serve_logged(config: Config) -> Result<(), CliError> {
     // Validate everything before binding, so a bad policy never takes traffic.
     config.policy()?;
     let listener = crate::server::bind(config.listen).await?;
-    let result = crate::server::serve(config, listener, crate::server::shutdown_signal()).await;
-    telemetry.shutdown();
-    Ok(result?)
+    Ok(crate::server::serve(config, listener, crate::server::shutdown_signal()).await?)
 }
 
 impl OutcomeArgs {

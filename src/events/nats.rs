@@ -185,7 +185,13 @@ impl NatsEventLog {
 #[async_trait::async_trait]
 impl EventLog for NatsEventLog {
     fn publish(&self, event: NewEvent) -> Step<'_, Result<Published, EventError>> {
-        Step::pending(self.publish_js(event))
+        Step::pending(
+            self.inner
+                .connection
+                .unless_lost(self.publish_js(event), || {
+                    EventError::Unavailable("the connection to NATS was lost".into())
+                }),
+        )
     }
 
     async fn subscribe(&self, request: SubscriptionRequest) -> Result<Subscription, EventError> {

@@ -23,7 +23,7 @@ use crate::api::layers::body::{UnaryBodyLayer, UnaryBodyService};
 use crate::api::layers::content_type::{GrpcOnlyLayer, GrpcOnlyService};
 use crate::api::layers::deadline::{DeadlineLayer, DeadlineService};
 use crate::auth::Authenticator;
-use crate::config::Config;
+use crate::config::{Compression, Config};
 use crate::proto::call_outcome_service_server::CallOutcomeServiceServer;
 use std::sync::Arc;
 use tonic::codec::CompressionEncoding;
@@ -42,11 +42,15 @@ pub fn public_service(
     api: CallOutcomeApi,
     auth: Option<Arc<Authenticator>>,
 ) -> PublicService {
-    let service = CallOutcomeServiceServer::new(api)
+    let mut service = CallOutcomeServiceServer::new(api)
         .max_decoding_message_size(config.server.max_message_bytes)
         .max_encoding_message_size(config.server.max_message_bytes.max(4 * 1024 * 1024))
-        .accept_compressed(CompressionEncoding::Gzip)
-        .send_compressed(CompressionEncoding::Gzip);
+        .accept_compressed(CompressionEncoding::Gzip);
+    // Only when asked: tonic compresses every response of a client that offers gzip
+    // (grpc-python does by default), at several times the cost of the report itself.
+    if config.server.compression == Compression::Gzip {
+        service = service.send_compressed(CompressionEncoding::Gzip);
+    }
     ServiceBuilder::new()
         .layer(AuthLayer::new(auth))
         .layer(UnaryBodyLayer::new(

@@ -85,7 +85,9 @@ pub struct StoreLimits {
     pub idempotency_ttl: Duration,
     /// Most report keys remembered.
     pub max_report_keys: u64,
-    /// How long a duplicate waits for the first report still in flight.
+    /// How long a duplicate waits for the first report still in flight (then
+    /// `ABORTED`). Below `server.request_timeout`, so that clients see the documented
+    /// code; a first report's marker older than 3 × this is taken over (its replica died).
     #[serde(with = "humantime_serde")]
     pub in_flight_wait: Duration,
 }
@@ -98,7 +100,7 @@ impl Default for StoreLimits {
             max_destinations: 1_000_000,
             idempotency_ttl: Duration::from_secs(24 * 3600),
             max_report_keys: 250_000,
-            in_flight_wait: Duration::from_secs(10),
+            in_flight_wait: Duration::from_secs(4),
         }
     }
 }

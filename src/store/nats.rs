@@ -367,7 +367,7 @@ impl NatsStore {
 #[async_trait::async_trait]
 impl Store for NatsStore {
     fn claim<'a>(&'a self, key: &'a ReportKey) -> Step<'a, Result<Claim, StoreError>> {
-        Step::pending(self.claim_kv(key))
+        Step::pending(self.connection.unless_lost(self.claim_kv(key), lost))
     }
 
     fn abandon<'a>(&'a self, key: &'a ReportKey) -> Step<'a, ()> {
@@ -379,7 +379,10 @@ impl Store for NatsStore {
         key: &'a ReportKey,
         report: &'a Arc<StoredReport>,
     ) -> Step<'a, Result<(), StoreError>> {
-        Step::pending(self.complete_kv(key, report))
+        Step::pending(
+            self.connection
+                .unless_lost(self.complete_kv(key, report), lost),
+        )
     }
 
     fn record<'a>(
@@ -389,7 +392,10 @@ impl Store for NatsStore {
         call_id: &'a str,
         entry: HistoryEntry,
     ) -> Step<'a, Result<HistorySnapshot, StoreError>> {
-        Step::pending(self.record_kv(tenant, destination, call_id, entry))
+        Step::pending(
+            self.connection
+                .unless_lost(self.record_kv(tenant, destination, call_id, entry), lost),
+        )
     }
 
     fn history<'a>(
@@ -399,12 +405,20 @@ impl Store for NatsStore {
         _now: SystemTime,
     ) -> Step<'a, Result<HistorySnapshot, StoreError>> {
         // The window is counted from this replica's clock when the read happens.
-        Step::pending(self.history_kv(tenant, destination))
+        Step::pending(
+            self.connection
+                .unless_lost(self.history_kv(tenant, destination), lost),
+        )
     }
 
     async fn ready(&self) -> bool {
         self.connection.is_connected()
     }
+}
+
+/// The error of an operation cut by the connection dropping.
+fn lost() -> StoreError {
+    StoreError::Unavailable("the connection to NATS was lost".into())
 }
 
 /// `Unavailable` when the client is not connected: callers fail fast instead of
