@@ -252,10 +252,7 @@ impl Pipeline {
             ));
         };
         match self.record_claimed(key, outcome, classification).await {
-            Ok(report) => Ok(ReportResult {
-                report,
-                duplicate: false,
-            }),
+            Ok((report, duplicate)) => Ok(ReportResult { report, duplicate }),
             Err(e) => {
                 self.store.abandon(key).await;
                 Err(e)
@@ -268,7 +265,7 @@ impl Pipeline {
         key: &ReportKey,
         outcome: Outcome,
         classification: Classification,
-    ) -> Result<Arc<StoredReport>, PipelineError> {
+    ) -> Result<(Arc<StoredReport>, bool), PipelineError> {
         let now = SystemTime::now();
         let destination = self.destination(&outcome.to);
         let history = self
@@ -308,15 +305,33 @@ impl Pipeline {
             decision: Arc::clone(&report.decision),
             recorded_at: now,
         };
-        self.events
+        let published = self
+            .events
             .publish(event)
             .traced(debug_span!("events.publish"))
             .await?;
+        // What the caller is told is what subscribers get: when the log already held
+        // this report's event (a takeover after the first attempt published), that event
+        // is the result, and the report is a duplicate of it.
+        let (report, duplicate) = match published.existing {
+            None => (report, false),
+            Some(existing) => {
+                let e = &existing.event;
+                let kept = Arc::new(StoredReport {
+                    classification: Arc::clone(&e.classification),
+                    decision: Arc::clone(&e.decision),
+                    event_id: e.event_id.clone(),
+                    destination: e.destination.clone(),
+                    recorded_at: e.recorded_at,
+                });
+                (kept, true)
+            }
+        };
         self.store
             .complete(key, &report)
             .traced(debug_span!("store.complete"))
             .await?;
-        Ok(report)
+        Ok((report, duplicate))
     }
 
     /// Whether every backend can serve requests.

@@ -385,7 +385,13 @@ async fn a_retried_publish_of_one_report_is_stored_once() {
         event_id: "retry".into(),
         ..event.clone()
     };
-    assert_eq!(events.publish(retry).await.expect("deduplicated"), first);
+    let again = events.publish(retry).await.expect("deduplicated");
+    assert_eq!(again.sequence, first.sequence);
+    // The event that exists is the one reported back, not the retry's copy.
+    assert_eq!(
+        again.existing.map(|e| e.event.event_id.clone()).as_deref(),
+        Some("first")
+    );
     assert_eq!(
         events.head("acme").await.expect("head").sequence,
         first.sequence
@@ -734,4 +740,118 @@ async fn reports_in_flight_fail_at_once_when_nats_dies() {
         killed.elapsed()
     );
     drop(server);
+}
+
+/// #16 item 1: a replica claims a report, publishes its event and dies before completing
+/// it. The retry on another replica takes the key over: it is told about the event that
+/// exists (its id, `duplicate = true`), exactly what subscribers get, and no second event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_takeover_reports_the_event_that_exists() {
+    let nats = NatsServer::start().await;
+    let mut config = nats.config();
+    config.store.in_flight_wait = Duration::from_secs(1);
+    // The replica that dies: it got as far as publishing.
+    let dying = call_outcome::server::backends::build(&config)
+        .await
+        .expect("backends")
+        .pipeline;
+    let tenant = call_outcome::domain::Tenant::parse("acme", 64).expect("tenant");
+    let o = Outcome {
+        call_id: "taken-over".into(),
+        attempt: Some(1),
+        to: TO.into(),
+        sip_code: Some(603),
+        ..Outcome::default()
+    };
+    let classified = dying.classify(&tenant, &o).await.expect("classify");
+    let key = call_outcome::store::ReportKey {
+        tenant: "acme".into(),
+        call_id: "taken-over".into(),
+        attempt: 1,
+    };
+    assert_eq!(
+        dying.store().claim(&key).await,
+        Ok(call_outcome::store::Claim::New)
+    );
+    dying
+        .events()
+        .publish(NewEvent {
+            event_id: "the-first-attempt".into(),
+            tenant: "acme".into(),
+            destination: classified.destination.clone(),
+            outcome: o.clone(),
+            classification: std::sync::Arc::new(classified.classification),
+            decision: std::sync::Arc::new(classified.decision),
+            recorded_at: SystemTime::now(),
+        })
+        .await
+        .expect("published");
+    drop(dying);
+
+    // The client retries on the other replica until the stale claim is taken over.
+    let server = RunningServer::start(config)
+        .await
+        .expect("the other replica");
+    let mut c = client(&server).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let answer = loop {
+        match c
+            .report_outcome(acme(outcome("taken-over", 1, TO, DECLINE)))
+            .await
+        {
+            Ok(r) => break r.into_inner(),
+            Err(status) => {
+                assert_eq!(
+                    status.code(),
+                    Code::Aborted,
+                    "the documented code: {status:?}"
+                );
+                assert!(Instant::now() < deadline, "never taken over");
+            }
+        }
+    };
+    assert_eq!(answer.event_id, "the-first-attempt");
+    assert!(answer.duplicate, "the event was published before");
+    // Subscribers get that one event, once.
+    let mut events = c
+        .subscribe_outcomes(pb::SubscribeOutcomesRequest {
+            tenant: "acme".into(),
+            ..oldest()
+        })
+        .await
+        .expect("subscribe")
+        .into_inner();
+    // Everything retained comes first; the first heartbeat says there is no more.
+    let mut ids = Vec::new();
+    loop {
+        let msg = tokio::time::timeout(Duration::from_secs(10), events.next())
+            .await
+            .expect("a message within 10 s")
+            .expect("open")
+            .expect("message");
+        match msg.kind.expect("kind") {
+            Kind::Event(e) => ids.push(e.event_id),
+            Kind::Heartbeat(_) => break,
+            Kind::Gap(g) => panic!("unexpected {g:?}"),
+        }
+    }
+    assert_eq!(ids, ["the-first-attempt"]);
+    // And a later duplicate says the same.
+    let again = c
+        .report_outcome(acme(outcome("taken-over", 1, TO, DECLINE)))
+        .await
+        .expect("duplicate")
+        .into_inner();
+    assert_eq!(
+        (again.event_id.as_str(), again.duplicate),
+        ("the-first-attempt", true)
+    );
+    server.stop().await.expect("clean stop");
+}
+
+fn acme(outcome: pb::CallOutcome) -> pb::ReportOutcomeRequest {
+    pb::ReportOutcomeRequest {
+        tenant: "acme".into(),
+        ..report(outcome)
+    }
 }

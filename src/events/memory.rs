@@ -279,7 +279,10 @@ impl MemoryEventLog {
         // Freed outside the lock.
         drop(dropped);
         EventCounters::add(&shared.counters.published, 1);
-        Ok(Published { sequence })
+        Ok(Published {
+            sequence,
+            existing: None,
+        })
     }
 }
 

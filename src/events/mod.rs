@@ -63,9 +63,13 @@ pub struct RecordedEvent {
 }
 
 /// Where a published event landed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Published {
     pub sequence: u64,
+    /// The log already held this report's event (a retry that took over a report whose
+    /// first attempt published, then died): that event, which subscribers get, and not
+    /// the one offered. `None` when the offered event was appended.
+    pub existing: Option<Arc<RecordedEvent>>,
 }
 
 /// A subscriber's place in its tenant's log: the log's incarnation and the last sequence

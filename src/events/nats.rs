@@ -175,9 +175,33 @@ impl NatsEventLog {
         };
         if !ack.duplicate {
             EventCounters::add(&self.inner.counters.published, 1);
+            return Ok(Published {
+                sequence: ack.sequence,
+                existing: None,
+            });
         }
+        // JetStream already holds this report's event (same Nats-Msg-Id): the caller must
+        // be told about that one, the one subscribers get, not the copy just offered.
+        let stream_name = config.tenant_stream(&event.tenant);
+        let existing = tokio::time::timeout(config.request_timeout, async {
+            let stream = connection
+                .jetstream
+                .get_stream_no_info(&stream_name)
+                .await
+                .map_err(unavailable)?;
+            stream.direct_get(ack.sequence).await.map_err(unavailable)
+        })
+        .await
+        .map_err(|_| unavailable("no answer reading the existing event in time"))??;
+        let kept: NewEvent = serde_json::from_slice(&existing.payload).map_err(|e| {
+            EventError::Backend(format!("the existing event cannot be decoded: {e}"))
+        })?;
         Ok(Published {
             sequence: ack.sequence,
+            existing: Some(Arc::new(RecordedEvent {
+                sequence: ack.sequence,
+                event: kept,
+            })),
         })
     }
 }
