@@ -169,8 +169,11 @@ pub struct NatsConnection {
 }
 
 impl NatsConnection {
-    /// Connects (bounded by `connect_timeout`). The client keeps reconnecting forever
-    /// afterwards; [`NatsConnection::connected`] follows it.
+    /// Starts connecting and returns at once: a replica started before NATS (a Helm
+    /// rollout that starts both together) serves, reports not-ready and keeps
+    /// connecting with backoff, instead of exiting. The client keeps reconnecting
+    /// forever; [`NatsConnection::connected`] follows it. Only a bad URL or credentials
+    /// file fails here.
     pub async fn connect(config: &NatsConfig) -> Result<NatsConnection, NatsError> {
         let (tx, rx) = watch::channel(false);
         let tx = std::sync::Arc::new(tx);
@@ -190,6 +193,7 @@ impl NatsConnection {
             .request_timeout(Some(config.request_timeout))
             // Never give up: a replica must recover by itself when NATS returns.
             .max_reconnects(None)
+            .retry_on_initial_connect()
             // Bounded back-off so that a restarted server is found again within a second.
             .reconnect_delay_callback(|attempts| {
                 Duration::from_millis((50 * attempts as u64).min(1000))
@@ -206,20 +210,27 @@ impl NatsConnection {
                             tracing::warn!(%event, "nats: connection lost");
                             tx.send_replace(false);
                         }
+                        async_nats::Event::ClientError(e) => {
+                            // Also the failed attempts of the first connection: say why
+                            // the replica is not ready.
+                            tracing::warn!(error = %e, "nats: not connected, retrying");
+                        }
                         other => tracing::debug!(event = %other, "nats event"),
                     }
                 }
             });
-        let client = tokio::time::timeout(config.connect_timeout, options.connect(&config.url))
+        // Returns at once (`retry_on_initial_connect`); only a malformed URL fails.
+        let client = options
+            .connect(&config.url)
             .await
-            .map_err(|_| NatsError::Connect {
-                url: config.url.clone(),
-                message: format!("no answer within {:?}", config.connect_timeout),
-            })?
             .map_err(|e| NatsError::Connect {
                 url: config.url.clone(),
                 message: e.to_string(),
             })?;
+        // A short wait, so that a replica whose NATS is up starts ready and sets its
+        // streams and buckets up front; one whose NATS is not starts not-ready.
+        let mut up = rx.clone();
+        let _ = tokio::time::timeout(config.connect_timeout, up.wait_for(|c| *c)).await;
         let jetstream = jetstream::ContextBuilder::new()
             .timeout(config.request_timeout)
             .build(client.clone());

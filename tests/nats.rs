@@ -600,32 +600,49 @@ async fn a_nats_restart_loses_no_acknowledged_report_and_replicas_recover() {
     assert_eq!(unique, expected, "every acknowledged report was delivered");
 }
 
-#[test]
-fn serve_with_an_unreachable_nats_fails_with_ex_unavailable() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("port")
-        .port();
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_call-outcome"))
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            // Never the default 9090: the README's own `serve` may be running beside us.
-            "--admin-listen",
-            "127.0.0.1:0",
-            "--backend",
-            "nats",
-            "--nats-url",
-        ])
-        .arg(format!("nats://127.0.0.1:{port}"))
-        .env_remove("CALL_OUTCOME_BACKEND")
-        .env_remove("CALL_OUTCOME_NATS_URL")
-        .output()
-        .expect("runs");
-    assert_eq!(output.status.code(), Some(69), "{output:?}");
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("nats"), "{stderr}");
+/// #16 item 4: a replica started before NATS serves, reports not-ready (`/readyz` 503,
+/// gRPC health NOT_SERVING, reports UNAVAILABLE) and keeps connecting; once NATS is up it
+/// becomes ready by itself and reports are acknowledged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_started_before_nats_waits_for_it() {
+    let mut nats = NatsServer::start().await;
+    let mut config = nats.config();
+    config.nats.connect_timeout = Duration::from_millis(300);
+    nats.kill();
+    let server = RunningServer::start(config)
+        .await
+        .expect("starts without NATS");
+    let admin = server.admin_addr.expect("admin listener");
+    assert_eq!(common::get(admin, "/readyz").await.0, 503);
+    let mut health = tonic_health::pb::health_client::HealthClient::new(
+        tonic::transport::Channel::from_shared(server.url())
+            .expect("url")
+            .connect()
+            .await
+            .expect("connect"),
+    );
+    let status = health
+        .check(tonic_health::pb::HealthCheckRequest::default())
+        .await
+        .expect("health answers")
+        .into_inner()
+        .status;
+    assert_eq!(status, 2, "NOT_SERVING");
+    let mut c = client(&server).await;
+    let err = c
+        .report_outcome(report(outcome("early", 1, TO, DECLINE)))
+        .await
+        .expect_err("no NATS, no acknowledgement");
+    assert_eq!(err.code(), Code::Unavailable, "{err:?}");
+
+    nats.restart().await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while common::get(admin, "/readyz").await.0 != 200 {
+        assert!(Instant::now() < deadline, "never ready");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    send(&mut c, "early").await;
+    server.stop().await.expect("clean stop");
 }
 
 /// Waits until `/metrics` has the line `wanted` (bounded).

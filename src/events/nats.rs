@@ -49,6 +49,9 @@ struct Inner {
     counters: EventCounters,
     /// Tenants whose stream this process has created (or found) already.
     streams: parking_lot::Mutex<std::collections::HashSet<String>>,
+    /// The layout was checked (no all-tenant stream of earlier versions); done at open
+    /// when NATS answers, else on first use.
+    checked: tokio::sync::OnceCell<()>,
 }
 
 impl std::fmt::Debug for NatsEventLog {
@@ -88,16 +91,44 @@ async fn stream_state(
 }
 
 impl NatsEventLog {
-    /// Checks the layout; tenant streams are created as tenants come.
+    /// Checks the layout now when NATS answers (a replica beside the all-tenant stream
+    /// of earlier versions does not start); tenant streams are created as tenants come.
     pub async fn open(connection: NatsConnection) -> Result<Self, NatsError> {
-        connection.check_no_shared_stream().await?;
+        let checked = tokio::sync::OnceCell::new();
+        if connection.is_connected() {
+            connection.check_no_shared_stream().await?;
+            let _ = checked.set(());
+        }
         Ok(NatsEventLog {
             inner: Arc::new(Inner {
                 connection,
                 counters: EventCounters::default(),
                 streams: parking_lot::Mutex::default(),
+                checked,
             }),
         })
+    }
+
+    /// The layout check, once NATS answers (see [`NatsEventLog::open`]).
+    async fn checked(&self) -> Result<(), EventError> {
+        check_events(&self.inner.connection)?;
+        let connection = &self.inner.connection;
+        self.inner
+            .checked
+            .get_or_try_init(|| async {
+                tokio::time::timeout(
+                    connection.config.request_timeout,
+                    connection.check_no_shared_stream(),
+                )
+                .await
+                .map_err(|_| unavailable("no answer checking the streams in time"))?
+                .map_err(|e| {
+                    tracing::error!(error = %e, "nats: events cannot be served");
+                    EventError::Backend(e.to_string())
+                })
+            })
+            .await
+            .map(|_| ())
     }
 
     /// Creates `tenant`'s stream unless this process did already.
@@ -105,6 +136,7 @@ impl NatsEventLog {
         if self.inner.streams.lock().contains(tenant) {
             return Ok(());
         }
+        self.checked().await?;
         self.create_stream(tenant).await
     }
 
@@ -390,7 +422,7 @@ impl EventLog for NatsEventLog {
     }
 
     async fn ready(&self) -> bool {
-        self.inner.connection.is_connected()
+        self.checked().await.is_ok()
     }
 }
 

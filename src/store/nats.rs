@@ -55,10 +55,16 @@ enum ReportValue {
 #[derive(Clone)]
 pub struct NatsStore {
     connection: NatsConnection,
-    reports: kv::Store,
-    history: kv::Store,
+    /// The two buckets, created on the first use once NATS answers (a replica may
+    /// start before NATS).
+    buckets: Arc<tokio::sync::OnceCell<Buckets>>,
     limits: StoreLimits,
     lease: Duration,
+}
+
+struct Buckets {
+    reports: kv::Store,
+    history: kv::Store,
 }
 
 impl std::fmt::Debug for NatsStore {
@@ -70,26 +76,47 @@ impl std::fmt::Debug for NatsStore {
 }
 
 impl NatsStore {
-    /// Creates (or updates the TTL of) both buckets.
+    /// The store; its buckets are created (or their TTLs updated) now when NATS answers,
+    /// else on first use.
     pub async fn open(connection: NatsConnection, limits: StoreLimits) -> Result<Self, NatsError> {
-        let config = &connection.config;
-        let reports = connection
-            .ensure_bucket(&config.reports_bucket, limits.idempotency_ttl)
-            .await?;
-        let history = connection
-            .ensure_bucket(&config.history_bucket, limits.history_window)
-            .await?;
         let lease = limits
             .in_flight_wait
             .saturating_mul(LEASE_FACTOR)
             .max(MIN_LEASE);
-        Ok(NatsStore {
+        let store = NatsStore {
             connection,
-            reports,
-            history,
+            buckets: Arc::default(),
             limits,
             lease,
-        })
+        };
+        if store.connection.is_connected() {
+            let _ = store.buckets().await;
+        }
+        Ok(store)
+    }
+
+    /// The buckets, created once NATS answers.
+    async fn buckets(&self) -> Result<&Buckets, StoreError> {
+        check_store(&self.connection)?;
+        self.buckets
+            .get_or_try_init(|| async {
+                let connection = &self.connection;
+                let config = &connection.config;
+                let setup = async {
+                    let reports = connection
+                        .ensure_bucket(&config.reports_bucket, self.limits.idempotency_ttl)
+                        .await?;
+                    let history = connection
+                        .ensure_bucket(&config.history_bucket, self.limits.history_window)
+                        .await?;
+                    Ok::<_, NatsError>(Buckets { reports, history })
+                };
+                tokio::time::timeout(config.request_timeout, setup)
+                    .await
+                    .map_err(|_| unavailable("no answer creating the KV buckets in time"))?
+                    .map_err(unavailable)
+            })
+            .await
     }
 
     fn report_key(key: &ReportKey) -> String {
@@ -117,7 +144,10 @@ impl NatsStore {
         // From the key's last value on, not only later changes: a completion that lands
         // between our read and this watch is then seen at once, instead of after the
         // whole `until` (a duplicate used to wait `in_flight_wait` for nothing).
-        let Ok(mut watch) = self.reports.watch_with_history(key).await else {
+        let Ok(buckets) = self.buckets().await else {
+            return;
+        };
+        let Ok(mut watch) = buckets.reports.watch_with_history(key).await else {
             return;
         };
         let _ = tokio::time::timeout_at(until, async {
@@ -175,13 +205,13 @@ fn encode<T: Serialize>(value: &T) -> Result<bytes::Bytes, StoreError> {
 /// The report-path operations, as async functions; [`Store`] hands them out as steps.
 impl NatsStore {
     async fn claim_kv(&self, key: &ReportKey) -> Result<Claim, StoreError> {
-        check_store(&self.connection)?;
+        let buckets = self.buckets().await?;
         let k = Self::report_key(key);
         let deadline = Instant::now() + self.limits.in_flight_wait;
         let pending = || encode(&ReportValue::Pending { since_ms: now_ms() });
         loop {
-            let Some(entry) = Self::live(&self.reports, &k).await? else {
-                match self.reports.create(&k, pending()?).await {
+            let Some(entry) = Self::live(&buckets.reports, &k).await? else {
+                match buckets.reports.create(&k, pending()?).await {
                     Ok(_) => return Ok(Claim::New),
                     // Another replica claimed it in between: read again.
                     Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => continue,
@@ -198,7 +228,7 @@ impl NatsStore {
             if age >= self.lease {
                 // The claimer died mid-report: take the key over, unless someone else
                 // did first (then the next turn reads what they wrote).
-                match self.reports.update(&k, pending()?, entry.revision).await {
+                match buckets.reports.update(&k, pending()?, entry.revision).await {
                     Ok(_) => return Ok(Claim::New),
                     Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => continue,
                     Err(e) => return Err(unavailable(e)),
@@ -220,15 +250,18 @@ impl NatsStore {
             // request timeout; the marker's lease releases the key instead.
             return;
         }
+        let Ok(buckets) = self.buckets().await else {
+            return;
+        };
         let k = Self::report_key(key);
         // Only a pending marker is released: a completed result must stay. Failure here
         // (NATS down) leaves the marker to its lease.
-        if let Ok(Some(entry)) = Self::live(&self.reports, &k).await
+        if let Ok(Some(entry)) = Self::live(&buckets.reports, &k).await
             && matches!(
                 serde_json::from_slice::<ReportValue>(&entry.value),
                 Ok(ReportValue::Pending { .. })
             )
-            && let Err(e) = self
+            && let Err(e) = buckets
                 .reports
                 .delete_expect_revision(&k, Some(entry.revision))
                 .await
@@ -242,24 +275,25 @@ impl NatsStore {
         key: &ReportKey,
         report: &Arc<StoredReport>,
     ) -> Result<(), StoreError> {
-        check_store(&self.connection)?;
+        let buckets = self.buckets().await?;
         let k = Self::report_key(key);
         let value = encode(&ReportValue::Done {
             report: Box::new(StoredReport::clone(report)),
         })?;
         for _ in 0..MAX_CAS_ATTEMPTS {
-            let result = match Self::live(&self.reports, &k).await? {
+            let result = match Self::live(&buckets.reports, &k).await? {
                 Some(entry) => {
                     if let Ok(ReportValue::Done { .. }) = serde_json::from_slice(&entry.value) {
                         // The first result wins.
                         return Ok(());
                     }
-                    self.reports
+                    buckets
+                        .reports
                         .update(&k, value.clone(), entry.revision)
                         .await
                         .map_err(|e| e.kind() == kv::UpdateErrorKind::WrongLastRevision)
                 }
-                None => self
+                None => buckets
                     .reports
                     .create(&k, value.clone())
                     .await
@@ -287,7 +321,7 @@ impl NatsStore {
         call_id: &str,
         entry: HistoryEntry,
     ) -> Result<HistorySnapshot, StoreError> {
-        check_store(&self.connection)?;
+        let buckets = self.buckets().await?;
         let entry = KeptEntry {
             call_id: call_id.to_owned(),
             entry,
@@ -295,7 +329,7 @@ impl NatsStore {
         let k = Self::history_key(tenant, destination);
         let max_entries = self.limits.max_entries_per_destination;
         for _ in 0..MAX_CAS_ATTEMPTS {
-            let current = Self::live(&self.history, &k).await?;
+            let current = Self::live(&buckets.history, &k).await?;
             let cutoff = self.cutoff();
             let mut entries = Self::entries_of(current.as_ref());
             // A retried report replaces its own entry rather than counting twice.
@@ -311,12 +345,12 @@ impl NatsStore {
             entries.drain(..excess);
             let value = encode(&entries)?;
             let written = match &current {
-                Some(e) => self
+                Some(e) => buckets
                     .history
                     .update(&k, value, e.revision)
                     .await
                     .map_err(|e| e.kind() == kv::UpdateErrorKind::WrongLastRevision),
-                None => self
+                None => buckets
                     .history
                     .create(&k, value)
                     .await
@@ -348,9 +382,9 @@ impl NatsStore {
         tenant: &str,
         destination: &str,
     ) -> Result<HistorySnapshot, StoreError> {
-        check_store(&self.connection)?;
+        let buckets = self.buckets().await?;
         let k = Self::history_key(tenant, destination);
-        let current = Self::live(&self.history, &k).await?;
+        let current = Self::live(&buckets.history, &k).await?;
         let cutoff = self.cutoff();
         let entries = Self::entries_of(current.as_ref())
             .into_iter()
@@ -412,7 +446,7 @@ impl Store for NatsStore {
     }
 
     async fn ready(&self) -> bool {
-        self.connection.is_connected()
+        self.buckets().await.is_ok()
     }
 }
 
