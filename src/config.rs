@@ -606,6 +606,24 @@ mod tests {
     }
 
     #[test]
+    fn in_flight_wait_must_stay_below_the_request_timeout() {
+        // The defaults keep the documented ABORTED reachable.
+        let defaults = Config::default();
+        assert!(defaults.store.in_flight_wait < defaults.server.request_timeout);
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("svc.toml", "[store]\nin_flight_wait = \"10s\"\n")?;
+            let err = Config::load(Some(Path::new("svc.toml"))).expect_err("not below");
+            assert!(
+                err.to_string().contains(
+                    "store.in_flight_wait (10s) must be below server.request_timeout (10s)"
+                ),
+                "{err}"
+            );
+            Ok(())
+        });
+    }
+
+    #[test]
     fn an_auth_file_replaces_the_auth_table() {
         figment::Jail::expect_with(|jail| {
             let key = crate::auth::hash_key("k-1");

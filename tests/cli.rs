@@ -335,3 +335,35 @@ async fn subscribe_prints_json_lines_and_resumes_across_a_restart() {
     assert!(err.contains("epoch_changed"), "{err}");
     restarted.stop().await.expect("stop");
 }
+
+/// #16 item 6: a fatal error of `serve` is logged once, in the log's format (JSON for a
+/// collector), and not printed again as plain text.
+#[test]
+fn a_fatal_serve_error_is_logged_once_in_the_log_format() {
+    let dir = tempfile::tempdir().expect("dir");
+    let policy = dir.path().join("bad.toml");
+    std::fs::write(
+        &policy,
+        "[[rules]]\nname = \"x\"\ncategory = [\"maybe\"]\naction = \"stop\"\nexplanation = \"x\"\n",
+    )
+    .expect("write");
+    let out = bin()
+        .args(["serve", "--listen", "127.0.0.1:0", "--admin-listen", ""])
+        .args(["--log-format", "json", "--policy"])
+        .arg(&policy)
+        .output()
+        .expect("binary runs");
+    assert_eq!(out.status.code(), Some(78), "{out:?}");
+    let err = stderr(&out);
+    let lines: Vec<&str> = err.lines().filter(|l| l.contains("maybe")).collect();
+    assert_eq!(lines.len(), 1, "once: {err}");
+    let line: serde_json::Value = serde_json::from_str(lines[0]).expect("a JSON log line");
+    assert_eq!(line["level"], "ERROR");
+    assert!(
+        line["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("unknown category `maybe`")),
+        "{line}"
+    );
+    assert!(!err.contains("error: "), "no plain-text copy: {err}");
+}
