@@ -15,23 +15,9 @@ async fn main() -> ExitCode {
             let code = error.exit_code();
             // `serve` logged its fatal error already, in the log's format.
             if !error.logged() {
-                eprintln!("error: {}", chain(&anyhow::Error::from(error)));
+                eprintln!("error: {}", call_outcome::cli::error_text(&error));
             }
             code
         }
     }
-}
-
-/// The error and its causes, each once: many messages already quote their cause, and
-/// a person should not read the same sentence twice.
-fn chain(error: &anyhow::Error) -> String {
-    let mut text = error.to_string();
-    for cause in error.chain().skip(1) {
-        let cause = cause.to_string();
-        if !text.contains(&cause) {
-            text.push_str(": ");
-            text.push_str(&cause);
-        }
-    }
-    text
 }

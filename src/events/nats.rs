@@ -175,21 +175,27 @@ impl NatsEventLog {
         let id = Self::message_id(&event);
         let payload = serde_json::to_vec(&event)
             .map_err(|e| EventError::Backend(format!("cannot encode the event: {e}")))?;
-        let message = PublishMessage::build()
-            .payload(payload.into())
-            .message_id(id);
+        let payload = bytes::Bytes::from(payload);
+        let subject = async_nats::Subject::from(subject);
         // The ack is the point of the whole call: no ack, no acknowledgement to the caller.
-        let publish = |subject: String, message: PublishMessage| async move {
-            tokio::time::timeout(config.request_timeout, async {
-                connection
-                    .jetstream
-                    .send_publish(subject, message)
-                    .await?
-                    .await
-            })
-            .await
+        // The message is built per attempt (a second one only when the stream was gone).
+        let publish = || {
+            let message = PublishMessage::build()
+                .payload(payload.clone())
+                .message_id(id.as_str());
+            let subject = subject.clone();
+            async move {
+                tokio::time::timeout(config.request_timeout, async {
+                    connection
+                        .jetstream
+                        .send_publish(subject, message)
+                        .await?
+                        .await
+                })
+                .await
+            }
         };
-        let ack = match publish(subject.clone(), message.clone()).await {
+        let ack = match publish().await {
             Ok(Ok(ack)) => ack,
             // No stream listens on the subject: it was deleted behind our back.
             Ok(Err(e))
@@ -197,7 +203,7 @@ impl NatsEventLog {
             {
                 self.inner.streams.lock().remove(&event.tenant);
                 self.create_stream(&event.tenant).await?;
-                publish(subject, message)
+                publish()
                     .await
                     .map_err(|_| unavailable("no publish acknowledgement in time"))?
                     .map_err(unavailable)?

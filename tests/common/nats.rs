@@ -115,21 +115,18 @@ impl NatsServer {
 
     /// Stops the server's process (SIGSTOP): connections stay open, nothing answers.
     pub fn pause(&self) {
-        self.signal("-STOP");
+        self.signal(rustix::process::Signal::STOP);
     }
 
     /// Lets a paused server run again (SIGCONT).
     pub fn resume(&self) {
-        self.signal("-CONT");
+        self.signal(rustix::process::Signal::CONT);
     }
 
-    fn signal(&self, which: &str) {
+    fn signal(&self, which: rustix::process::Signal) {
         let pid = self.child.as_ref().expect("running").id();
-        let status = Command::new("kill")
-            .args([which, &pid.to_string()])
-            .status()
-            .expect("kill runs");
-        assert!(status.success(), "kill {which} {pid}");
+        let pid = rustix::process::Pid::from_raw(i32::try_from(pid).expect("pid")).expect("pid");
+        rustix::process::kill_process(pid, which).expect("signal the server");
     }
 
     /// Starts it again on the same port and store, and waits until it is ready.
