@@ -17,6 +17,7 @@ use crate::policy::{Policy, PolicyError};
 use crate::quota::RateLimitConfig;
 use crate::store::StoreLimits;
 use crate::tls::{TlsConfig, TlsError};
+use crate::webhooks::config::WebhooksConfig;
 use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
@@ -67,6 +68,8 @@ pub struct Config {
     pub allow_insecure_public_listen: bool,
     /// TLS on the public port (`[tls]`); unset: plaintext.
     pub tls: Option<TlsConfig>,
+    /// The provider webhook listener and its per-tenant secrets (`[webhooks]`).
+    pub webhooks: WebhooksConfig,
 }
 
 /// The store and event log backend.
@@ -102,6 +105,7 @@ impl Default for Config {
             auth_file: None,
             allow_insecure_public_listen: false,
             tls: None,
+            webhooks: WebhooksConfig::default(),
         }
     }
 }
@@ -281,6 +285,9 @@ impl Config {
         if let (Some(tls), Some(dir)) = (&mut config.tls, config_dir) {
             tls.resolve_paths(dir);
         }
+        if let Some(dir) = config_dir {
+            config.webhooks.resolve_paths(dir);
+        }
         // Key files named by [auth] are relative to the file that holds it.
         let mut auth_dir = config_dir.map(Path::to_owned);
         if let Some(auth_file) = config.auth_file.clone() {
@@ -326,7 +333,61 @@ impl Config {
         self.authenticator()?;
         self.check_tls()?;
         self.check_listen_security()?;
+        self.check_webhooks()?;
         Ok(())
+    }
+
+    /// The webhook listener's address (`None`: off), its secrets readable, and TLS
+    /// only where a provider can connect (no client certificate required).
+    pub fn check_webhooks(&self) -> Result<(), ConfigError> {
+        let webhooks = &self.webhooks;
+        let routes = webhooks
+            .routes(self.limits.max_tenant_bytes)
+            .map_err(ConfigError::Invalid)?;
+        let Some(_) = self.webhooks_addr()? else {
+            return Ok(());
+        };
+        if routes.is_empty() {
+            return Err(ConfigError::Invalid(
+                "webhooks.listen is set but no [webhooks.tenants.<tenant>.<provider>] section                  is: every callback would be refused (see examples/webhooks.toml)"
+                    .into(),
+            ));
+        }
+        if webhooks.max_body_bytes < 1024 {
+            return Err(ConfigError::Invalid(
+                "webhooks.max_body_bytes: must be at least 1024".into(),
+            ));
+        }
+        if webhooks.tls {
+            match &self.tls {
+                None => {
+                    return Err(ConfigError::Invalid(
+                        "webhooks.tls = true needs [tls] (cert_file and key_file)".into(),
+                    ));
+                }
+                Some(tls) if tls.client_cert_required() => {
+                    return Err(ConfigError::Invalid(
+                        "webhooks.tls = true with [tls] client_auth = \"required\": providers                          present no client certificate; serve the webhooks without TLS behind                          your TLS-terminating ingress, or make client_auth optional"
+                            .into(),
+                    ));
+                }
+                Some(_) => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// The webhook listener's address, `None` when off.
+    pub fn webhooks_addr(&self) -> Result<Option<SocketAddr>, ConfigError> {
+        let text = self.webhooks.listen.trim();
+        if text.is_empty() {
+            return Ok(None);
+        }
+        text.parse().map(Some).map_err(|_| {
+            ConfigError::Invalid(format!(
+                "webhooks.listen: `{text}` is not an address like 0.0.0.0:8080"
+            ))
+        })
     }
 
     /// The tenant of requests that name none.
@@ -495,6 +556,7 @@ pub fn looks_like_service_config(text: &str) -> bool {
         "auth",
         "auth_file",
         "allow_insecure_public_listen",
+        "webhooks",
         "tls",
     ];
     toml::from_str::<toml::Table>(text)
@@ -698,7 +760,12 @@ mod tests {
         paths(&example, "", &mut have);
         paths(&defaults, "", &mut want);
         // Shown commented out: empty lists and maps of examples.
-        let commented = ["auth.api_keys", "auth.client_certs", "rate_limits.tenants"];
+        let commented = [
+            "auth.api_keys",
+            "auth.client_certs",
+            "rate_limits.tenants",
+            "webhooks.tenants",
+        ];
         for key in want {
             assert!(
                 have.contains(&key) || commented.contains(&key.as_str()),

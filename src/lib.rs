@@ -23,6 +23,7 @@ pub mod step;
 pub mod store;
 
 // Inside the crate only; what callers need of them is re-exported below.
+mod admission;
 mod api;
 mod nats;
 mod providers;
@@ -30,6 +31,7 @@ mod quota;
 mod sip;
 mod telemetry;
 mod tls;
+pub mod webhooks;
 
 #[doc(hidden)]
 pub mod fuzzing;
@@ -37,6 +39,7 @@ pub mod fuzzing;
 pub use api::convert::timestamp;
 pub use api::subscribe::{RESUME_TOKEN_METADATA, SubscriptionConfig};
 pub use nats::{NatsConfig, NatsConnection};
+pub use providers::callback::{Params as CallbackParams, WebhookProvider};
 pub use telemetry::{LogFormat, OtlpSettings, init as init_telemetry};
 pub use tls::serve::ReloadStatus;
 pub use tls::{ClientAuth, TlsConfig};

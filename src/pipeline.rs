@@ -184,6 +184,7 @@ impl Pipeline {
             tenant: tenant.into_string(),
             call_id: outcome.call_id.clone(),
             attempt: outcome.attempt.unwrap_or(0),
+            delivery: outcome.delivery.clone(),
         };
         let mut inputs = Some((outcome, classification));
         if self.store.in_process() && self.events.in_process() {

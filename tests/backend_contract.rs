@@ -42,6 +42,7 @@ fn key(call_id: &str) -> ReportKey {
         tenant: "acme".into(),
         call_id: call_id.into(),
         attempt: 1,
+        delivery: None,
     }
 }
 

@@ -30,11 +30,13 @@ const LAYERS: &[(&str, u8)] = &[
     ("pipeline", 5),
     // What the edges share: credentials, quotas, telemetry, the generated contract.
     ("auth", 6),
+    ("admission", 6),
     ("quota", 6),
     ("telemetry", 6),
     ("proto", 6),
     // The edges.
     ("api", 7),
+    ("webhooks", 7),
     // Wiring: configuration, the server, the command line.
     ("config", 8),
     ("server", 9),

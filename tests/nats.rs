@@ -785,6 +785,7 @@ async fn a_takeover_reports_the_event_that_exists() {
         tenant: "acme".into(),
         call_id: "taken-over".into(),
         attempt: 1,
+        delivery: None,
     };
     assert_eq!(
         dying.store().claim(&key).await,

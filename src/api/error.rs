@@ -9,7 +9,7 @@
 //! backoff, a stream with its resume token; `RESOURCE_EXHAUSTED` (quota, subscription
 //! caps) is the caller's own limit; `ABORTED` a duplicate racing its original.
 
-use crate::api::admission::{Shed, ShedScope};
+use crate::admission::Shed;
 use crate::api::validate::FieldViolation;
 use crate::auth::AuthError;
 use crate::events::EventError;
@@ -58,7 +58,7 @@ pub enum ApiError {
     SubscriptionCap(String),
     /// A `server.max_in_flight` limit (in all, the tenant's share or the connection's)
     /// is reached; this request was not processed.
-    #[error("{}", overloaded(.0))]
+    #[error("{0}")]
     Overloaded(Shed),
     /// The request's deadline (the client's `grpc-timeout` or `server.request_timeout`,
     /// whichever is shorter) passed before it was answered.
@@ -82,23 +82,6 @@ pub enum ApiError {
         reason: StreamEnd,
         resume_token: String,
     },
-}
-
-fn overloaded(shed: &Shed) -> String {
-    let who = match shed.scope {
-        ShedScope::Server => "the server",
-        ShedScope::Tenant => "this tenant's share of the server",
-        ShedScope::Connection => "this connection's share of the server",
-    };
-    format!(
-        "overloaded: {} requests in flight for {who} (server.max_in_flight{}); nothing was processed, retry with backoff",
-        shed.limit,
-        match shed.scope {
-            ShedScope::Server => "",
-            ShedScope::Tenant => "_per_tenant",
-            ShedScope::Connection => "_per_connection",
-        }
-    )
 }
 
 /// Why a running subscription ended.

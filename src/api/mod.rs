@@ -11,7 +11,6 @@
 //! - [`layers`]: the tower layers in front of the service, one per file.
 //! - [`error`]: [`error::ApiError`] and the one mapping to `tonic::Status`.
 
-pub mod admission;
 pub mod convert;
 pub mod error;
 pub mod layers;
@@ -21,6 +20,7 @@ pub mod validate;
 /// The fully qualified name of the public service.
 pub const SERVICE_NAME: &str = "calloutcome.v1.CallOutcomeService";
 
+use crate::admission::{Admission, ConnectionId, Slot};
 use crate::auth::{Identity, Role};
 use crate::domain::{Classification, Decision, Tenant};
 use crate::events::EventError;
@@ -30,7 +30,6 @@ use crate::proto::call_outcome_service_server::CallOutcomeService;
 use crate::quota::{LimitedRpc, RateLimits};
 use crate::store::StoreError;
 use crate::telemetry::Metrics;
-use admission::{Admission, ConnectionId, Slot};
 use error::ApiError;
 use layers::trace::Rpc;
 use std::sync::Arc;

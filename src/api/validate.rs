@@ -241,6 +241,7 @@ pub fn outcome(
             .iter()
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect(),
+        delivery: None,
     };
     if v.is_empty() {
         return Ok(outcome);

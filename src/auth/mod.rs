@@ -19,6 +19,7 @@
 
 mod identity;
 pub mod jwt;
+pub mod webhook;
 
 pub use identity::{Identity, Role};
 

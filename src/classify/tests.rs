@@ -794,9 +794,9 @@ fn asterisk_causes_and_dialstatus() {
 
 #[test]
 fn unknown_provider_names_are_ignored() {
-    let out = ok(&provider("vonage", "busy", None));
+    let out = ok(&provider("bandwidth", "busy", None));
     assert_eq!((v(&out), out.basis), (OTH, Basis::ProviderCause));
-    let out = ok(&provider("vonage", "completed", Some(486)));
+    let out = ok(&provider("bandwidth", "completed", Some(486)));
     assert_eq!((v(&out), out.basis), (BUSY, Basis::SipCode));
     let out = ok(&provider("", "busy", Some(603)));
     assert_eq!(v(&out), DECL);

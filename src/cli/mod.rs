@@ -89,6 +89,10 @@ pub struct ServeArgs {
     /// [default: 127.0.0.1:9090; "" disables it].
     #[arg(long, env = "CALL_OUTCOME_ADMIN_LISTEN")]
     pub admin_listen: Option<String>,
+    /// Provider webhook listener (POST /v1/webhooks/{provider}/{tenant}) [default: off;
+    /// env CALL_OUTCOME_WEBHOOKS__LISTEN]; needs [webhooks.tenants.*] in the config.
+    #[arg(long)]
+    pub webhooks_listen: Option<String>,
     /// Where history, idempotency and events live [default: memory].
     #[arg(long, value_enum, env = "CALL_OUTCOME_BACKEND")]
     pub backend: Option<Backend>,
@@ -269,6 +273,9 @@ async fn serve(args: ServeArgs) -> Result<(), CliError> {
     }
     if let Some(admin) = args.admin_listen {
         config.admin_listen = admin;
+    }
+    if let Some(webhooks) = args.webhooks_listen {
+        config.webhooks.listen = webhooks;
     }
     if let Some(backend) = args.backend {
         config.backend = backend;

@@ -26,6 +26,12 @@ pub struct Outcome {
     pub started_at: Option<SystemTime>,
     pub ended_at: Option<SystemTime>,
     pub labels: BTreeMap<String, String>,
+    /// The provider's own id of the callback that carried this outcome (a webhook's
+    /// idempotency key, e.g. Telnyx `data.id` or Twilio `CallSid/SequenceNumber`).
+    /// When set, it and not `(call_id, attempt)` tells a redelivery from a new report:
+    /// two terminal statuses of one call are two outcomes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delivery: Option<String>,
 }
 
 /// One remembered outcome of a destination. The store also keeps which report it came

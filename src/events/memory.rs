@@ -441,6 +441,7 @@ mod tests {
                 ("é".into(), "✓".into()),
             ]
             .into(),
+            delivery: Some("v1:delivery-7".into()),
         };
         // Built by hand, as the classifier and the policy would (this module sits below
         // both): a 603 with a Q.850 Reason and a Retry-After, and a rendered decision.

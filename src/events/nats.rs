@@ -11,7 +11,7 @@
 //! again on the next failure), and every subscription asks the server afresh.
 //!
 //! - Publishing waits for JetStream's acknowledgement (bounded by
-//!   `nats.request_timeout`) and carries `Nats-Msg-Id = <tenant>.<attempt>.<call id>`,
+//!   `nats.request_timeout`) and carries `Nats-Msg-Id = <tenant>.<attempt>.<call id>` (`<tenant>.d.<delivery>` for a callback),
 //!   so a report retried on any replica within `nats.duplicate_window` lands once.
 //! - A subscription is an ordered consumer filtered on its tenant's subjects, starting
 //!   right after its position. JetStream silently moves a start below the stream's
@@ -155,12 +155,15 @@ impl NatsEventLog {
 
     /// The `Nats-Msg-Id` of a report: the report key, so retries deduplicate.
     fn message_id(event: &NewEvent) -> String {
-        format!(
-            "{}.{}.{}",
-            tenant_token(&event.tenant),
-            event.outcome.attempt.unwrap_or(0),
-            key_token(&event.outcome.call_id)
-        )
+        match &event.outcome.delivery {
+            None => format!(
+                "{}.{}.{}",
+                tenant_token(&event.tenant),
+                event.outcome.attempt.unwrap_or(0),
+                key_token(&event.outcome.call_id)
+            ),
+            Some(delivery) => format!("{}.d.{}", tenant_token(&event.tenant), key_token(delivery)),
+        }
     }
 }
 

@@ -1,4 +1,5 @@
-//! Provider hangup causes (Telnyx, Twilio, FreeSWITCH, Asterisk) expressed in this
+//! Provider hangup causes (Telnyx, Twilio, SignalWire, Vonage, Plivo, FreeSWITCH,
+//! Asterisk) expressed in this
 //! service's terms: a verdict, an optional Q.850 cause, and whether the cause overrides
 //! a reported SIP code (rule R2: platform timer or cancel semantics) or defers to it.
 //!
@@ -7,9 +8,12 @@
 //! Provider names and causes are matched case-insensitively after trimming.
 
 pub mod asterisk;
+pub mod callback;
 pub mod freeswitch;
+pub mod plivo;
 pub mod telnyx;
 pub mod twilio;
+pub mod vonage;
 
 use crate::domain::{Category, Fault, Retryable, Verdict};
 
@@ -18,14 +22,21 @@ use crate::domain::{Category, Fault, Retryable, Verdict};
 pub enum Provider {
     Telnyx,
     Twilio,
+    /// SignalWire's cXML (LaML) callbacks use Twilio's statuses.
+    SignalWire,
+    Vonage,
+    Plivo,
     FreeSwitch,
     Asterisk,
 }
 
 impl Provider {
-    pub const ALL: [Provider; 4] = [
+    pub const ALL: [Provider; 7] = [
         Provider::Telnyx,
         Provider::Twilio,
+        Provider::SignalWire,
+        Provider::Vonage,
+        Provider::Plivo,
         Provider::FreeSwitch,
         Provider::Asterisk,
     ];
@@ -44,6 +55,9 @@ impl Provider {
         match self {
             Provider::Telnyx => "telnyx",
             Provider::Twilio => "twilio",
+            Provider::SignalWire => "signalwire",
+            Provider::Vonage => "vonage",
+            Provider::Plivo => "plivo",
             Provider::FreeSwitch => "freeswitch",
             Provider::Asterisk => "asterisk",
         }
@@ -54,7 +68,9 @@ impl Provider {
         let cause = cause.trim();
         match self {
             Provider::Telnyx => telnyx::lookup(cause),
-            Provider::Twilio => twilio::lookup(cause),
+            Provider::Twilio | Provider::SignalWire => twilio::lookup(cause),
+            Provider::Vonage => vonage::lookup(cause),
+            Provider::Plivo => plivo::lookup(cause),
             Provider::FreeSwitch => freeswitch::lookup(cause),
             Provider::Asterisk => asterisk::lookup(cause),
         }
@@ -137,7 +153,8 @@ mod tests {
             Some(Provider::FreeSwitch)
         );
         assert_eq!(Provider::from_name("asterisk"), Some(Provider::Asterisk));
-        assert_eq!(Provider::from_name("vonage"), None);
+        assert_eq!(Provider::from_name("Vonage"), Some(Provider::Vonage));
+        assert_eq!(Provider::from_name("bandwidth"), None);
         assert_eq!(Provider::from_name(""), None);
         for p in Provider::ALL {
             assert_eq!(Provider::from_name(p.as_str()), Some(p));

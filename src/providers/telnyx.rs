@@ -20,9 +20,11 @@ pub static CAUSES: &[ProviderCause] = &[
     ProviderCause::new("unspecified", OTHER, false, None),
 ];
 
-/// The Telnyx hangup cause `cause` (any case).
+/// The Telnyx hangup cause `cause` (any case), or a TeXML `CallStatus` (TeXML is
+/// Telnyx's TwiML-compatible product: its statuses are Twilio's, reference webhooks.md
+/// §1.6).
 pub fn lookup(cause: &str) -> Option<ProviderCause> {
-    find(CAUSES, cause)
+    find(CAUSES, cause).or_else(|| super::twilio::lookup(cause))
 }
 
 #[cfg(test)]
@@ -33,7 +35,9 @@ mod tests {
     fn nine_documented_causes() {
         assert_eq!(CAUSES.len(), 9);
         assert_eq!(lookup("TIMEOUT").map(|c| c.name), Some("timeout"));
-        assert_eq!(lookup("busy"), None);
+        // TeXML statuses are Twilio's.
+        assert_eq!(lookup("busy").map(|c| c.name), Some("busy"));
+        assert_eq!(lookup("ringing"), None);
         let overriding: Vec<_> = CAUSES
             .iter()
             .filter(|c| c.overrides_sip_code)

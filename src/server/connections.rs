@@ -19,7 +19,7 @@
 //! `Connected`: peer address, TLS peer) in its extensions. It does not look at requests
 //! otherwise: what they may do is the services' and the layers' business.
 
-use crate::api::admission::ConnectionId;
+use crate::admission::ConnectionId;
 use bytes::Bytes;
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use hyper::body::Incoming;

@@ -17,7 +17,7 @@ pub mod health;
 pub mod shutdown;
 pub mod stack;
 
-use crate::api::admission::{Admission, AdmissionLimits};
+use crate::admission::{Admission, AdmissionLimits};
 use crate::api::subscribe::SubscriptionPermits;
 use crate::api::{ApiSettings, CallOutcomeApi, SERVICE_NAME};
 use crate::config::{Config, ConfigError};
@@ -64,6 +64,7 @@ pub enum ServerError {
 struct Listeners {
     public: TcpListener,
     admin: Option<TcpListener>,
+    webhooks: Option<TcpListener>,
 }
 
 /// Follows the NATS connection: gRPC health is SERVING only while it is up.
@@ -110,11 +111,16 @@ pub async fn serve(
         Some(addr) => Some(bind(addr).await?),
         None => None,
     };
+    let webhooks = match config.webhooks_addr()? {
+        Some(addr) => Some(bind(addr).await?),
+        None => None,
+    };
     let tls = tls_server(&config)?;
     let built = backends::build(&config).await?;
     let listeners = Listeners {
         public: listener,
         admin,
+        webhooks,
     };
     serve_built(config, listeners, built, tls, shutdown).await
 }
@@ -143,20 +149,28 @@ fn log_auth(config: &Config, auth: Option<&crate::auth::Authenticator>, local: O
     }
 }
 
-/// The public service and what it needs besides the pipeline.
+/// What both edges share: in-flight admission and per-tenant rate limits.
+struct SharedLimits {
+    admission: Arc<Admission>,
+    rate_limits: Option<Arc<RateLimits>>,
+}
+
+/// The public service and what it needs besides the pipeline, with the limits it
+/// shares with the webhook edge.
 fn api(
     config: &Config,
     pipeline: &crate::pipeline::Pipeline,
     permits: Arc<SubscriptionPermits>,
     metrics: &Arc<Metrics>,
     shutdown: &Shutdown,
-) -> Result<CallOutcomeApi, ServerError> {
+) -> Result<(CallOutcomeApi, SharedLimits), ServerError> {
     // Configured tenants are named in metrics; any other is `other`.
     let known = config
         .auth
         .api_keys
         .iter()
         .map(|k| k.tenant.clone())
+        .chain(config.webhooks.tenants.keys().map(|t| t.0.clone()))
         .chain([config.default_tenant.clone()]);
     let tuning = &config.server;
     let admission = Admission::new(
@@ -177,12 +191,16 @@ fn api(
             auth_required: config.auth.enabled,
         },
         permits,
-        admission,
+        Arc::clone(&admission),
         Arc::clone(metrics),
         shutdown.streams.clone(),
     );
     if !config.rate_limits.enabled {
-        return Ok(api);
+        let shared = SharedLimits {
+            admission,
+            rate_limits: None,
+        };
+        return Ok((api, shared));
     }
     let limits = Arc::new(RateLimits::new(
         &config.rate_limits,
@@ -195,7 +213,78 @@ fn api(
         &shutdown.tasks,
     );
     tracing::info!(limits = ?config.rate_limits, "per-tenant rate limits on");
-    Ok(api.with_rate_limits(limits))
+    let shared = SharedLimits {
+        admission,
+        rate_limits: Some(Arc::clone(&limits)),
+    };
+    Ok((api.with_rate_limits(limits), shared))
+}
+
+/// The webhook edge on its listener, stopped with the public port.
+fn spawn_webhooks(
+    config: &Config,
+    listener: TcpListener,
+    pipeline: &crate::pipeline::Pipeline,
+    shared: SharedLimits,
+    metrics: &Arc<Metrics>,
+    tls: Option<&Arc<TlsServer>>,
+    stop: CancellationToken,
+) -> Result<JoinHandle<()>, ServerError> {
+    use crate::webhooks::{OutcomeBounds, WebhookEdge, WebhookSettings};
+    let webhooks = &config.webhooks;
+    let limits = &config.limits;
+    let routes = webhooks
+        .routes(limits.max_tenant_bytes)
+        .map_err(ConfigError::Invalid)?;
+    let count = routes.len();
+    let serve_tls = webhooks.tls.then_some(tls).flatten();
+    let edge = WebhookEdge::new(
+        pipeline.clone(),
+        routes,
+        WebhookSettings {
+            max_body_bytes: webhooks.max_body_bytes,
+            timestamp_tolerance: webhooks.timestamp_tolerance,
+            replay_memory: webhooks.replay_memory,
+            trusted_proxies: webhooks.trusted_proxies.clone(),
+            tls: serve_tls.is_some(),
+            body_read_timeout: config.server.body_read_timeout,
+            bounds: OutcomeBounds {
+                max_call_id_bytes: limits.max_call_id_bytes,
+                max_party_bytes: limits.max_party_bytes,
+                max_label_value_bytes: limits.max_label_value_bytes,
+                max_attempt: limits.max_attempt,
+            },
+        },
+        shared.admission,
+        shared.rate_limits,
+        Arc::clone(metrics),
+        limits.max_tenant_bytes,
+    )
+    .map_err(ConfigError::Invalid)?;
+    let router = edge.router();
+    let local = listener.local_addr().ok();
+    let settings = connections::ConnectionSettings {
+        listener: "webhooks",
+        http2_only: false,
+        ..connection_settings(config)
+    };
+    tracing::info!(
+        webhooks = %local.map_or_else(|| "?".to_owned(), |a| a.to_string()),
+        routes = count,
+        tls = serve_tls.is_some(),
+        "webhook listener: POST {}",
+        crate::webhooks::ROUTE
+    );
+    let incoming = connections::tcp_incoming(listener, "webhooks");
+    Ok(match serve_tls {
+        Some(tls) => tokio::spawn(connections::serve(
+            tls.incoming(incoming),
+            router,
+            settings,
+            stop,
+        )),
+        None => tokio::spawn(connections::serve(incoming, router, settings, stop)),
+    })
 }
 
 /// As [`serve`], with the listeners bound and the backends built.
@@ -225,7 +314,7 @@ async fn serve_built(
             Arc::new(move || permits.active() as u64),
         )?)
     };
-    let api = api(&config, &pipeline, permits, &metrics, &shutdown)?;
+    let (api, shared) = api(&config, &pipeline, permits, &metrics, &shutdown)?;
     let service = stack::public_service(&config, api, auth);
 
     let health = tonic_health::server::HealthReporter::new();
@@ -289,6 +378,18 @@ async fn serve_built(
     let port = stack::public_port(&config, routes);
     let settings = connection_settings(&config);
     let stop_accepting = CancellationToken::new();
+    let webhooks_task = match listeners.webhooks {
+        Some(listener) => Some(spawn_webhooks(
+            &config,
+            listener,
+            &pipeline,
+            shared,
+            &metrics,
+            tls.as_ref(),
+            stop_accepting.clone(),
+        )?),
+        None => None,
+    };
     let mut serving: JoinHandle<()> = match &tls {
         Some(tls) => {
             tls.spawn_reloader(shutdown.streams.clone(), &shutdown.tasks);
@@ -341,6 +442,15 @@ async fn serve_built(
                 .checked_sub(MIN_TASK_DRAIN)
                 .unwrap_or(deadline)
                 .max(Instant::now());
+            if let Some(mut task) = webhooks_task {
+                // Callbacks in flight finish (a provider retries what gets no answer).
+                if tokio::time::timeout_at(connections_deadline, &mut task)
+                    .await
+                    .is_err()
+                {
+                    task.abort();
+                }
+            }
             match tokio::time::timeout_at(connections_deadline, &mut serving).await {
                 Ok(Ok(())) => Ok(()),
                 Ok(Err(e)) => Err(ServerError::Task(e.to_string())),
@@ -400,6 +510,8 @@ pub struct RunningServer {
     pub addr: SocketAddr,
     /// The admin listener's address, when one is configured.
     pub admin_addr: Option<SocketAddr>,
+    /// The webhook listener's address, when one is configured.
+    pub webhooks_addr: Option<SocketAddr>,
     /// The TLS side, when `[tls]` is configured (its reload status, for tests).
     pub tls: Option<Arc<TlsServer>>,
     shutdown: Option<oneshot::Sender<()>>,
@@ -424,6 +536,12 @@ impl RunningServer {
             None => None,
         };
         let admin_addr = admin.as_ref().and_then(|l| l.local_addr().ok());
+        config.check_webhooks()?;
+        let webhooks = match config.webhooks_addr()? {
+            Some(a) => Some(bind(a).await?),
+            None => None,
+        };
+        let webhooks_addr = webhooks.as_ref().and_then(|l| l.local_addr().ok());
         // Fail fast on configuration and backend errors instead of inside the task.
         let built = backends::build(&config).await?;
         let (tx, rx) = oneshot::channel::<()>();
@@ -432,6 +550,7 @@ impl RunningServer {
             Listeners {
                 public: listener,
                 admin,
+                webhooks,
             },
             built,
             tls.clone(),
@@ -442,6 +561,7 @@ impl RunningServer {
         Ok(RunningServer {
             addr,
             admin_addr,
+            webhooks_addr,
             tls,
             shutdown: Some(tx),
             task: Some(task),

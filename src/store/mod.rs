@@ -28,11 +28,17 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 /// The idempotency key of a report. `attempt` is 0 when the caller did not send one.
+///
+/// A report that came as a provider callback carries the provider's delivery id: the
+/// key is then `(tenant, delivery)`, and `call_id` and `attempt` only say whose history
+/// the outcome joins.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct ReportKey {
     pub tenant: String,
     pub call_id: String,
     pub attempt: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delivery: Option<String>,
 }
 
 /// The result of a report, kept so that a duplicate gets the first response.

@@ -119,13 +119,18 @@ impl NatsStore {
             .await
     }
 
+    /// `<tenant>.<attempt>.<call id>`, or `<tenant>.d.<delivery id>` for a provider
+    /// callback (`d` is never an attempt number, so the two cannot meet).
     fn report_key(key: &ReportKey) -> String {
-        format!(
-            "{}.{}.{}",
-            tenant_token(&key.tenant),
-            key.attempt,
-            key_token(&key.call_id)
-        )
+        match &key.delivery {
+            None => format!(
+                "{}.{}.{}",
+                tenant_token(&key.tenant),
+                key.attempt,
+                key_token(&key.call_id)
+            ),
+            Some(delivery) => format!("{}.d.{}", tenant_token(&key.tenant), key_token(delivery)),
+        }
     }
 
     fn history_key(tenant: &str, destination: &str) -> String {

@@ -81,22 +81,29 @@ pub(super) enum SlotState {
 }
 
 /// A report key as bytes: `u32 length of what follows, u32 attempt, u16 tenant length,
-/// tenant, call id`. The length prefix lets a slot hold the key and its result in one
-/// buffer; the tenant length keeps `("a", "bc")` and `("ab", "c")` apart.
+/// tenant, kind, call id` — or, for a provider callback, `0, u16 tenant length, tenant,
+/// kind, delivery id`. The length prefix lets a slot hold the key and its result in one
+/// buffer; the tenant length keeps `("a", "bc")` and `("ab", "c")` apart, and the kind
+/// byte keeps a call id apart from a delivery id.
 pub(super) struct PackedKey(Vec<u8>);
 
 impl PackedKey {
     pub(super) fn new(key: &ReportKey) -> Result<Self, StoreError> {
         let too_long = || StoreError::Backend("tenant or call id too long for a report key".into());
+        let (attempt, kind, id) = match &key.delivery {
+            None => (key.attempt, 0u8, key.call_id.as_bytes()),
+            Some(delivery) => (0, 1u8, delivery.as_bytes()),
+        };
         let tenant_len = u16::try_from(key.tenant.len()).map_err(|_| too_long())?;
-        let rest = 4 + 2 + key.tenant.len() + key.call_id.len();
+        let rest = 4 + 2 + key.tenant.len() + 1 + id.len();
         let rest_len = u32::try_from(rest).map_err(|_| too_long())?;
         let mut out = Vec::with_capacity(4 + rest);
         out.extend_from_slice(&rest_len.to_le_bytes());
-        out.extend_from_slice(&key.attempt.to_le_bytes());
+        out.extend_from_slice(&attempt.to_le_bytes());
         out.extend_from_slice(&tenant_len.to_le_bytes());
         out.extend_from_slice(key.tenant.as_bytes());
-        out.extend_from_slice(key.call_id.as_bytes());
+        out.push(kind);
+        out.extend_from_slice(id);
         Ok(PackedKey(out))
     }
 

@@ -19,6 +19,7 @@ fn key(call_id: &str) -> ReportKey {
         tenant: "acme".into(),
         call_id: call_id.into(),
         attempt: 1,
+        delivery: None,
     }
 }
 

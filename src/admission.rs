@@ -1,5 +1,7 @@
 //! Fair admission (`server.max_in_flight` and its shares): how many requests of the
-//! public service are being *handled* at once, in all, per tenant and per connection.
+//! public service and the webhook listener are being *handled* at once, in all, per
+//! tenant and per connection. Shared by both edges, so that a tenant's share holds
+//! whichever door its reports come in by.
 //!
 //! Owns the counts, the shedding decision and its metrics. A request takes its slot in
 //! the handler, once its message has arrived and its tenant is known
@@ -56,6 +58,21 @@ impl ShedScope {
 pub struct Shed {
     pub scope: ShedScope,
     pub limit: usize,
+}
+
+impl std::fmt::Display for Shed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (who, key) = match self.scope {
+            ShedScope::Server => ("the server", ""),
+            ShedScope::Tenant => ("this tenant's share of the server", "_per_tenant"),
+            ShedScope::Connection => ("this connection's share of the server", "_per_connection"),
+        };
+        write!(
+            f,
+            "overloaded: {} requests in flight for {who} (server.max_in_flight{key}); nothing was processed, retry with backoff",
+            self.limit
+        )
+    }
 }
 
 #[derive(Debug, Default)]
