@@ -12,7 +12,7 @@ What it runs, per Markdown file, in one bash process (`set -euo pipefail`), in o
 What it changes, and only that:
 - `call-outcome` is a shell function calling the binary under test (it wins over PATH,
   so a stale binary elsewhere is never used), and the first `call-outcome` on PATH;
-- the documented default ports (50051, 50052, 9090, 9091, 4222) become free ports picked
+- the documented default ports (50051, 50052, 9090, 9091, 4222, 8080) become free ports picked
   for the file, in the commands and through CALL_OUTCOME_LISTEN, _ADMIN_LISTEN,
   _SERVER_URL and _NATS_URL, so the docs run beside a service on the real defaults;
 - after a command put in the background with `&` that starts a server (`serve`,
@@ -37,7 +37,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-DEFAULT_PORTS = ["50051", "50052", "9090", "9091", "4222"]
+DEFAULT_PORTS = ["50051", "50052", "9090", "9091", "4222", "8080"]
 FILE_TIMEOUT = 240
 DIRECTIVE = re.compile(r"<!--\s*docs-test:\s*(\w[\w-]*)\s*:?(.*?)-->", re.S)
 

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Smoke test of the real binary with real clients: starts `call-outcome serve` on a free
 # loopback port, then checks reflection, health and the RPCs with grpcurl, the CLI's
-# classify/report/check-config, and a clean exit on SIGTERM; then a second server with
+# classify/report/check-config, and a clean exit on SIGTERM; the README's signed webhook
+# example against examples/webhooks.toml; then a server with
 # mutual TLS, called by grpcurl (Go's TLS stack) with a client certificate.
 # Usage: .ci/smoke.sh path/to/call-outcome   (grpcurl and openssl must be on PATH)
 set -euo pipefail
@@ -102,6 +103,50 @@ wait "$PID" && rc=0 || rc=$?
 PID=
 [ "$rc" -eq 0 ] || fail "server exit code $rc after SIGTERM"
 echo "ok - SIGTERM drains and exits 0"
+
+# --- the README's webhook example: its signed Twilio callback, run as written --------
+command -v curl >/dev/null || fail "curl not found on PATH (apt-get install curl)"
+LOG="$WORK/webhooks-server.log"
+"$BIN" serve --config examples/webhooks.toml --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 \
+  --webhooks-listen 127.0.0.1:0 >"$LOG" 2>&1 &
+PID=$!
+for _ in $(seq 1 200); do
+  grep -q "serving calloutcome" "$LOG" 2>/dev/null && break
+  kill -0 "$PID" 2>/dev/null || fail "webhook server exited early"
+  sleep 0.05
+done
+ADDR=$(grep -o 'listen=[0-9.:]*' "$LOG" | head -n1 | cut -d= -f2 || true)
+HOOKS=$(grep -o 'webhooks=[0-9.:]*' "$LOG" | head -n1 | cut -d= -f2 || true)
+[ -n "$HOOKS" ] || fail "no webhook listener address in the log"
+# The curl command exactly as README.md shows it, on the listener's real port (the
+# signature covers public_base_url, which examples/webhooks.toml fixes).
+CURL=$(python3 - <<'PY'
+import re
+text = open("README.md").read()
+m = re.search(r"^curl -sS 'http://127\.0\.0\.1:8080/v1/webhooks/twilio/demo.*?[^\\]\n", text, re.M | re.S)
+print(m.group(0).strip() if m else "")
+PY
+)
+[ -n "$CURL" ] || fail "no signed curl example in README.md"
+"$BIN" subscribe --server "http://$ADDR" --from-oldest --max-events 1 >"$WORK/sub.out" 2>&1 &
+SUB=$!
+out=$(bash -c "${CURL//127.0.0.1:8080/$HOOKS}") || fail "the README's curl failed: $out"
+expect "the README's signed Twilio callback is accepted" "$out" '"result":"accepted"'
+expect "and classified as a decline" "$out" '"category":"declined"'
+wait "$SUB" || fail "subscribe exited non-zero: $(cat "$WORK/sub.out")"
+out=$(cat "$WORK/sub.out")
+expect "the subscriber gets the decline under the caller's call id" "$out" '"call_id":"order-1001"'
+expect "with the provider label" "$out" '"provider":"twilio"'
+out=$(bash -c "${CURL//127.0.0.1:8080/$HOOKS}")
+expect "a redelivery is a duplicate" "$out" '"result":"duplicate"'
+TAMPERED=${CURL//127.0.0.1:8080/$HOOKS}
+out=$(bash -c "${TAMPERED//CallStatus=failed/CallStatus=busy} -o /dev/null -w '%{http_code}'")
+expect "a changed field fails the signature: 401" "$out" "401"
+kill -TERM "$PID"
+wait "$PID" && rc=0 || rc=$?
+PID=
+[ "$rc" -eq 0 ] || fail "webhook server exit code $rc after SIGTERM"
+echo "ok - webhook server drains and exits 0"
 
 # --- mutual TLS with another TLS implementation: grpcurl (Go) against rustls -------------
 command -v openssl >/dev/null || fail "openssl not found on PATH (apt-get install openssl)"

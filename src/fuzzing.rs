@@ -31,7 +31,77 @@ pub const TARGETS: &[(&str, Check)] = &[
     ("retry_after", retry_after),
     ("policy", policy),
     ("config", config),
+    ("webhook_telnyx", webhook_telnyx),
+    ("webhook_twilio", webhook_twilio),
+    ("webhook_vonage", webhook_vonage),
+    ("webhook_plivo", webhook_plivo),
 ];
+
+/// A provider's callback reader on both encodings, then the classifier on what it read.
+///
+/// Invariants: reading never panics; a terminal callback's outcome carries the
+/// callback's delivery id, which names the provider; its call id is not empty; the
+/// outcome classifies (or is refused as R0) without panicking, and a provider cause it
+/// names is not empty, under a provider name the classifier knows.
+fn webhook(provider: crate::providers::callback::WebhookProvider, data: &[u8]) {
+    use crate::providers::callback::{BodyFormat, read};
+    for format in [BodyFormat::Json, BodyFormat::Form] {
+        let Ok(callback) = read(provider, format, data) else {
+            continue;
+        };
+        assert!(
+            callback
+                .delivery
+                .starts_with(&format!("{}:", provider.as_str())),
+            "{}",
+            callback.delivery
+        );
+        let Some(outcome) = callback.outcome else {
+            continue;
+        };
+        assert_eq!(
+            outcome.delivery.as_deref(),
+            Some(callback.delivery.as_str())
+        );
+        assert!(!outcome.call_id.is_empty());
+        assert_eq!(
+            outcome.labels.get("provider").map(String::as_str),
+            Some(provider.as_str())
+        );
+        if let Some((name, cause)) = &outcome.provider {
+            assert!(
+                crate::providers::Provider::from_name(name).is_some(),
+                "{name}"
+            );
+            assert!(!cause.is_empty());
+        }
+        let _ = classify::classify_outcome(&outcome);
+    }
+}
+
+/// Telnyx v2 JSON and TeXML forms: see [`webhook`].
+pub fn webhook_telnyx(data: &[u8]) {
+    webhook(crate::providers::callback::WebhookProvider::Telnyx, data);
+}
+
+/// Twilio and SignalWire forms and flat JSON: see [`webhook`].
+pub fn webhook_twilio(data: &[u8]) {
+    webhook(crate::providers::callback::WebhookProvider::Twilio, data);
+    webhook(
+        crate::providers::callback::WebhookProvider::SignalWire,
+        data,
+    );
+}
+
+/// Vonage JSON events: see [`webhook`].
+pub fn webhook_vonage(data: &[u8]) {
+    webhook(crate::providers::callback::WebhookProvider::Vonage, data);
+}
+
+/// Plivo forms: see [`webhook`].
+pub fn webhook_plivo(data: &[u8]) {
+    webhook(crate::providers::callback::WebhookProvider::Plivo, data);
+}
 
 /// Raw SIP response parser, then the classifier on it.
 ///

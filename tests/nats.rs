@@ -873,3 +873,80 @@ fn acme(outcome: pb::CallOutcome) -> pb::ReportOutcomeRequest {
         ..report(outcome)
     }
 }
+
+/// A provider callback is acknowledged only once JetStream holds it: with nats-server
+/// gone the answer is 503 (the provider retries), and the retry once NATS is back
+/// records exactly one event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_webhook_is_answered_503_without_nats_and_its_retry_records_one_event() {
+    use call_outcome::auth::webhook::sign;
+    let mut nats = NatsServer::start().await;
+    let mut config = nats.config();
+    config.default_tenant = "acme".into();
+    config.webhooks = call_outcome::config::Config::from_toml_str(
+        "[webhooks]\nlisten = \"127.0.0.1:0\"\n[webhooks.tenants.acme.twilio]\nauth_tokens = [\"tok\"]\n",
+        std::path::Path::new("w.toml"),
+    )
+    .expect("webhooks config")
+    .webhooks;
+    let server = RunningServer::start(config).await.expect("server");
+    let hooks = server.webhooks_addr.expect("webhook listener");
+    let admin = server.admin_addr.expect("admin");
+    let path = "/v1/webhooks/twilio/acme?call_id=wh-1&attempt=1";
+    let body =
+        "CallSid=CA1&CallStatus=failed&SipResponseCode=603&SequenceNumber=2&To=%2B15550100001";
+    let params = call_outcome::CallbackParams(
+        form_urlencoded::parse(body.as_bytes())
+            .map(|(k, v)| (k.into_owned(), v.into_owned()))
+            .collect(),
+    );
+    let signature = sign::twilio("tok", &format!("http://{hooks}{path}"), &params);
+    let headers = [("X-Twilio-Signature", signature)];
+    let form = "application/x-www-form-urlencoded";
+
+    nats.kill();
+    let refused = common::post(hooks, path, form, &headers, body.as_bytes()).await;
+    assert_eq!(refused.status, 503, "{refused:?}");
+    assert!(
+        refused.head.to_ascii_lowercase().contains("retry-after"),
+        "{refused:?}"
+    );
+
+    nats.restart().await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while common::get(admin, "/readyz").await.0 != 200 {
+        assert!(Instant::now() < deadline, "never ready");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let accepted = common::post(hooks, path, form, &headers, body.as_bytes()).await;
+    assert_eq!(accepted.status, 200, "{accepted:?}");
+    assert_eq!(accepted.json()["result"], "accepted");
+    let again = common::post(hooks, path, form, &headers, body.as_bytes()).await;
+    assert_eq!(again.json()["result"], "duplicate");
+    assert_eq!(again.json()["event_id"], accepted.json()["event_id"]);
+
+    // The stream holds that one event, then the sentinel.
+    let mut c = client(&server).await;
+    send(&mut c, "sentinel").await;
+    let mut stream = c
+        .subscribe_outcomes(pb::SubscribeOutcomesRequest {
+            start: pb::StartPosition::Oldest as i32,
+            ..Default::default()
+        })
+        .await
+        .expect("subscribe")
+        .into_inner();
+    let mut ids = Vec::new();
+    while ids.last().map(String::as_str) != Some("sentinel") {
+        let message = tokio::time::timeout(Duration::from_secs(30), stream.next())
+            .await
+            .expect("an event")
+            .expect("open")
+            .expect("ok");
+        if let Some(Kind::Event(e)) = message.kind {
+            ids.push(e.outcome.expect("outcome").call_id);
+        }
+    }
+    assert_eq!(ids, ["wh-1", "sentinel"]);
+    server.stop().await.expect("clean stop");
+}

@@ -57,7 +57,7 @@ impl Ed25519Key {
             .map_err(|_| "is not base64".to_owned())?;
         let key: [u8; 32] = bytes.try_into().map_err(|b: Vec<u8>| {
             format!(
-                "decodes to {} bytes, not the 32 of an Ed25519 public key",
+                "decodes to {} bytes, not the 32 bytes of an Ed25519 public key",
                 b.len()
             )
         })?;

@@ -716,4 +716,26 @@ mod tests {
             Err(CallbackError::Missing("CallStatus"))
         );
     }
+
+    proptest::proptest! {
+        /// Any bytes, in any provider's reader, are a callback or an error, never a panic;
+        /// a terminal callback always carries its own delivery id.
+        #[test]
+        fn any_body_reads_without_panicking(
+            body in proptest::collection::vec(proptest::num::u8::ANY, 0..400),
+            form in "(CallSid|CallStatus|SequenceNumber|SipResponseCode|CallUUID|HangupCauseCode|To)=[a-z0-9%+-]{0,12}(&(CallSid|CallStatus|SipResponseCode|To)=[a-z0-9%+-]{0,12}){0,6}",
+        ) {
+            for provider in WebhookProvider::ALL {
+                for format in [BodyFormat::Json, BodyFormat::Form] {
+                    for input in [&body[..], form.as_bytes()] {
+                        if let Ok(cb) = read(provider, format, input)
+                            && let Some(outcome) = cb.outcome
+                        {
+                            proptest::prop_assert_eq!(outcome.delivery, Some(cb.delivery));
+                        }
+                    }
+                }
+            }
+        }
+    }
 }

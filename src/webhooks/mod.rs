@@ -709,4 +709,120 @@ mod tests {
         assert_eq!(errors[6].result(), "stale");
         assert_eq!(errors[5].public_text(), "unauthorized");
     }
+
+    /// An edge on the memory backends with one route per provider for tenant `acme`.
+    fn edge() -> Arc<WebhookEdge> {
+        use crate::auth::webhook::{Ed25519Key, Secret, sign};
+        use crate::events::memory::{EventRetention, MemoryEventLog};
+        use crate::policy::Policy;
+        use crate::store::StoreLimits;
+        use crate::store::memory::MemoryStore;
+        let events = Arc::new(MemoryEventLog::new(EventRetention::default()));
+        let pipeline = Pipeline::new(
+            Arc::new(MemoryStore::new(StoreLimits::default())),
+            events.clone(),
+            Arc::new(Policy::builtin()),
+            None,
+        );
+        let metrics = Arc::new(
+            Metrics::new(
+                &crate::telemetry::OtlpSettings::default(),
+                events,
+                Arc::new(|| 0),
+            )
+            .unwrap(),
+        );
+        let (public, _) = sign::telnyx_keys([3; 32]).unwrap();
+        let mut routes = BTreeMap::new();
+        for provider in WebhookProvider::ALL {
+            let secrets = match provider {
+                WebhookProvider::Telnyx => {
+                    RouteSecrets::Telnyx(vec![Ed25519Key::from_base64(&public).unwrap()])
+                }
+                _ => RouteSecrets::Shared(vec![Secret::new("tok")]),
+            };
+            routes.insert(
+                ("acme".to_owned(), provider),
+                RouteConfig {
+                    secrets,
+                    public_base_url: None,
+                },
+            );
+        }
+        let admission = Admission::new(
+            crate::admission::AdmissionLimits {
+                max_in_flight: 0,
+                per_tenant: 0,
+                per_connection: 0,
+            },
+            [],
+            None,
+        );
+        WebhookEdge::new(
+            pipeline,
+            routes,
+            WebhookSettings {
+                max_body_bytes: 4096,
+                timestamp_tolerance: Duration::from_secs(300),
+                replay_memory: Duration::from_secs(60),
+                trusted_proxies: vec!["0.0.0.0/0".parse().unwrap()],
+                tls: false,
+                body_read_timeout: Duration::from_secs(1),
+                bounds: OutcomeBounds {
+                    max_call_id_bytes: 128,
+                    max_party_bytes: 128,
+                    max_label_value_bytes: 128,
+                    max_attempt: 1000,
+                },
+            },
+            admission,
+            None,
+            metrics,
+            64,
+        )
+        .unwrap()
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+
+        /// No path, method, header or body makes the handler panic: every request gets
+        /// an answer with a status.
+        #[test]
+        fn no_input_makes_the_handler_panic(
+            provider in proptest::sample::select(vec!["telnyx", "twilio", "signalwire", "vonage", "plivo", "x", ""]),
+            tenant in "[a-z%./]{0,8}",
+            query in "[a-zA-Z0-9_=&%+]{0,40}",
+            method in proptest::sample::select(vec!["POST", "GET", "PUT"]),
+            content_type in proptest::sample::select(vec![
+                "application/json", "application/x-www-form-urlencoded", "text/plain", "", "application/json; charset=\u{0}",
+            ]),
+            headers in proptest::collection::vec(
+                (proptest::sample::select(vec![
+                    "telnyx-timestamp", "telnyx-signature-ed25519", "x-twilio-signature",
+                    "x-signalwire-signature", "authorization", "x-plivo-signature-v3",
+                    "x-plivo-signature-v3-nonce", "x-forwarded-host", "x-forwarded-proto", "host",
+                ]), "[ -~]{0,90}"),
+                0..5,
+            ),
+            body in proptest::collection::vec(proptest::num::u8::ANY, 0..600),
+        ) {
+            use tower::ServiceExt;
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            let router = edge().router();
+            let mut builder = axum::http::Request::builder()
+                .method(method)
+                .uri(format!("/v1/webhooks/{provider}/{tenant}?{query}"));
+            if !content_type.is_empty() {
+                builder = builder.header("content-type", content_type);
+            }
+            for (name, value) in &headers {
+                builder = builder.header(*name, value.as_str());
+            }
+            if let Ok(request) = builder.body(Body::from(body)) {
+                let response = runtime.block_on(router.oneshot(request)).unwrap();
+                proptest::prop_assert!(response.status().as_u16() >= 200);
+            }
+        }
+    }
 }
