@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs one cargo-fuzz target for a while, then minimises its corpus in place.
 # Usage: .ci/fuzz.sh <target> [seconds]    targets: sip_message reason retry_after policy config
+#   webhook_telnyx webhook_twilio webhook_vonage webhook_plivo
 # Installs cargo-fuzz into .tools/cargo-fuzz (git-ignored). libFuzzer needs nightly-only
 # rustc flags; RUSTC_BOOTSTRAP=1 lets the stable toolchain accept them. New inputs land in
 # fuzz/corpus/<target>, findings in fuzz/artifacts/<target>. Not run by CI (.ci/test.sh
@@ -14,6 +15,7 @@ seconds=${2:-300}
 case "$target" in
   sip_message | reason | retry_after) dict=sip ;;
   policy | config) dict=$target ;;
+  webhook_telnyx | webhook_twilio | webhook_vonage | webhook_plivo) dict=webhook ;;
   *) echo "unknown target: $target" >&2; exit 2 ;;
 esac
 

@@ -63,6 +63,7 @@ declare -A CASES=(
   [tls-auth]="-f $CHART/ci/tls-auth-values.yaml"
   [ha-nats]="-f $CHART/ci/ha-nats-values.yaml"
   [metrics]="-f $CHART/ci/metrics-values.yaml"
+  [webhooks]="-f $CHART/ci/webhooks-values.yaml"
   [values-ha]="-f $CHART/values-ha.yaml"
 )
 for f in "$CHART"/ci/*-values.yaml; do
@@ -75,7 +76,7 @@ ok "helm lint --strict (defaults)"
 helm template t "$CHART" >/dev/null || fail "helm template (no values file)"
 ok "helm template renders with no values file"
 
-for name in default tls-auth ha-nats metrics values-ha; do
+for name in default tls-auth ha-nats metrics webhooks values-ha; do
   # shellcheck disable=SC2086  # the case's flags are split on purpose
   set -- ${CASES[$name]}
   helm lint --strict "$CHART" "$@" >"$WORK/lint.log" 2>&1 || { cat "$WORK/lint.log" >&2; fail "helm lint --strict $*"; }
@@ -196,6 +197,24 @@ fi
 grep -qF "$MOUNTS/tls/tls.crt" "$WORK/cc.log" || { cat "$WORK/cc.log" >&2; fail "check-config did not name the broken tls.crt"; }
 cp "$WORK/tls.crt.good" "$MOUNTS/tls/tls.crt"
 ok "call-outcome check-config refuses the tls-auth config with a broken certificate, naming the file"
+# webhooks names one secret file per tenant and provider: the test plays those Secrets
+# too (a Telnyx public key, a Twilio and a Plivo token), and check-config reads them.
+assert extract "$WORK/render-webhooks" "$WORK/cfg-webhooks"
+mkdir -p "$MOUNTS/webhooks/acme/twilio" "$MOUNTS/webhooks/acme/telnyx" "$MOUNTS/webhooks/globex.eu/plivo"
+printf 'token-one\ntoken-two\n' >"$MOUNTS/webhooks/acme/twilio/secret"
+echo "iojj3XQJ8ZX9UtstPLpdcspnCb8dlBIb83SIAbQPb1w=" >"$MOUNTS/webhooks/acme/telnyx/secret"
+echo "plivo-token" >"$MOUNTS/webhooks/globex.eu/plivo/secret"
+sed "s#\"/etc/call-outcome/#\"$WORK/etc/call-outcome/#g" "$WORK/cfg-webhooks/config.toml" >"$WORK/cfg-webhooks/local.toml"
+"$BIN" check-config "$WORK/cfg-webhooks/local.toml" >"$WORK/cc.log" 2>&1 \
+  || { cat "$WORK/cc.log" >&2; fail "call-outcome check-config rejects the rendered config.toml (webhooks)"; }
+grep -qF "webhooks 3 routes on 0.0.0.0:8080" "$WORK/cc.log" || { cat "$WORK/cc.log" >&2; fail "webhooks: not 3 routes"; }
+ok "call-outcome check-config accepts the rendered config.toml (webhooks: 3 routes, secrets from the mounted files)"
+echo "not a key" >"$MOUNTS/webhooks/acme/telnyx/secret"
+if "$BIN" check-config "$WORK/cfg-webhooks/local.toml" >"$WORK/cc.log" 2>&1; then
+  fail "check-config accepted a broken Telnyx key file"
+fi
+grep -qF "$MOUNTS/webhooks/acme/telnyx/secret" "$WORK/cc.log" || { cat "$WORK/cc.log" >&2; fail "check-config did not name the broken key file"; }
+ok "call-outcome check-config refuses a broken Telnyx key file, naming it"
 
 # --- the values schema rejects typos, wrong types and inlined secrets ----------------------
 reject() { # reject <description> <expected error text> <helm flags...>
@@ -225,5 +244,12 @@ reject "autoscaling on the in-process backend" 'set backend=nats' --set autoscal
 reject "backend nats without a URL" 'backend "nats" needs nats.url' --set backend=nats
 reject "TLS without a Secret" 'tls.enabled needs tls.existingSecret' --set tls.enabled=true
 reject "a termination grace shorter than the drain" 'must be greater than' --set terminationGracePeriodSeconds=20
+reject "webhooks without secrets" 'webhooks.enabled needs webhooks.secrets' --set webhooks.enabled=true
+reject "an inlined webhook secret" "additional properties 'authToken' not allowed" \
+  --set webhooks.enabled=true --set webhooks.secrets.acme.twilio.authToken=abc
+reject "an unknown webhook provider" "additional properties 'bandwidth' not allowed" \
+  --set webhooks.enabled=true --set webhooks.secrets.acme.bandwidth.secretName=x
+reject "a webhook Ingress without a host" 'webhooks.ingress.enabled needs webhooks.ingress.host' \
+  --set webhooks.enabled=true --set webhooks.secrets.acme.twilio.secretName=x --set webhooks.ingress.enabled=true
 
 echo "helm chart: all checks passed"

@@ -169,7 +169,9 @@ def common(docs):
     # Service: both ports, targeting named container ports.
     svc = one(docs, "Service")
     sports = {p["name"]: p for p in svc["spec"]["ports"]}
-    check(set(sports) == {"grpc", "admin"}, "Service exposes grpc and admin")
+    webhooks = any(p["name"] == "webhooks" for p in c.get("ports", []))
+    check(set(sports) == {"grpc", "admin"} | ({"webhooks"} if webhooks else set()),
+          "Service exposes grpc and admin (and webhooks when its container port exists)")
     check(sports["grpc"]["targetPort"] == "grpc" and sports["admin"]["targetPort"] == "admin",
           "Service targets the named container ports")
     check(svc["spec"]["selector"] == dep["spec"]["selector"]["matchLabels"], "Service selects the Deployment's pods")
@@ -211,6 +213,7 @@ def common(docs):
 
 
 def case_default(docs, dep, pod, c, config):
+    check("webhooks" not in config and not of_kind(docs, "Ingress"), "default: no webhook listener, no Ingress")
     check(dep["spec"].get("replicas") == 1, "one replica")
     check("backend" not in config and "nats" not in config, "embedded backend")
     check(not of_kind(docs, "HorizontalPodAutoscaler"), "no HPA unless enabled")
@@ -313,8 +316,45 @@ def case_values_ha(docs, dep, pod, c, config):
     check(not of_kind(docs, "HorizontalPodAutoscaler"), "values-ha: HPA off unless enabled")
 
 
+def case_webhooks(docs, dep, pod, c, config):
+    hooks = config.get("webhooks", {})
+    check(hooks.get("listen") == "0.0.0.0:8080", "webhooks: listener on the webhook port")
+    check(hooks.get("public_base_url") == "https://hooks.example.com",
+          "webhooks: the public URL defaults to the Ingress host over https")
+    tenants = hooks.get("tenants", {})
+    check(tenants.get("acme", {}).get("twilio") == {"auth_tokens_file": "/etc/call-outcome/webhooks/acme/twilio/secret"}
+          and tenants["acme"].get("telnyx") == {"public_keys_file": "/etc/call-outcome/webhooks/acme/telnyx/secret"}
+          and tenants.get("globex.eu", {}).get("plivo") == {"auth_tokens_file": "/etc/call-outcome/webhooks/globex.eu/plivo/secret"},
+          "webhooks: each tenant's provider reads its secret file (the right key per provider)")
+    mounts = {m["mountPath"]: m["name"] for m in c.get("volumeMounts", [])}
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    for tenant, provider, secret, key in [("acme", "twilio", "acme-twilio", "auth-token"),
+                                          ("acme", "telnyx", "acme-telnyx", "public-key"),
+                                          ("globex.eu", "plivo", "globex-plivo", "secret")]:
+        name = mounts.get(f"/etc/call-outcome/webhooks/{tenant}/{provider}")
+        check(name is not None, f"webhooks: {tenant}/{provider} Secret mounted")
+        v = volumes[name]["secret"]
+        check(v["secretName"] == secret and v["items"] == [{"key": key, "path": "secret"}],
+              f"webhooks: {tenant}/{provider} mounts key {key} of Secret {secret} as the file")
+    check(port_number(c, "webhooks") == 8080, "webhooks: container port")
+    svc = one(docs, "Service")
+    check(any(p["name"] == "webhooks" and p["port"] == 8080 and p["targetPort"] == "webhooks"
+              for p in svc["spec"]["ports"]), "webhooks: Service port")
+    ing = one(docs, "Ingress")["spec"]
+    path = ing["rules"][0]["http"]["paths"][0]
+    check(ing["rules"][0]["host"] == "hooks.example.com" and path["path"] == "/v1/webhooks"
+          and path["pathType"] == "Prefix" and path["backend"]["service"]["port"] == {"name": "webhooks"},
+          "webhooks: the Ingress routes /v1/webhooks of the host to the webhook port, nothing else")
+    check(ing["tls"] == [{"hosts": ["hooks.example.com"], "secretName": "hooks-example-com-tls"}]
+          and ing.get("ingressClassName") == "nginx", "webhooks: Ingress TLS and class")
+    np = one(docs, "NetworkPolicy")["spec"]
+    rule = next((r for r in np["ingress"] if r["ports"][0]["port"] == "webhooks"), None)
+    check(rule is not None and "from" not in rule, "webhooks: the NetworkPolicy lets the providers (any source) reach the webhook port")
+
+
 CASES = {
     "default": case_default,
+    "webhooks": case_webhooks,
     "tls-auth": case_tls_auth,
     "ha-nats": case_ha_nats,
     "metrics": case_metrics,

@@ -493,8 +493,18 @@ fn check_config(args: CheckConfigArgs) -> Result<(), CliError> {
             Some(auth) => auth.summary(),
             None => "off".to_owned(),
         };
+        let webhooks = match config.webhooks_addr()? {
+            None => "off".to_owned(),
+            Some(addr) => {
+                let routes = config
+                    .webhooks
+                    .routes(config.limits.max_tenant_bytes)
+                    .map_err(ConfigError::Invalid)?;
+                format!("{} routes on {addr}", routes.len())
+            }
+        };
         println!(
-            "{}: valid service config; policy {}: {} rules; TLS {tls}; auth {auth}",
+            "{}: valid service config; policy {}: {} rules; TLS {tls}; auth {auth}; webhooks {webhooks}",
             args.file.display(),
             config
                 .policy_file

@@ -124,4 +124,33 @@ Guards against settings that cannot work together.
 {{- if and .Values.tls.enabled (not .Values.tls.existingSecret) }}
 {{- fail "tls.enabled needs tls.existingSecret (a kubernetes.io/tls Secret; the chart never inlines key material)" }}
 {{- end }}
+{{- if and .Values.webhooks.enabled (not .Values.webhooks.secrets) }}
+{{- fail "webhooks.enabled needs webhooks.secrets: {<tenant>: {<provider>: {secretName: ..., key: ...}}} (every callback would be refused)" }}
+{{- end }}
+{{- if and .Values.webhooks.ingress.enabled (not .Values.webhooks.enabled) }}
+{{- fail "webhooks.ingress.enabled needs webhooks.enabled" }}
+{{- end }}
+{{- if and .Values.webhooks.ingress.enabled (not .Values.webhooks.ingress.host) }}
+{{- fail "webhooks.ingress.enabled needs webhooks.ingress.host (the public host the providers post to)" }}
+{{- end }}
+{{- end }}
+
+{{/* The config key of a provider's secret file. */}}
+{{- define "call-outcome.webhookFileKey" -}}
+{{- $keys := dict "telnyx" "public_keys_file" "twilio" "auth_tokens_file" "signalwire" "signing_keys_file" "vonage" "signature_secrets_file" "plivo" "auth_tokens_file" -}}
+{{- get $keys . -}}
+{{- end }}
+
+{{/* A volume name for a tenant's provider Secret (tenant names may hold dots). */}}
+{{- define "call-outcome.webhookVolume" -}}
+{{- printf "webhook-%s" (sha256sum . | trunc 12) -}}
+{{- end }}
+
+{{/* The public URL the providers sign: the value, else the Ingress host over https. */}}
+{{- define "call-outcome.webhookBaseUrl" -}}
+{{- if .Values.webhooks.publicBaseUrl -}}
+{{- .Values.webhooks.publicBaseUrl -}}
+{{- else if and .Values.webhooks.ingress.enabled .Values.webhooks.ingress.host -}}
+{{- printf "https://%s" .Values.webhooks.ingress.host -}}
+{{- end -}}
 {{- end }}
