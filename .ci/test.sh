@@ -15,7 +15,7 @@ export CARGO_INCREMENTAL=0
 step() { printf '\n==> %s\n' "$*"; }
 
 step "tools"
-TOOLS=$(.ci/tools.sh buf grpcurl nats_server helm kubernetes_validate grpcio grpc_js openssl curl)
+TOOLS=$(.ci/tools.sh buf grpcurl nats_server helm kubernetes_validate grpcio grpc_js webhook_sdks openssl curl)
 # The NATS backend tests start their own nats-server from here.
 export NATS_SERVER_BIN="$TOOLS/bin/nats-server"
 export PATH="$TOOLS/bin:$PATH"

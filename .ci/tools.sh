@@ -16,6 +16,8 @@ KUBERNETES_VALIDATE_VERSION=1.37.0
 PYYAML_VERSION=6.0.3
 # Stock gRPC clients of other languages, for the tests where client behaviour matters.
 GRPCIO_VERSION=1.76.0
+# The providers' own SDKs sign the webhook test callbacks (tests/clients/webhook_sdks.py).
+TWILIO_VERSION=9.13.0 PLIVO_VERSION=4.63.0 PYJWT_VERSION=2.15.1 CRYPTOGRAPHY_VERSION=50.0.2
 GRPC_JS_VERSION=1.14.1
 PROTO_LOADER_VERSION=0.8.0
 
@@ -108,6 +110,20 @@ install_grpcio() {
   chmod 0755 "$TOOLS/bin/grpc-python"
 }
 
+# The providers' Python SDKs (twilio, plivo) with PyJWT (Vonage's JWT) and cryptography
+# (Ed25519, as Telnyx signs), in their own venv: .tools/bin/sdk-python.
+install_webhook_sdks() {
+  [ -x "$TOOLS/bin/sdk-python" ] && return 0
+  log "installing twilio $TWILIO_VERSION, plivo $PLIVO_VERSION, PyJWT and cryptography (PyPI) into .tools/sdk-venv"
+  rm -rf "$TOOLS/sdk-venv"
+  python3 -m venv "$TOOLS/sdk-venv"
+  "$TOOLS/sdk-venv/bin/python" -m pip install --quiet --disable-pip-version-check \
+    "twilio==$TWILIO_VERSION" "plivo==$PLIVO_VERSION" "PyJWT==$PYJWT_VERSION" \
+    "cryptography==$CRYPTOGRAPHY_VERSION"
+  printf '#!/bin/sh\nexec "%s/sdk-venv/bin/python" "$@"\n' "$TOOLS" >"$TOOLS/bin/sdk-python"
+  chmod 0755 "$TOOLS/bin/sdk-python"
+}
+
 # @grpc/grpc-js and @grpc/proto-loader (npm) in .tools/node (run with the machine's Node).
 install_grpc_js() {
   [ -d "$TOOLS/node/node_modules/@grpc/grpc-js" ] && [ -d "$TOOLS/node/node_modules/@grpc/proto-loader" ] && return 0
@@ -130,6 +146,6 @@ install_openssl() { install_debian_command openssl; }
 install_curl() { install_debian_command curl; }
 
 tools=("$@")
-[ ${#tools[@]} -gt 0 ] || tools=(buf grpcurl nats_server helm kubernetes_validate grpcio grpc_js openssl curl)
+[ ${#tools[@]} -gt 0 ] || tools=(buf grpcurl nats_server helm kubernetes_validate grpcio grpc_js webhook_sdks openssl curl)
 for t in "${tools[@]}"; do "install_$t"; done
 echo "$TOOLS"

@@ -13,6 +13,9 @@
 //! - `memory`: resident memory idle, per idle subscriber, per tracked destination.
 //! - `h2load`: writes a pre-encoded gRPC `Classify` body and runs (or prints) the h2load
 //!   cross-check against both servers.
+//! - `webhooks`: signed Telnyx (Ed25519) and Twilio (HMAC-SHA1) call-status callbacks
+//!   over HTTP/2 to the webhook listener, each a new terminal outcome, against
+//!   `ReportOutcome` on the same service in the same run: accepted webhooks/s and p99.
 //! - `all`: the four above. `smoke`: tiny counts, checks correctness only (CI).
 //!
 //! Servers run as child processes pinned to core 0 (`taskset -c 0`), the client on core 1
@@ -46,7 +49,7 @@ use tonic::{Request, Response, Status};
 type AnyResult<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
 
 const USAGE: &str = "\
-usage: cargo bench --bench loadgen -- <unary|fanout|memory|h2load|all|smoke> [options]
+usage: cargo bench --bench loadgen -- <unary|fanout|memory|h2load|webhooks|all|smoke> [options]
   --server-bin PATH        call-outcome binary [target/release/call-outcome]
   --server-args 'ARGS'     extra `serve` arguments, e.g. '--config bench.toml'
   --target ADDR            measure an already running service instead of a child
@@ -205,6 +208,7 @@ fn main() -> std::process::ExitCode {
             "fanout" => fanout(&args).await.map(drop),
             "memory" => memory(&args).await.map(drop),
             "h2load" => h2load(&args).await,
+            "webhooks" => webhooks(&args).await,
             "all" => all(&args).await,
             "smoke" => smoke(&args).await,
             // `cargo bench` / `cargo test --all-targets` run every bench target without
@@ -1394,7 +1398,372 @@ async fn all(args: &Args) -> AnyResult<()> {
 
 /// Correctness only, tiny counts, no timing: every request succeeds on both servers,
 /// fan-out at a low rate loses nothing, memory readings are positive.
+// ---------------------------------------------------------------------------------------
+// Provider webhooks.
+
+/// The demo secrets of the webhook run (a throwaway config in the temp folder).
+const WEBHOOK_TOKEN: &str = "loadgen-twilio-token";
+const WEBHOOK_SEED: [u8; 32] = [5; 32];
+const WEBHOOK_BASE: &str = "http://loadgen.invalid";
+
+#[derive(Debug, Clone, Copy)]
+enum Hook {
+    Telnyx,
+    Twilio,
+}
+
+impl Hook {
+    fn name(self) -> &'static str {
+        match self {
+            Hook::Telnyx => "telnyx",
+            Hook::Twilio => "twilio",
+        }
+    }
+}
+
+/// The service with a webhook listener for tenant `default` (Telnyx and Twilio); the
+/// webhook address is returned beside it.
+async fn webhook_service(args: &Args) -> AnyResult<(Server, SocketAddr, PathBuf)> {
+    use call_outcome::auth::webhook::sign;
+    let (public, _) = sign::telnyx_keys(WEBHOOK_SEED).map_err(|e| e.to_string())?;
+    let hooks = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()?));
+    let path = std::env::temp_dir().join(format!("loadgen-webhooks-{}.toml", std::process::id()));
+    std::fs::write(
+        &path,
+        format!(
+            "[webhooks]\nlisten = \"{hooks}\"\npublic_base_url = \"{WEBHOOK_BASE}\"\n\
+             [webhooks.tenants.default.telnyx]\npublic_keys = [\"{public}\"]\n\
+             [webhooks.tenants.default.twilio]\nauth_tokens = [\"{WEBHOOK_TOKEN}\"]\n"
+        ),
+    )?;
+    let mut with_config = args.clone();
+    with_config.server_args = vec!["--config".into(), path.display().to_string()];
+    with_config
+        .server_args
+        .extend(args.server_args.iter().cloned());
+    let server = Server::start(Kind::Service, &with_config, &[]).await?;
+    Ok((server, hooks, path))
+}
+
+/// One signed terminal callback, new each time (`seq`), as the provider sends it: the
+/// request head and the body.
+fn webhook_request(
+    hook: Hook,
+    signer: &call_outcome::auth::webhook::sign::TelnyxSigner,
+    salt: u64,
+    seq: u64,
+) -> AnyResult<(axum::http::Request<()>, bytes::Bytes)> {
+    use call_outcome::auth::webhook::sign;
+    let to = destination(seq, false);
+    let request = axum::http::Request::post(format!(
+        "{WEBHOOK_BASE}/v1/webhooks/{}/default",
+        hook.name()
+    ));
+    Ok(match hook {
+        Hook::Telnyx => {
+            let body = format!(
+                r#"{{"data":{{"record_type":"event","event_type":"call.hangup","id":"lg-{salt:x}-{seq}","occurred_at":"2026-05-19T23:30:23.738431Z","payload":{{"call_control_id":"v3:lg-{salt:x}-{seq}","call_leg_id":"b0457f28-53da-11f1-9961-02420aef271f","call_session_id":"b04574f6-53da-11f1-8e4b-02420aef271f","connection_id":"2963572552552678752","client_state":null,"from":"+15129342627","to":"{to}","start_time":"2026-05-19T23:30:15.038431Z","end_time":"2026-05-19T23:30:23.738431Z","state":"hangup","hangup_cause":"{}","hangup_source":"callee","sip_hangup_cause":"{}"}}}},"meta":{{"attempt":1,"delivered_to":"{WEBHOOK_BASE}/v1/webhooks/telnyx/default"}}}}"#,
+                if seq % 2 == 0 {
+                    "call_rejected"
+                } else {
+                    "user_busy"
+                },
+                if seq % 2 == 0 { "603" } else { "486" },
+            );
+            let ts = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)?
+                .as_secs()
+                .to_string();
+            let signature = signer.sign(&ts, body.as_bytes());
+            (
+                request
+                    .header("content-type", "application/json")
+                    .header("telnyx-timestamp", ts)
+                    .header("telnyx-signature-ed25519", signature)
+                    .body(())?,
+                bytes::Bytes::from(body),
+            )
+        }
+        Hook::Twilio => {
+            let params = call_outcome::CallbackParams(
+                [
+                    (
+                        "AccountSid",
+                        "AC0123456789abcdef0123456789abcdef".to_owned(),
+                    ),
+                    ("ApiVersion", "2010-04-01".to_owned()),
+                    ("CallSid", format!("CA{salt:x}{seq}")),
+                    (
+                        "CallStatus",
+                        if seq % 2 == 0 { "busy" } else { "failed" }.to_owned(),
+                    ),
+                    ("CallbackSource", "call-progress-events".to_owned()),
+                    ("Direction", "outbound-api".to_owned()),
+                    ("From", "+12013800532".to_owned()),
+                    ("SequenceNumber", "3".to_owned()),
+                    (
+                        "SipResponseCode",
+                        if seq % 2 == 0 { "486" } else { "603" }.to_owned(),
+                    ),
+                    ("Timestamp", "Tue, 01 Nov 2016 01:59:13 +0000".to_owned()),
+                    ("To", to),
+                ]
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v))
+                .collect(),
+            );
+            let url = format!("{WEBHOOK_BASE}/v1/webhooks/twilio/default");
+            let signature = sign::twilio(WEBHOOK_TOKEN, &url, &params);
+            let body = form_urlencoded::Serializer::new(String::new())
+                .extend_pairs(params.0.iter())
+                .finish();
+            (
+                request
+                    .header("content-type", "application/x-www-form-urlencoded")
+                    .header("x-twilio-signature", signature)
+                    .body(())?,
+                bytes::Bytes::from(body),
+            )
+        }
+    })
+}
+
+/// Posts signed callbacks over `connections` HTTP/2 connections, `in_flight` each.
+async fn webhook_run(
+    server: &Server,
+    hooks: SocketAddr,
+    hook: Hook,
+    connections: usize,
+    in_flight: usize,
+    bound: Bound,
+) -> AnyResult<UnaryRun> {
+    let (_, signer) =
+        call_outcome::auth::webhook::sign::telnyx_keys(WEBHOOK_SEED).map_err(|e| e.to_string())?;
+    let signer = Arc::new(signer);
+    let mut senders = Vec::with_capacity(connections);
+    for _ in 0..connections {
+        let tcp = tokio::net::TcpStream::connect(hooks).await?;
+        tcp.set_nodelay(true)?;
+        let (sender, connection) = h2::client::handshake(tcp).await?;
+        tokio::spawn(connection);
+        senders.push(sender);
+    }
+    let salt = salt();
+    let next = Arc::new(AtomicU64::new(0));
+    let start = Instant::now();
+    let cpu_before = (server.cpu(), own_cpu());
+    let mut tasks = Vec::new();
+    for sender in &senders {
+        for _ in 0..in_flight {
+            let sender = sender.clone();
+            let next = Arc::clone(&next);
+            let signer = Arc::clone(&signer);
+            tasks.push(tokio::spawn(async move {
+                let mut hist = new_hist();
+                let (mut ok, mut errors, mut first_error) = (0u64, 0u64, None::<String>);
+                loop {
+                    let seq = next.fetch_add(1, Ordering::Relaxed);
+                    match bound {
+                        Bound::For(d) if start.elapsed() >= d => break,
+                        Bound::Count(n) if seq >= n => break,
+                        _ => {}
+                    }
+                    let sent = Instant::now();
+                    let result: AnyResult<(u16, Vec<u8>)> = async {
+                        let (head, body) = webhook_request(hook, &signer, salt, seq)?;
+                        let mut ready = sender.clone().ready().await?;
+                        let (response, mut stream) = ready.send_request(head, false)?;
+                        stream.send_data(body, true)?;
+                        let response = response.await?;
+                        let status = response.status().as_u16();
+                        let mut body = response.into_body();
+                        let mut bytes = Vec::new();
+                        while let Some(chunk) = body.data().await {
+                            let chunk = chunk?;
+                            let _ = body.flow_control().release_capacity(chunk.len());
+                            bytes.extend_from_slice(&chunk);
+                        }
+                        Ok((status, bytes))
+                    }
+                    .await;
+                    let latency = sent.elapsed().as_nanos() as u64;
+                    match result {
+                        Ok((200, body))
+                            if body.starts_with(br#"{"action""#)
+                                && memfind(&body, b"\"accepted\"") =>
+                        {
+                            ok += 1;
+                            hist.saturating_record(latency.max(1));
+                        }
+                        Ok((status, body)) => {
+                            errors += 1;
+                            first_error.get_or_insert_with(|| {
+                                format!("HTTP {status}: {}", String::from_utf8_lossy(&body).trim())
+                            });
+                        }
+                        Err(e) => {
+                            errors += 1;
+                            first_error.get_or_insert_with(|| e.to_string());
+                        }
+                    }
+                }
+                (hist, ok, errors, first_error)
+            }));
+        }
+    }
+    let mut run = UnaryRun {
+        hist: new_hist(),
+        ok: 0,
+        errors: 0,
+        first_error: None,
+        elapsed: Duration::ZERO,
+        response_bytes: 0,
+        server_cpu: None,
+        client_cpu: Duration::ZERO,
+        rss: None,
+    };
+    for task in tasks {
+        let (hist, ok, errors, first_error) = task.await?;
+        run.hist.add(hist)?;
+        run.ok += ok;
+        run.errors += errors;
+        if run.first_error.is_none() {
+            run.first_error = first_error;
+        }
+    }
+    run.elapsed = start.elapsed();
+    run.server_cpu = server
+        .cpu()
+        .zip(cpu_before.0)
+        .map(|(a, b)| a.saturating_sub(b));
+    run.client_cpu = own_cpu().saturating_sub(cpu_before.1);
+    run.rss = server.rss();
+    Ok(run)
+}
+
+fn memfind(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+fn print_webhook(hook: Hook, round: usize, run: &UnaryRun) {
+    let secs = run.elapsed.as_secs_f64();
+    let pct = |d: Duration| d.as_secs_f64() / secs * 100.0;
+    println!(
+        "webhook {:<13} round {round}: {:>8.0} req/s  p50 {:>6.3} ms  p99 {:>6.3} ms  p999 {:>6.3} ms  \
+         ok {} err {}  server cpu {}  client cpu {:.0}%",
+        hook.name(),
+        run.rps(),
+        ms(run.hist.value_at_quantile(0.50)),
+        ms(run.hist.value_at_quantile(0.99)),
+        ms(run.hist.value_at_quantile(0.999)),
+        run.ok,
+        run.errors,
+        run.server_cpu
+            .map_or("n/a".into(), |d| format!("{:.0}%", pct(d))),
+        pct(run.client_cpu),
+    );
+    if let Some(e) = &run.first_error {
+        println!("        first error: {e}");
+    }
+}
+
+/// Accepted webhooks/s and p99 of signed Telnyx and Twilio callbacks against
+/// `ReportOutcome` of the same service, alternating, in one run.
+async fn webhooks(args: &Args) -> AnyResult<()> {
+    let (service, hooks, config) = webhook_service(args).await?;
+    println!(
+        "webhooks: {} connection(s) x {} in flight, {} s per run after {} s warm-up, {} round(s); \
+         each request a new signed terminal callback (every one recorded)",
+        args.connections,
+        args.in_flight,
+        args.duration.as_secs_f64(),
+        args.warmup.as_secs_f64(),
+        args.rounds
+    );
+    let mut totals: HashMap<&str, (f64, Histogram<u64>)> = HashMap::new();
+    for round in 1..=args.rounds {
+        let warm = Bound::For(args.warmup);
+        let measured = Bound::For(args.duration);
+        unary_run(
+            &service,
+            Rpc::Report,
+            args.connections,
+            args.in_flight,
+            warm,
+            false,
+        )
+        .await?;
+        let run = unary_run(
+            &service,
+            Rpc::Report,
+            args.connections,
+            args.in_flight,
+            measured,
+            false,
+        )
+        .await?;
+        print_unary(Kind::Service, Rpc::Report, round, &run);
+        let entry = totals
+            .entry("ReportOutcome")
+            .or_insert_with(|| (0.0, new_hist()));
+        entry.0 += run.rps();
+        entry.1.add(&run.hist)?;
+        for hook in [Hook::Telnyx, Hook::Twilio] {
+            webhook_run(
+                &service,
+                hooks,
+                hook,
+                args.connections,
+                args.in_flight,
+                warm,
+            )
+            .await?;
+            let run = webhook_run(
+                &service,
+                hooks,
+                hook,
+                args.connections,
+                args.in_flight,
+                measured,
+            )
+            .await?;
+            print_webhook(hook, round, &run);
+            let entry = totals
+                .entry(hook.name())
+                .or_insert_with(|| (0.0, new_hist()));
+            entry.0 += run.rps();
+            entry.1.add(&run.hist)?;
+        }
+    }
+    let rounds = args.rounds as f64;
+    let grpc = totals.get("ReportOutcome").map_or(0.0, |t| t.0 / rounds);
+    for name in ["ReportOutcome", "telnyx", "twilio"] {
+        if let Some((rps, hist)) = totals.get(name) {
+            println!(
+                "summary {name:<13} {:>8.0} req/s  p99 {:>6.3} ms  ({:.2} of ReportOutcome)",
+                rps / rounds,
+                ms(hist.value_at_quantile(0.99)),
+                rps / rounds / grpc.max(1.0)
+            );
+        }
+    }
+    drop(service);
+    let _ = std::fs::remove_file(config);
+    Ok(())
+}
+
 async fn smoke(args: &Args) -> AnyResult<()> {
+    {
+        let (service, hooks, config) = webhook_service(args).await?;
+        for hook in [Hook::Telnyx, Hook::Twilio] {
+            let run = webhook_run(&service, hooks, hook, 2, 4, Bound::Count(100)).await?;
+            print_webhook(hook, 1, &run);
+            if run.ok != 100 || run.errors != 0 {
+                return Err(format!("webhook {}: {} accepted of 100", hook.name(), run.ok).into());
+            }
+        }
+        let _ = std::fs::remove_file(config);
+    }
     let bare = Server::start(Kind::Bare, args, &[]).await?;
     let service = Server::start(Kind::Service, args, &[]).await?;
     for rpc in [Rpc::Classify, Rpc::Report] {

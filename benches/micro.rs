@@ -188,5 +188,123 @@ fn report_path(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, classification, destinations, policy, report_path);
+/// One webhook signature check each, on realistic callbacks: what a callback costs
+/// before it reaches the pipeline (docs/performance.md, "Webhooks").
+fn webhook_signatures(c: &mut Criterion) {
+    use call_outcome::CallbackParams;
+    use call_outcome::auth::webhook::{self as wh, Ed25519Key, Secret, sign};
+    let mut g = c.benchmark_group("webhook_verify");
+    let now = SystemTime::now();
+    let window = Duration::from_secs(300);
+    // Telnyx: Ed25519 over timestamp|body of a ~900-byte call.hangup.
+    let body = br#"{"data":{"record_type":"event","event_type":"call.hangup","id":"08464bf3-4e98-41f5-b526-09e9b04a66c7","occurred_at":"2026-05-19T23:30:23.738431Z","payload":{"call_control_id":"v3:CM8u1zCcmtZ3Jzb6vuXBSzCLS5p7ww8ypCUpyBJVrubAVjjLAAECYg","call_leg_id":"b0457f28-53da-11f1-9961-02420aef271f","call_session_id":"b04574f6-53da-11f1-8e4b-02420aef271f","connection_id":"2963572552552678752","client_state":"eyJjYWxsX2lkIjoib3JkZXItNzciLCJhdHRlbXB0IjoyfQ==","from":"+15129342627","to":"+15122548727","start_time":"2026-05-19T23:30:15.038431Z","end_time":"2026-05-19T23:30:23.738431Z","state":"hangup","hangup_cause":"call_rejected","hangup_source":"callee","sip_hangup_cause":"603"}},"meta":{"attempt":1,"delivered_to":"https://hooks.example.com/v1/webhooks/telnyx/acme"}}"#;
+    let (public, signer) = sign::telnyx_keys([9; 32]).expect("keys");
+    let keys = [Ed25519Key::from_base64(&public).expect("key")];
+    let ts = now
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs()
+        .to_string();
+    let signature = signer.sign(&ts, body);
+    g.bench_function("telnyx_ed25519", |b| {
+        b.iter(|| {
+            wh::verify_telnyx(
+                black_box(&keys),
+                Some(ts.as_bytes()),
+                Some(signature.as_bytes()),
+                black_box(body),
+                now,
+                window,
+            )
+            .expect("verifies")
+        })
+    });
+    // Twilio: HMAC-SHA1 over the URL and 15 form parameters, two URL variants.
+    let params = CallbackParams(
+        [
+            ("AccountSid", "AC0123456789abcdef0123456789abcdef"),
+            ("ApiVersion", "2010-04-01"),
+            ("CallSid", "CA0123456789abcdef0123456789abcdef"),
+            ("CallStatus", "busy"),
+            ("CallDuration", "0"),
+            ("Called", "+15550104477"),
+            ("Caller", "+12013800532"),
+            ("CallbackSource", "call-progress-events"),
+            ("Direction", "outbound-api"),
+            ("Duration", "0"),
+            ("From", "+12013800532"),
+            ("SequenceNumber", "3"),
+            ("SipResponseCode", "486"),
+            ("Timestamp", "Tue, 01 Nov 2016 01:59:13 +0000"),
+            ("To", "+15550104477"),
+        ]
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect(),
+    );
+    let url = "https://hooks.example.com/v1/webhooks/twilio/acme?call_id=order-1&attempt=1";
+    let urls = wh::url_variants(url);
+    let secrets = [Secret::new("0123456789abcdef0123456789abcdef")];
+    let signature = sign::twilio("0123456789abcdef0123456789abcdef", url, &params);
+    g.bench_function("twilio_hmac_sha1", |b| {
+        b.iter(|| {
+            wh::verify_twilio(
+                black_box(&secrets),
+                black_box(&urls),
+                black_box(&params),
+                Some(signature.as_bytes()),
+                "X-Twilio-Signature",
+            )
+            .expect("verifies")
+        })
+    });
+    let nonce = "31078932148946291237";
+    let signature = sign::plivo("0123456789abcdef0123456789abcdef", url, &params, nonce);
+    g.bench_function("plivo_v3_hmac_sha256", |b| {
+        b.iter(|| {
+            wh::verify_plivo(
+                black_box(&secrets),
+                black_box(&urls),
+                black_box(&params),
+                Some(nonce.as_bytes()),
+                Some(signature.as_bytes()),
+            )
+            .expect("verifies")
+        })
+    });
+    let vonage_body = br#"{"status":"busy","uuid":"63f61863-4a51-4f6b-86e1-46edebcf9356","conversation_uuid":"CON-f972836a-550f-45fa-956c-12a2ab5b7d22","from":"447700900000","to":"447700900001","timestamp":"2026-05-19T23:30:23.738Z","direction":"outbound"}"#;
+    let iat = i64::try_from(
+        now.duration_since(std::time::UNIX_EPOCH)
+            .expect("clock")
+            .as_secs(),
+    )
+    .expect("seconds");
+    let token = format!(
+        "Bearer {}",
+        sign::vonage("0123456789abcdef", vonage_body, iat, "jti-1")
+    );
+    let vonage_secrets = [Secret::new("0123456789abcdef")];
+    g.bench_function("vonage_jwt_hs256", |b| {
+        b.iter(|| {
+            wh::verify_vonage(
+                black_box(&vonage_secrets),
+                Some(token.as_bytes()),
+                black_box(vonage_body),
+                now,
+                window,
+            )
+            .expect("verifies")
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(
+    benches,
+    classification,
+    destinations,
+    policy,
+    report_path,
+    webhook_signatures
+);
 criterion_main!(benches);

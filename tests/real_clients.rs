@@ -1,7 +1,8 @@
 //! Stock clients of other languages against the real server, where their own behaviour
-//! matters (#15): grpcio (Python) and @grpc/grpc-js (Node), with default options. The
-//! scripts live in `tests/clients/`; `.ci/tools.sh grpcio grpc_js` installs the clients
-//! into `.tools/` (the test command does). A missing client fails the test, never skips.
+//! matters: grpcio (Python) and @grpc/grpc-js (Node), with default options (#15); the
+//! providers' SDKs signing webhook callbacks (#17). The scripts live in `tests/clients/`;
+//! `.ci/tools.sh grpcio grpc_js webhook_sdks` installs the clients into `.tools/` (the
+//! test command does). A missing client fails the test, never skips.
 
 mod common;
 
@@ -16,7 +17,7 @@ fn tool(path: &str) -> PathBuf {
     let p = root().join(path);
     assert!(
         p.exists(),
-        "{} is missing: run `.ci/tools.sh grpcio grpc_js` (the test command does)",
+        "{} is missing: run `.ci/tools.sh grpcio grpc_js webhook_sdks` (the test command does)",
         p.display()
     );
     p
@@ -63,6 +64,35 @@ async fn grpc_js_reads_a_bounded_invalid_argument() {
         .arg(server.addr.to_string())
         .arg(proto_dir());
     tokio::task::spawn_blocking(move || run(command, "grpc-js"))
+        .await
+        .expect("join");
+    server.stop().await.expect("clean stop");
+}
+
+/// The providers' own SDKs sign the callbacks (twilio-python's `RequestValidator`,
+/// plivo-python's V3 signature, PyJWT for Vonage, cryptography's Ed25519 for Telnyx):
+/// the listener accepts what they sign and refuses what was changed afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn callbacks_signed_by_the_providers_sdks_are_accepted() {
+    use call_outcome::auth::webhook::sign;
+    let python = tool(".tools/bin/sdk-python");
+    let (telnyx_public, _) = sign::telnyx_keys([11; 32]).expect("keys");
+    let text = format!(
+        "[webhooks]\nlisten = \"127.0.0.1:0\"\n\
+         [webhooks.tenants.acme.twilio]\nauth_tokens = [\"sdk-twilio-token\"]\n\
+         [webhooks.tenants.acme.plivo]\nauth_tokens = [\"sdk-plivo-token\"]\n\
+         [webhooks.tenants.acme.vonage]\nsignature_secrets = [\"sdk-vonage-secret\"]\n\
+         [webhooks.tenants.acme.telnyx]\npublic_keys = [\"{telnyx_public}\"]\n"
+    );
+    let config =
+        call_outcome::config::Config::from_toml_str(&text, Path::new("sdk.toml")).expect("config");
+    let server = common::start_with(config).await;
+    let hooks = server.webhooks_addr.expect("webhook listener");
+    let mut command = Command::new(python);
+    command
+        .arg(root().join("tests/clients/webhook_sdks.py"))
+        .arg(hooks.to_string());
+    tokio::task::spawn_blocking(move || run(command, "webhook SDKs"))
         .await
         .expect("join");
     server.stop().await.expect("clean stop");
