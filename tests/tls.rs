@@ -480,3 +480,83 @@ async fn the_cli_speaks_mutual_tls() {
     );
     server.stop().await.expect("stops");
 }
+
+/// `webhooks.tls = true` serves the webhook listener with the `[tls]` certificate: a
+/// provider's HTTPS callback (rustls here, HTTP/1.1) signed for the `https://` URL is
+/// accepted, and plaintext gets no HTTP answer.
+#[tokio::test]
+async fn the_webhook_listener_serves_tls_with_the_public_certificate() {
+    use call_outcome::auth::webhook::sign;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio_rustls::rustls;
+    use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName, pem::PemObject};
+    let dir = tempfile::tempdir().expect("dir");
+    let ca = Ca::new("webhook-ca");
+    let mut config = Config::from_toml_str(
+        "[webhooks]\nlisten = \"127.0.0.1:0\"\n[webhooks.tenants.default.twilio]\nauth_tokens = [\"tok\"]\n",
+        Path::new("w.toml"),
+    )
+    .expect("config");
+    config.tls = Some(tls_files(dir.path(), &ca.server(), None));
+    config.webhooks.tls = true;
+    let server = start_with(config).await;
+    let hooks = server.webhooks_addr.expect("webhook listener");
+
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(CertificateDer::from_pem_slice(ca.pem().as_bytes()).expect("CA pem"))
+        .expect("root");
+    let client = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("versions")
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(client));
+    let tcp = tokio::net::TcpStream::connect(hooks)
+        .await
+        .expect("connect");
+    let mut tls = connector
+        .connect(ServerName::try_from("localhost").expect("name"), tcp)
+        .await
+        .expect("TLS handshake with the [tls] certificate");
+    let path = "/v1/webhooks/twilio/default";
+    let body = "CallSid=CA-tls&CallStatus=busy&SipResponseCode=486&To=%2B15550104477";
+    let params = call_outcome::CallbackParams(
+        form_urlencoded::parse(body.as_bytes())
+            .map(|(k, v)| (k.into_owned(), v.into_owned()))
+            .collect(),
+    );
+    let host = format!("localhost:{}", hooks.port());
+    let signature = sign::twilio("tok", &format!("https://{host}{path}"), &params);
+    let request = format!(
+        "POST {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\nContent-Type: application/x-www-form-urlencoded\r\nX-Twilio-Signature: {signature}\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    tls.write_all(request.as_bytes()).await.expect("write");
+    let mut answer = Vec::new();
+    // A TLS peer may close without close_notify after Connection: close.
+    let _ = tls.read_to_end(&mut answer).await;
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.contains(r#""result":"accepted""#), "{answer}");
+
+    // Plaintext on the TLS listener: no HTTP answer (the request helper panics on a
+    // response without a status line, which ends its task with an error).
+    let plain = tokio::spawn(async move {
+        post(
+            hooks,
+            path,
+            "application/x-www-form-urlencoded",
+            &[],
+            body.as_bytes(),
+        )
+        .await
+    });
+    let plain = tokio::time::timeout(Duration::from_secs(10), plain)
+        .await
+        .expect("answered or closed in time");
+    assert!(plain.is_err(), "plaintext got an HTTP answer: {plain:?}");
+    server.stop().await.expect("stop");
+}

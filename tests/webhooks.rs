@@ -821,3 +821,40 @@ fn the_readme_example_is_signed_with_the_demo_token() {
     let url = "http://127.0.0.1:8080/v1/webhooks/twilio/demo?call_id=order-1001&attempt=1";
     assert_eq!(sign::twilio("demo-twilio-auth-token", url, &p), signature);
 }
+
+/// A callback counts against its tenant's `ReportOutcome` rate limit, shared with gRPC:
+/// over it the answer is 429 with Retry-After and nothing is recorded.
+#[tokio::test]
+async fn the_tenants_rate_limit_applies_to_callbacks() {
+    let mut config = config();
+    let limits = Config::from_toml_str(
+        "[rate_limits]\nenabled = true\nreport_per_second = 1\nreport_burst = 1\n",
+        Path::new("r.toml"),
+    )
+    .expect("rate limits");
+    config.rate_limits = limits.rate_limits;
+    let server = start_with(config).await;
+    let addr = server.webhooks_addr.expect("listener");
+    let path = "/v1/webhooks/twilio/acme";
+    let first = post_twilio(
+        addr,
+        path,
+        &twilio_status("CA-rl-1", "busy", "3", "486"),
+        TWILIO_TOKEN,
+    )
+    .await;
+    assert_eq!(first.status, 200, "{first:?}");
+    let second = post_twilio(
+        addr,
+        path,
+        &twilio_status("CA-rl-2", "busy", "3", "486"),
+        TWILIO_TOKEN,
+    )
+    .await;
+    assert_eq!(second.status, 429, "{second:?}");
+    assert!(
+        second.head.to_ascii_lowercase().contains("retry-after: 1"),
+        "{second:?}"
+    );
+    server.stop().await.expect("stop");
+}
