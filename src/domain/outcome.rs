@@ -29,8 +29,10 @@ pub struct Outcome {
     /// The provider's own id of the callback that carried this outcome (a webhook's
     /// idempotency key, e.g. Telnyx `data.id` or Twilio `CallSid/SequenceNumber`).
     /// When set, it and not `(call_id, attempt)` tells a redelivery from a new report:
-    /// two terminal statuses of one call are two outcomes.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// two terminal statuses of one call are two outcomes. Always serialised (the memory
+    /// log's postcard has no field names to skip by); `default` reads events written
+    /// before it existed.
+    #[serde(default)]
     pub delivery: Option<String>,
 }
 

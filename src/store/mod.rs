@@ -37,7 +37,7 @@ pub struct ReportKey {
     pub tenant: String,
     pub call_id: String,
     pub attempt: u32,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub delivery: Option<String>,
 }
 
