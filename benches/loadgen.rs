@@ -757,6 +757,21 @@ async fn unary_run(
             }));
         }
     }
+    let mut run = gather(server, tasks, start, cpu_before).await?;
+    run.response_bytes = (response_bytes.load(Ordering::Relaxed) / run.ok.max(1)) as usize;
+    Ok(run)
+}
+
+/// What one load task measured: latencies, successes, failures and the first failure.
+type TaskResult = (Histogram<u64>, u64, u64, Option<String>);
+
+/// Merges the tasks of one run and reads the server's CPU and memory after it.
+async fn gather(
+    server: &Server,
+    tasks: Vec<tokio::task::JoinHandle<TaskResult>>,
+    start: Instant,
+    cpu_before: (Option<Duration>, Duration),
+) -> AnyResult<UnaryRun> {
     let mut run = UnaryRun {
         hist: new_hist(),
         ok: 0,
@@ -784,7 +799,6 @@ async fn unary_run(
         .map(|(a, b)| a.saturating_sub(b));
     run.client_cpu = own_cpu().saturating_sub(cpu_before.1);
     run.rss = server.rss();
-    run.response_bytes = (response_bytes.load(Ordering::Relaxed) / run.ok.max(1)) as usize;
     Ok(run)
 }
 
@@ -1614,33 +1628,7 @@ async fn webhook_run(
             }));
         }
     }
-    let mut run = UnaryRun {
-        hist: new_hist(),
-        ok: 0,
-        errors: 0,
-        first_error: None,
-        elapsed: Duration::ZERO,
-        response_bytes: 0,
-        server_cpu: None,
-        client_cpu: Duration::ZERO,
-        rss: None,
-    };
-    for task in tasks {
-        let (hist, ok, errors, first_error) = task.await?;
-        run.hist.add(hist)?;
-        run.ok += ok;
-        run.errors += errors;
-        if run.first_error.is_none() {
-            run.first_error = first_error;
-        }
-    }
-    run.elapsed = start.elapsed();
-    run.server_cpu = server
-        .cpu()
-        .zip(cpu_before.0)
-        .map(|(a, b)| a.saturating_sub(b));
-    run.client_cpu = own_cpu().saturating_sub(cpu_before.1);
-    run.rss = server.rss();
+    let run = gather(server, tasks, start, cpu_before).await?;
     Ok(run)
 }
 

@@ -858,3 +858,40 @@ async fn the_tenants_rate_limit_applies_to_callbacks() {
     );
     server.stop().await.expect("stop");
 }
+
+/// Out-of-order delivery: a `ringing` that arrives after the call's `completed` changes
+/// nothing — the terminal outcome stays the one recorded.
+#[tokio::test]
+async fn a_late_non_terminal_event_does_not_overwrite_the_terminal_one() {
+    let (server, addr) = start().await;
+    let path = "/v1/webhooks/twilio/acme?call_id=order-9&attempt=1";
+    let busy = post_twilio(
+        addr,
+        path,
+        &twilio_status("CA-late", "busy", "3", "486"),
+        TWILIO_TOKEN,
+    )
+    .await;
+    assert_eq!(busy.json()["result"], "accepted");
+    let ringing = post_twilio(
+        addr,
+        path,
+        &twilio_status("CA-late", "ringing", "1", ""),
+        TWILIO_TOKEN,
+    )
+    .await;
+    assert_eq!(ringing.json()["result"], "ignored");
+    // The busy callback redelivered after it is still the first answer.
+    let again = post_twilio(
+        addr,
+        path,
+        &twilio_status("CA-late", "busy", "3", "486"),
+        TWILIO_TOKEN,
+    )
+    .await;
+    assert_eq!(again.json()["event_id"], busy.json()["event_id"]);
+    let got = events(&server).await;
+    assert_eq!(got.len(), 1);
+    assert_eq!(category(&got[0]), pb::Category::Busy);
+    server.stop().await.expect("stop");
+}

@@ -99,6 +99,15 @@ impl SignatureError {
     }
 }
 
+/// The verdict of a check that tried every secret.
+fn matched(verified: bool) -> Result<(), SignatureError> {
+    if verified {
+        Ok(())
+    } else {
+        Err(SignatureError::Mismatch)
+    }
+}
+
 /// Seconds between `timestamp` and `now` (positive: in the past).
 fn age(timestamp: u64, now: SystemTime) -> i64 {
     let now = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
@@ -145,11 +154,7 @@ pub fn verify_telnyx(
         // Every key is tried, without early exit (rotation keeps two).
         verified |= key.verify(&message, &signature).is_ok();
     }
-    if verified {
-        Ok(())
-    } else {
-        Err(SignatureError::Mismatch)
-    }
+    matched(verified)
 }
 
 /// The URLs a provider may have signed for `url` (`scheme://host[:port]/path?query`):
@@ -247,11 +252,7 @@ pub fn verify_twilio(
             &signature,
         );
     }
-    if verified {
-        Ok(())
-    } else {
-        Err(SignatureError::Mismatch)
-    }
+    matched(verified)
 }
 
 /// Twilio's JSON variant: the URL's `bodySHA256` (lower-case hex) is the body's SHA-256.
@@ -286,11 +287,7 @@ pub fn verify_signalwire_json(
             &signature,
         );
     }
-    if verified {
-        Ok(())
-    } else {
-        Err(SignatureError::Mismatch)
-    }
+    matched(verified)
 }
 
 /// Plivo V3's string to sign for a POST to `url` with form `params` (plivo-python
@@ -358,11 +355,7 @@ pub fn verify_plivo(
             verified |= any_hmac(hmac::HMAC_SHA256, secrets, &data, candidate);
         }
     }
-    if verified {
-        Ok(())
-    } else {
-        Err(SignatureError::Mismatch)
-    }
+    matched(verified)
 }
 
 /// The claims of a Vonage signed callback that are checked.

@@ -72,6 +72,27 @@ pub struct Callback {
     pub outcome: Option<Outcome>,
 }
 
+impl Callback {
+    /// A verified event that ends nothing: counted, not recorded.
+    fn ignored(event: String, delivery: String) -> Callback {
+        Callback {
+            event,
+            delivery,
+            outcome: None,
+        }
+    }
+
+    /// A terminal event: its outcome carries the delivery id as its idempotency key.
+    fn terminal(event: String, delivery: String, mut outcome: Outcome) -> Callback {
+        outcome.delivery = Some(delivery.clone());
+        Callback {
+            event,
+            delivery,
+            outcome: Some(outcome),
+        }
+    }
+}
+
 /// Why a verified body cannot be read. The message names the field, never its value.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CallbackError {
@@ -255,11 +276,7 @@ fn telnyx_json(body: &[u8]) -> Result<Callback, CallbackError> {
     let id = non_empty(data.id).ok_or(CallbackError::Missing("data.id"))?;
     let delivery = format!("telnyx:{id}");
     if event != "call.hangup" {
-        return Ok(Callback {
-            event,
-            delivery,
-            outcome: None,
-        });
+        return Ok(Callback::ignored(event, delivery));
     }
     let p = data.payload;
     let provider_call_id = non_empty(p.call_control_id.clone())
@@ -288,14 +305,9 @@ fn telnyx_json(body: &[u8]) -> Result<Callback, CallbackError> {
                 ("hangup_source", p.hangup_source.as_deref()),
             ],
         ),
-        delivery: Some(delivery.clone()),
         ..Outcome::default()
     };
-    Ok(Callback {
-        event,
-        delivery,
-        outcome: Some(outcome),
-    })
+    Ok(Callback::terminal(event, delivery, outcome))
 }
 
 /// A JSON error without the body's text (serde's messages quote values): its kind and
@@ -337,11 +349,7 @@ fn twilio_shaped(provider: WebhookProvider, params: &Params) -> Result<Callback,
     let name = provider.as_str();
     let delivery = format!("{name}:{call_sid}:{sequence}");
     if !TWILIO_TERMINAL.contains(&status.as_str()) {
-        return Ok(Callback {
-            event: status,
-            delivery,
-            outcome: None,
-        });
+        return Ok(Callback::ignored(status, delivery));
     }
     // TeXML names Telnyx's hangup cause; Twilio and SignalWire have only the status.
     let cause = match provider {
@@ -373,14 +381,9 @@ fn twilio_shaped(provider: WebhookProvider, params: &Params) -> Result<Callback,
                 ("hangup_source", params.get("HangupSource")),
             ],
         ),
-        delivery: Some(delivery.clone()),
         ..Outcome::default()
     };
-    Ok(Callback {
-        event: status,
-        delivery,
-        outcome: Some(outcome),
-    })
+    Ok(Callback::terminal(status, delivery, outcome))
 }
 
 /// Vonage Voice API event webhooks (JSON).
@@ -407,11 +410,7 @@ fn vonage(body: &[u8]) -> Result<Callback, CallbackError> {
     let timestamp = non_empty(event.timestamp).unwrap_or_default();
     let delivery = format!("vonage:{uuid}:{status}:{timestamp}");
     if !super::vonage::TERMINAL.contains(&status.as_str()) {
-        return Ok(Callback {
-            event: status,
-            delivery,
-            outcome: None,
-        });
+        return Ok(Callback::ignored(status, delivery));
     }
     let cause = non_empty(event.detail)
         .filter(|d| super::vonage::lookup(d).is_some())
@@ -432,14 +431,9 @@ fn vonage(body: &[u8]) -> Result<Callback, CallbackError> {
                 ("network", event.network.as_deref()),
             ],
         ),
-        delivery: Some(delivery.clone()),
         ..Outcome::default()
     };
-    Ok(Callback {
-        event: status,
-        delivery,
-        outcome: Some(outcome),
-    })
+    Ok(Callback::terminal(status, delivery, outcome))
 }
 
 /// Vonage's `from`/`to`: a number string, or an endpoint object (`{"type": "phone",
@@ -475,11 +469,7 @@ fn plivo(params: &Params) -> Result<Callback, CallbackError> {
     let event = params.get("Event").unwrap_or("hangup");
     let delivery = format!("plivo:{call_uuid}:{event}:{status}");
     if !super::plivo::TERMINAL.contains(&status.as_str()) {
-        return Ok(Callback {
-            event: status,
-            delivery,
-            outcome: None,
-        });
+        return Ok(Callback::ignored(status, delivery));
     }
     let cause = params
         .get("HangupCauseCode")
@@ -500,14 +490,9 @@ fn plivo(params: &Params) -> Result<Callback, CallbackError> {
                 ("direction", params.get("Direction")),
             ],
         ),
-        delivery: Some(delivery.clone()),
         ..Outcome::default()
     };
-    Ok(Callback {
-        event: status,
-        delivery,
-        outcome: Some(outcome),
-    })
+    Ok(Callback::terminal(status, delivery, outcome))
 }
 
 #[cfg(test)]
