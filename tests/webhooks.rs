@@ -895,3 +895,47 @@ async fn a_late_non_terminal_event_does_not_overwrite_the_terminal_one() {
     assert_eq!(category(&got[0]), pb::Category::Busy);
     server.stop().await.expect("stop");
 }
+
+/// Rotation without a restart: the `*_file` secrets are re-read every
+/// `webhooks.reload_interval`, so a token added to the mounted Secret is accepted soon
+/// after, beside the old one; a file that cannot be read keeps the last good secrets.
+#[tokio::test]
+async fn a_rotated_secret_file_takes_effect_without_a_restart() {
+    let dir = tempfile::tempdir().expect("dir");
+    let file = dir.path().join("twilio-token");
+    std::fs::write(&file, "first-token\n").expect("write");
+    let text = format!(
+        "[webhooks]\nlisten = \"127.0.0.1:0\"\nreload_interval = \"50ms\"\n\
+         [webhooks.tenants.acme.twilio]\nauth_tokens_file = \"{}\"\n",
+        file.display()
+    );
+    let config = Config::from_toml_str(&text, Path::new("r.toml")).expect("config");
+    let server = start_with(config).await;
+    let addr = server.webhooks_addr.expect("listener");
+    let path = "/v1/webhooks/twilio/acme";
+    let mut sequence = 0u32;
+    let mut send = |token: &'static str| {
+        sequence += 1;
+        let p = twilio_status(&format!("CA-rot-{sequence}"), "busy", "3", "486");
+        async move { post_twilio(addr, path, &p, token).await.status }
+    };
+    assert_eq!(send("second-token").await, 401);
+    // The rotation: both tokens valid while the provider switches.
+    std::fs::write(&file, "first-token\nsecond-token\n").expect("write");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while send("second-token").await != 200 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the new token never took effect"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(send("first-token").await, 200);
+    // The file goes away (a broken mount): the last good secrets stay.
+    std::fs::remove_file(&file).expect("remove");
+    for _ in 0..5 {
+        tokio::time::sleep(Duration::from_millis(60)).await;
+        assert_eq!(send("second-token").await, 200);
+    }
+    server.stop().await.expect("stop");
+}

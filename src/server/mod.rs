@@ -261,6 +261,12 @@ fn spawn_webhooks(
         limits.max_tenant_bytes,
     )
     .map_err(ConfigError::Invalid)?;
+    edge.spawn_reloader(
+        webhooks.clone(),
+        limits.max_tenant_bytes,
+        webhooks.reload_interval,
+        stop.clone(),
+    );
     let router = edge.router();
     let local = listener.local_addr().ok();
     let settings = connections::ConnectionSettings {

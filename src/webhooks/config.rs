@@ -45,6 +45,10 @@ pub struct WebhooksConfig {
     /// Serve the listener with the `[tls]` certificate. Providers present no client
     /// certificate, so `[tls]` must not require one.
     pub tls: bool,
+    /// How often the `*_file` secrets are re-read, so that a rotated Kubernetes Secret
+    /// takes effect without a restart. "0s": never.
+    #[serde(with = "humantime_serde")]
+    pub reload_interval: Duration,
     /// Per tenant, per provider: the secrets.
     pub tenants: BTreeMap<TenantName, TenantWebhooks>,
 }
@@ -59,6 +63,7 @@ impl Default for WebhooksConfig {
             timestamp_tolerance: Duration::from_secs(300),
             replay_memory: Duration::from_secs(24 * 3600),
             tls: false,
+            reload_interval: Duration::from_secs(30),
             tenants: BTreeMap::new(),
         }
     }
@@ -293,7 +298,7 @@ impl Serialize for IpNet {
 }
 
 /// The verified secrets of one tenant and provider, loaded.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum RouteSecrets {
     Telnyx(Vec<Ed25519Key>),
     /// Twilio and Plivo auth tokens, SignalWire signing keys, Vonage signature secrets.
@@ -301,7 +306,7 @@ pub enum RouteSecrets {
 }
 
 /// One route's configuration, loaded: secrets and the base URL to reconstruct.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct RouteConfig {
     pub secrets: RouteSecrets,
     pub public_base_url: Option<String>,

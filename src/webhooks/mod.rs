@@ -68,7 +68,7 @@ pub struct WebhookSettings {
 }
 
 /// A configured `(tenant, provider)` route.
-#[derive(Debug)]
+#[derive(Debug, PartialEq)]
 struct Route {
     tenant: Tenant,
     config: RouteConfig,
@@ -77,7 +77,9 @@ struct Route {
 /// The webhook edge: routes, settings and what it shares with the gRPC edge.
 pub struct WebhookEdge {
     pipeline: Pipeline,
-    routes: HashMap<(String, WebhookProvider), Route>,
+    /// Swapped whole when a reload reads new secrets; a callback keeps the table it
+    /// started with.
+    routes: parking_lot::RwLock<Arc<RouteTable>>,
     settings: WebhookSettings,
     admission: Arc<Admission>,
     rate_limits: Option<Arc<RateLimits>>,
@@ -89,7 +91,7 @@ pub struct WebhookEdge {
 impl std::fmt::Debug for WebhookEdge {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("WebhookEdge")
-            .field("routes", &self.routes.keys().collect::<Vec<_>>())
+            .field("routes", &self.routes.read().keys().collect::<Vec<_>>())
             .finish_non_exhaustive()
     }
 }
@@ -210,6 +212,28 @@ enum Accepted {
     },
 }
 
+type RouteTable = HashMap<(String, WebhookProvider), Route>;
+
+/// The routes with their tenants parsed once.
+fn route_table(
+    routes: BTreeMap<(String, WebhookProvider), RouteConfig>,
+    max_tenant_bytes: usize,
+) -> Result<RouteTable, String> {
+    let mut table = HashMap::with_capacity(routes.len());
+    for ((tenant, provider), config) in routes {
+        let parsed = Tenant::parse(&tenant, max_tenant_bytes)
+            .map_err(|e| format!("webhooks.tenants.{tenant}: {e}"))?;
+        table.insert(
+            (tenant, provider),
+            Route {
+                tenant: parsed,
+                config,
+            },
+        );
+    }
+    Ok(table)
+}
+
 impl WebhookEdge {
     #[allow(clippy::too_many_arguments)]
     pub fn new(
@@ -221,18 +245,7 @@ impl WebhookEdge {
         metrics: Arc<Metrics>,
         max_tenant_bytes: usize,
     ) -> Result<Arc<WebhookEdge>, String> {
-        let mut table = HashMap::with_capacity(routes.len());
-        for ((tenant, provider), config) in routes {
-            let parsed = Tenant::parse(&tenant, max_tenant_bytes)
-                .map_err(|e| format!("webhooks.tenants.{tenant}: {e}"))?;
-            table.insert(
-                (tenant, provider),
-                Route {
-                    tenant: parsed,
-                    config,
-                },
-            );
-        }
+        let table = route_table(routes, max_tenant_bytes)?;
         let counter = metrics
             .meter()
             .u64_counter("calloutcome_webhooks")
@@ -242,7 +255,7 @@ impl WebhookEdge {
             .build();
         Ok(Arc::new(WebhookEdge {
             pipeline,
-            routes: table,
+            routes: parking_lot::RwLock::new(Arc::new(table)),
             replays: ReplayCache::new(settings.replay_memory, 1_000_000),
             settings,
             admission,
@@ -250,6 +263,59 @@ impl WebhookEdge {
             metrics,
             counter,
         }))
+    }
+
+    /// Re-reads the secrets every `every` (their `*_file`s: a rotated Kubernetes Secret)
+    /// until `stop`. A table that reads and differs replaces the old one for the next
+    /// callbacks; one that fails to read is logged and the old one kept.
+    pub fn spawn_reloader(
+        self: &Arc<Self>,
+        config: config::WebhooksConfig,
+        max_tenant_bytes: usize,
+        every: Duration,
+        stop: tokio_util::sync::CancellationToken,
+    ) {
+        if every.is_zero() {
+            return;
+        }
+        let edge = Arc::clone(self);
+        tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(every);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            // The first tick is immediate, and the files were just read.
+            ticks.tick().await;
+            let mut last_error = None;
+            loop {
+                tokio::select! {
+                    () = stop.cancelled() => break,
+                    _ = ticks.tick() => {}
+                }
+                let config = config.clone();
+                let read = tokio::task::spawn_blocking(move || {
+                    config
+                        .routes(max_tenant_bytes)
+                        .and_then(|routes| route_table(routes, max_tenant_bytes))
+                })
+                .await;
+                match read {
+                    Ok(Ok(table)) => {
+                        last_error = None;
+                        if **edge.routes.read() != table {
+                            *edge.routes.write() = Arc::new(table);
+                            tracing::info!("webhook secrets reloaded");
+                        }
+                    }
+                    Ok(Err(error)) => {
+                        // Once per distinct problem: a broken file logs once, not every tick.
+                        if last_error.as_ref() != Some(&error) {
+                            tracing::warn!(%error, "webhook secrets not reloaded; the previous ones stay in use");
+                            last_error = Some(error);
+                        }
+                    }
+                    Err(e) => tracing::warn!(error = %e, "webhook secret reload failed"),
+                }
+            }
+        });
     }
 
     /// The router of the webhook listener.
@@ -276,8 +342,8 @@ impl WebhookEdge {
         tenant: &str,
         request: Request,
     ) -> Result<Accepted, WebhookError> {
-        let route = self
-            .routes
+        let routes = Arc::clone(&self.routes.read());
+        let route = routes
             .get(&(tenant.to_owned(), provider))
             .ok_or(WebhookError::NotFound)?;
         if request.method() != Method::POST {
