@@ -1,4 +1,5 @@
-//! Traces reach an OTLP collector and continue the caller's trace. The collector is the
+//! Traces reach an OTLP collector and continue the caller's trace; a provider callback has
+//! its own `webhook` span with the pipeline's spans as children. The collector is the
 //! opentelemetry-proto TraceService, served by tonic in this test. This binary installs
 //! the process-wide tracing subscriber, so it holds this one test only.
 
@@ -84,7 +85,13 @@ async fn spans_continue_the_callers_trace_and_carry_the_outcome() {
     )
     .expect("telemetry");
 
-    let server = common::start().await;
+    // With a webhook listener: a callback's span is checked after the RPC's.
+    let config = call_outcome::config::Config::from_toml_str(
+        "[webhooks]\nlisten = \"127.0.0.1:0\"\n[webhooks.tenants.default.twilio]\nauth_tokens = [\"tok\"]\n",
+        std::path::Path::new("otlp.toml"),
+    )
+    .expect("config");
+    let server = common::start_with(config).await;
     let mut client = common::client(&server).await;
     let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
     let parent_span = "00f067aa0ba902b7";
@@ -184,6 +191,68 @@ async fn spans_continue_the_callers_trace_and_carry_the_outcome() {
     assert_eq!(by_name["classify"].parent_span_id, rpc.span_id);
     assert_eq!(by_name["store.record"].parent_span_id, rpc.span_id);
     assert_eq!(by_name["events.publish"].parent_span_id, rpc.span_id);
+
+    // A provider callback: one `webhook` server span with the provider, tenant, event
+    // and result, and the pipeline's spans as its children.
+    let hooks = server.webhooks_addr.expect("webhook listener");
+    let path = "/v1/webhooks/twilio/default";
+    let body =
+        "CallSid=CA-otlp&CallStatus=failed&SipResponseCode=603&SequenceNumber=2&To=%2B15550104477";
+    let params = call_outcome::CallbackParams(
+        form_urlencoded::parse(body.as_bytes())
+            .map(|(k, v)| (k.into_owned(), v.into_owned()))
+            .collect(),
+    );
+    let signature =
+        call_outcome::auth::webhook::sign::twilio("tok", &format!("http://{hooks}{path}"), &params);
+    let answer = common::post(
+        hooks,
+        path,
+        "application/x-www-form-urlencoded",
+        &[("X-Twilio-Signature", signature)],
+        body.as_bytes(),
+    )
+    .await;
+    assert_eq!(answer.status, 200, "{answer:?}");
+    let guard = tokio::task::spawn_blocking(move || {
+        guard.flush();
+        guard
+    })
+    .await
+    .expect("flush");
+    let mut seen: Vec<Span> = Vec::new();
+    let (webhook, publish) = loop {
+        let found = seen.iter().find(|s| s.name == "webhook").and_then(|w| {
+            seen.iter()
+                .find(|s| s.name == "events.publish" && s.parent_span_id == w.span_id)
+                .map(|p| (w.clone(), p.clone()))
+        });
+        if let Some(found) = found {
+            break found;
+        }
+        let span = tokio::time::timeout(Duration::from_secs(30), spans.recv())
+            .await
+            .expect("the webhook's spans within 30 s")
+            .expect("collector open");
+        seen.push(span);
+    };
+    assert_eq!(webhook.kind, 2, "SPAN_KIND_SERVER");
+    let attrs = attributes(&webhook);
+    for (key, value) in [
+        ("provider", "twilio"),
+        ("tenant", "default"),
+        ("event", "failed"),
+        ("result", "accepted"),
+        ("outcome.category", "declined"),
+        ("decision.action", "stop"),
+    ] {
+        assert_eq!(
+            attrs.get(key).map(String::as_str),
+            Some(value),
+            "{key}: {attrs:?}"
+        );
+    }
+    assert_eq!(publish.trace_id, webhook.trace_id);
 
     server.stop().await.expect("stop");
     drop(guard);
