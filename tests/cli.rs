@@ -367,3 +367,62 @@ fn a_fatal_serve_error_is_logged_once_in_the_log_format() {
     );
     assert!(!err.contains("error: "), "no plain-text copy: {err}");
 }
+
+/// `classify --label k=v` (repeatable), as `report` has it: a rule matching a label and
+/// a tenant's no-failover code decide offline exactly as the service would.
+#[test]
+fn classify_takes_labels_and_applies_the_tenants_no_failover_codes() {
+    let dir = tempfile::tempdir().expect("dir");
+    let policy = dir.path().join("policy.toml");
+    std::fs::write(
+        &policy,
+        "[[rules]]\nname = \"carrier-x-failover\"\nlabels = { carrier = \"x\" }\n\
+         action = \"retry_now_alternate_route\"\nexplanation = \"Carrier X: another route.\"\n\
+         [[rules]]\nname = \"any\"\naction = \"stop\"\nexplanation = \"x\"\n\
+         [tenants.acme]\nno_failover_codes = [486]\n",
+    )
+    .expect("policy");
+    let policy = policy.to_str().expect("utf-8");
+    let decide = |args: &[&str]| {
+        let mut all = vec!["classify", "--policy", policy, "--json"];
+        all.extend_from_slice(args);
+        let o = run(&all);
+        assert!(o.status.success(), "{}", stderr(&o));
+        let v: serde_json::Value = serde_json::from_str(&stdout(&o)).expect("JSON");
+        (
+            v["decision"]["rule"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
+            v["decision"]["action"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
+        )
+    };
+    let labelled = [
+        "--sip-code",
+        "486",
+        "--label",
+        "carrier=x",
+        "--label",
+        "trunk=t1",
+    ];
+    assert_eq!(
+        decide(&labelled),
+        (
+            "carrier-x-failover".into(),
+            "retry_now_alternate_route".into()
+        )
+    );
+    let mut acme = labelled.to_vec();
+    acme.extend_from_slice(&["--tenant", "acme"]);
+    assert_eq!(
+        decide(&acme),
+        ("carrier-x-failover".into(), "retry_later".into())
+    );
+    assert_eq!(
+        decide(&["--sip-code", "486"]),
+        ("any".into(), "stop".into())
+    );
+}

@@ -116,7 +116,8 @@ pub struct OutcomeArgs {
     /// Retry-After header value, e.g. '120 (in a meeting)'.
     #[arg(long)]
     pub retry_after: Option<String>,
-    /// Provider whose cause is given: telnyx, twilio, freeswitch, asterisk.
+    /// Provider whose cause is given: telnyx, twilio, signalwire, vonage, plivo,
+    /// freeswitch, asterisk.
     #[arg(long, requires = "provider_cause")]
     pub provider: Option<String>,
     /// The provider's cause, e.g. call_rejected, no-answer, USER_BUSY, 21.
@@ -140,6 +141,9 @@ pub struct ClassifyArgs {
     /// Tenant whose policy rules apply.
     #[arg(long, default_value = "default")]
     pub tenant: String,
+    /// Label as key=value (repeatable), for rules that match labels.
+    #[arg(long = "label", value_parser = parse_label)]
+    pub labels: Vec<(String, String)>,
 }
 
 #[derive(Debug, Args)]
@@ -348,7 +352,8 @@ async fn classify(args: ClassifyArgs) -> Result<(), CliError> {
         Some(path) => config::load_policy(path)?,
         None => Policy::builtin(),
     };
-    let outcome = args.outcome.outcome()?;
+    let mut outcome = args.outcome.outcome()?;
+    outcome.labels = args.labels.iter().cloned().collect::<BTreeMap<_, _>>();
     let config = Config::default();
     // The server's own backends on the embedded default: the same pipeline `serve` runs.
     let pipeline = crate::server::backends::build(&config)

@@ -51,6 +51,7 @@
 //!
 //! [tenants.acme]                    # per-tenant overrides
 //! disable = ["declined-suppression"]  # global rules to skip for this tenant
+//! no_failover_codes = [486, 603]    # never retry_now_alternate_route on these codes
 //! [tenants.acme.defaults]           # overrides [defaults] field by field
 //! max_attempts = 3
 //! [[tenants.acme.rules]]            # evaluated before the global rules...
@@ -77,8 +78,14 @@
 //! the same-route fallback. When `attempt ≥ max_attempts` a retry action becomes `stop`
 //! with the `at_limit` explanation.
 //!
-//! **Attempt.** The outcome's `attempt` when sent (and non-zero); otherwise the number
-//! of unanswered outcomes since the last answered one, counting this one (minimum 1).
+//! **Attempt** (what `max_attempts` budgets): one budget per destination. The number
+//! of unanswered outcomes to the destination since the last answered one in the history
+//! window, counting this one, whatever their codes, call ids or rules; or the outcome's
+//! `attempt` when it is sent and higher. Minimum 1.
+//!
+//! **No failover.** A tenant's `no_failover_codes` turn a `retry_now_alternate_route`
+//! decision into `retry_later` (the same-route plan) when the reported or effective code
+//! is listed; the explanation says the guard applied.
 //!
 //! **Templates** (`message`, `explanation`, `at_limit.*`): `{to}`, `{from}`,
 //! `{destination}`, `{category}`, `{fault}`, `{summary}`, `{cause}` (e.g. "603 Decline",
@@ -230,13 +237,18 @@ impl Policy {
     }
 }
 
-/// The attempt number: sent, or the run of unanswered outcomes ending with this one.
+/// The attempt number that `max_attempts` budgets: one budget per destination. It is the
+/// run of unanswered outcomes to the destination in the history window ending with this
+/// one, across call ids, codes and rules, or the attempt the caller sent when that is
+/// higher. So outcomes that alternate codes (486, 480, 408) share one budget instead of
+/// each rule's counting from 1.
 fn derive_attempt(input: &PolicyInput<'_>) -> u32 {
-    if let Some(sent) = input.outcome.attempt
-        && sent > 0
-    {
-        return sent;
-    }
+    let sent = input.outcome.attempt.unwrap_or(0);
+    sent.max(unanswered_run(input))
+}
+
+/// Unanswered outcomes since the last answered one in the window, counting this one.
+fn unanswered_run(input: &PolicyInput<'_>) -> u32 {
     let entries = &input.history.entries;
     // Leave the current outcome out, then count it back in: an answered call on the
     // third try is attempt 3, not 1.
@@ -327,6 +339,16 @@ fn build(
             Some(&rule.explanation),
         )
     };
+    // The tenant's guard: the callee was reached (or the tenant says so for this code),
+    // so another route would only ring them again. Whatever rule matched.
+    let guarded = (action == Action::RetryNowAlternateRoute)
+        .then(|| no_failover_code(plan, input))
+        .flatten();
+    let action = if guarded.is_some() {
+        Action::RetryLater
+    } else {
+        action
+    };
 
     let cx = RenderContext {
         outcome: input.outcome,
@@ -353,6 +375,14 @@ fn build(
             settings.max_attempts
         ),
     };
+    if let Some(code) = guarded {
+        let _ = write!(
+            explanation,
+            " No failover on {code} for tenant `{}` (no_failover_codes): retrying on the same \
+             route instead of another one.",
+            input.tenant
+        );
+    }
     // A retry that waits less than the callee asked says so, whatever the template.
     if let (Some(ra), Some(_)) = (retry_after, &retry)
         && ra.scope == RetryAfterScope::Callee
@@ -377,6 +407,15 @@ fn build(
         explanation,
         attempt,
     }
+}
+
+/// The reported or effective SIP code when the plan forbids failover on it.
+fn no_failover_code(plan: &Plan, input: &PolicyInput<'_>) -> Option<u16> {
+    let reported = input.outcome.sip_code.and_then(|c| u16::try_from(c).ok());
+    [input.classification.sip_code, reported]
+        .into_iter()
+        .flatten()
+        .find(|code| plan.no_failover_codes.contains(code))
 }
 
 /// Only reachable if validation let a plan without a catch-all through.
@@ -424,6 +463,9 @@ struct Rule {
 struct Plan {
     entries: Vec<PlanEntry>,
     defaults: Defaults,
+    /// `[tenants.<t>] no_failover_codes`: a reported or effective code among these turns
+    /// `retry_now_alternate_route` into `retry_later` on the same route.
+    no_failover_codes: Vec<u16>,
 }
 
 #[derive(Debug, Clone)]

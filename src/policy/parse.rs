@@ -126,6 +126,9 @@ struct RawTenant {
     defaults: Option<RawDefaults>,
     #[serde(default)]
     disable: Vec<Spanned<String>>,
+    /// SIP codes that never yield `retry_now_alternate_route` for this tenant.
+    #[serde(default)]
+    no_failover_codes: Vec<Spanned<i64>>,
     #[serde(default)]
     rules: Vec<RawRule>,
 }
@@ -716,6 +719,7 @@ pub(super) fn parse(text: &str, origin: &str) -> Result<Policy> {
         global: Plan {
             entries: global,
             defaults,
+            no_failover_codes: Vec::new(),
         },
         tenants,
     })
@@ -742,6 +746,29 @@ fn tenant_plan(
         Some(d) => cx.defaults(d, global_defaults)?,
         None => global_defaults.clone(),
     };
+    let mut no_failover_codes = Vec::with_capacity(raw.no_failover_codes.len());
+    for code in &raw.no_failover_codes {
+        let value = *code.get_ref();
+        let Some(value) = u16::try_from(value)
+            .ok()
+            .filter(|c| (300..=699).contains(c))
+        else {
+            return Err(cx.error(
+                code.span(),
+                format!(
+                    "tenant `{tenant}`: no_failover_codes holds {value}, not a final SIP \
+                     failure code (300-699)"
+                ),
+            ));
+        };
+        if no_failover_codes.contains(&value) {
+            return Err(cx.error(
+                code.span(),
+                format!("tenant `{tenant}`: no_failover_codes lists {value} twice"),
+            ));
+        }
+        no_failover_codes.push(value);
+    }
     let mut removed: HashMap<usize, Range<usize>> = HashMap::new();
     for name in &raw.disable {
         let Some(&(position, _)) = global_names.get(name.get_ref()) else {
@@ -853,7 +880,11 @@ fn tenant_plan(
             ),
         ));
     }
-    Ok(Plan { entries, defaults })
+    Ok(Plan {
+        entries,
+        defaults,
+        no_failover_codes,
+    })
 }
 
 fn names<'a>(items: impl Iterator<Item = &'a str>) -> String {

@@ -1448,3 +1448,147 @@ mod properties {
         }
     }
 }
+
+// ---------------------------------------------------------------------------------
+// One retry budget per destination; no-failover codes (#18 items 2 and 3)
+// ---------------------------------------------------------------------------------
+
+/// The whispey case (webhooks.md §4 F.16): one rule per SIP code, each allowing a single
+/// retry (`max_attempts = 2`), and a dialer that starts every call at attempt 1. The
+/// three codes share the destination's one budget, so only the first outcome retries.
+#[test]
+fn per_code_rules_share_one_retry_budget_per_destination() {
+    let policy = parse_ok(
+        "[defaults]\njitter = 0\n\
+         [[rules]]\nname = \"busy\"\nsip_code = [486]\naction = \"retry_later\"\nretry = { max_attempts = 2 }\nexplanation = \"b\"\n\
+         [[rules]]\nname = \"unavailable\"\nsip_code = [480]\naction = \"retry_later\"\nretry = { max_attempts = 2 }\nexplanation = \"u\"\n\
+         [[rules]]\nname = \"timeout\"\nsip_code = [408]\naction = \"retry_later\"\nretry = { max_attempts = 2 }\nexplanation = \"t\"\n\
+         [[rules]]\nname = \"any\"\naction = \"stop\"\nexplanation = \"x\"\n",
+    );
+    let mut entries = Vec::new();
+    let mut retries = 0;
+    for (i, (code, category)) in [
+        (486, Category::Busy),
+        (480, Category::Unavailable),
+        (408, Category::NoAnswer),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        // Each outcome joins the history before its decision, as a report's does.
+        entries.push(HistoryEntry {
+            sip_code: Some(code),
+            ..entry(ago(600 - 100 * i as u64), category)
+        });
+        let case = Case {
+            outcome: Outcome {
+                call_id: format!("call-{i}"),
+                ..outcome(Some(1))
+            },
+            history: history(entries.clone()),
+            includes_current: true,
+            ..Case::default()
+        };
+        let d = case.decide(&policy, &class(category, Fault::CalleeDevice, Some(code)));
+        assert_eq!(d.attempt, i as u32 + 1, "{code}");
+        if d.action == Action::RetryLater {
+            retries += 1;
+        }
+    }
+    assert_eq!(
+        retries, 1,
+        "one budget for the destination, not one per code"
+    );
+}
+
+/// An answered call starts a new budget; a higher sent attempt still counts.
+#[test]
+fn the_budget_restarts_after_an_answer_and_respects_a_higher_sent_attempt() {
+    let c = class(Category::Busy, Fault::CalleeDevice, Some(486));
+    let after_answer = Case {
+        history: history(vec![
+            entry(ago(900), Category::Busy),
+            entry(ago(800), Category::Answered),
+            entry(ago(60), Category::Busy),
+        ]),
+        includes_current: true,
+        ..Case::default()
+    };
+    assert_eq!(after_answer.decide(&Policy::builtin(), &c).attempt, 1);
+    let sent_four = Case {
+        outcome: outcome(Some(4)),
+        ..Case::default()
+    };
+    assert_eq!(sent_four.decide(&Policy::builtin(), &c).attempt, 4);
+}
+
+const FAILOVER_ON_BUSY: &str = "[defaults]\njitter = 0\n\
+    [[rules]]\nname = \"failover\"\nsip_code = [\"4xx\", \"5xx\"]\naction = \"retry_now_alternate_route\"\nexplanation = \"Another route.\"\n\
+    [[rules]]\nname = \"any\"\naction = \"stop\"\nexplanation = \"x\"\n\
+    [tenants.acme]\nno_failover_codes = [486, 603, 480]\n";
+
+#[test]
+fn no_failover_codes_keep_a_reached_callee_on_the_same_route() {
+    let policy = parse_ok(FAILOVER_ON_BUSY);
+    let busy = class(Category::Busy, Fault::CalleeDevice, Some(486));
+    let acme = Case {
+        tenant: "acme",
+        ..Case::default()
+    };
+    let d = acme.decide(&policy, &busy);
+    assert_eq!(d.action, Action::RetryLater);
+    assert_eq!(d.rule, "failover");
+    assert!(d.retry.is_some(), "the same-route plan is kept");
+    assert!(
+        d.explanation
+            .ends_with("No failover on 486 for tenant `acme` (no_failover_codes): retrying on the same route instead of another one."),
+        "{}",
+        d.explanation
+    );
+    // A code not on the list, and another tenant: failover as the rule says.
+    let unavailable = class(Category::NetworkError, Fault::Network, Some(503));
+    assert_eq!(
+        acme.decide(&policy, &unavailable).action,
+        Action::RetryNowAlternateRoute
+    );
+    let globex = Case {
+        tenant: "globex",
+        ..Case::default()
+    };
+    assert_eq!(
+        globex.decide(&policy, &busy).action,
+        Action::RetryNowAlternateRoute
+    );
+    // The reported code counts too (an override or mapping may change the effective one).
+    let mut remapped = class(Category::Unavailable, Fault::CalleeDevice, Some(503));
+    remapped.reported_sip_code = Some(480);
+    let reported = Case {
+        tenant: "acme",
+        outcome: Outcome {
+            sip_code: Some(480),
+            ..outcome(Some(1))
+        },
+        ..Case::default()
+    };
+    assert_eq!(
+        reported.decide(&policy, &remapped).action,
+        Action::RetryLater
+    );
+}
+
+#[test]
+fn no_failover_codes_are_checked_at_load() {
+    let base = "[defaults]\n[[rules]]\nname = \"any\"\naction = \"stop\"\nexplanation = \"x\"\n[tenants.acme]\n";
+    assert_error(
+        &format!("{base}no_failover_codes = [486, 200]\n"),
+        7,
+        27,
+        "not a final SIP failure code",
+    );
+    assert_error(
+        &format!("{base}no_failover_codes = [486, 486]\n"),
+        7,
+        27,
+        "lists 486 twice",
+    );
+}
