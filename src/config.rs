@@ -16,6 +16,7 @@ use crate::nats::NatsConfig;
 use crate::policy::{Policy, PolicyError};
 use crate::quota::RateLimitConfig;
 use crate::store::StoreLimits;
+use crate::telemetry::MetricsConfig;
 use crate::tls::{TlsConfig, TlsError};
 use crate::webhooks::config::WebhooksConfig;
 use figment::Figment;
@@ -70,6 +71,8 @@ pub struct Config {
     pub tls: Option<TlsConfig>,
     /// The provider webhook listener and its per-tenant secrets (`[webhooks]`).
     pub webhooks: WebhooksConfig,
+    /// Per-carrier outcome series (`[metrics]`).
+    pub metrics: MetricsConfig,
 }
 
 /// The store and event log backend.
@@ -106,6 +109,7 @@ impl Default for Config {
             allow_insecure_public_listen: false,
             tls: None,
             webhooks: WebhooksConfig::default(),
+            metrics: MetricsConfig::default(),
         }
     }
 }
@@ -334,6 +338,7 @@ impl Config {
         self.check_tls()?;
         self.check_listen_security()?;
         self.check_webhooks()?;
+        self.metrics.validate().map_err(ConfigError::Invalid)?;
         Ok(())
     }
 
@@ -557,6 +562,7 @@ pub fn looks_like_service_config(text: &str) -> bool {
         "auth_file",
         "allow_insecure_public_listen",
         "webhooks",
+        "metrics",
         "tls",
     ];
     toml::from_str::<toml::Table>(text)

@@ -244,6 +244,68 @@ impl std::fmt::Debug for Metrics {
     }
 }
 
+/// `[metrics]`: per-carrier visibility. The outcome label `carrier_label` (e.g.
+/// `carrier`) becomes a label of `calloutcome_outcomes_total` with the same name; its
+/// values in `carrier_values` are kept and any other (or a missing label) is `other`, so
+/// the series stay bounded whatever callers send.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// The outcome label to break outcomes down by; "" (the default) keeps it off.
+    pub carrier_label: String,
+    /// Its values with series of their own (at most 256); others are `other`.
+    pub carrier_values: Vec<String>,
+}
+
+impl MetricsConfig {
+    /// A Prometheus label name that is not one of the counter's own, and a bounded,
+    /// duplicate-free value list.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.carrier_label.is_empty() {
+            return if self.carrier_values.is_empty() {
+                Ok(())
+            } else {
+                Err("metrics.carrier_values needs metrics.carrier_label".into())
+            };
+        }
+        let key = &self.carrier_label;
+        let valid = key
+            .bytes()
+            .enumerate()
+            .all(|(i, b)| b == b'_' || b.is_ascii_lowercase() || (i > 0 && b.is_ascii_digit()));
+        if !valid || key.starts_with("__") {
+            return Err(format!(
+                "metrics.carrier_label `{key}`: a metric label name is lower-case letters, \
+                 digits and `_`, not starting with a digit or `__`"
+            ));
+        }
+        if ["category", "sip_class", "action"].contains(&key.as_str()) {
+            return Err(format!(
+                "metrics.carrier_label `{key}` is already a label of calloutcome_outcomes_total"
+            ));
+        }
+        if self.carrier_values.is_empty() || self.carrier_values.len() > MAX_CARRIERS {
+            return Err(format!(
+                "metrics.carrier_values: list 1 to {MAX_CARRIERS} values (others count as `other`)"
+            ));
+        }
+        let mut seen = std::collections::HashSet::new();
+        for value in &self.carrier_values {
+            if value.is_empty() || value == OTHER_CARRIER || !seen.insert(value) {
+                return Err(format!(
+                    "metrics.carrier_values: `{value}` is empty, `other` or listed twice"
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Most carrier values with series of their own.
+const MAX_CARRIERS: usize = 256;
+/// The carrier of outcomes without a listed value.
+const OTHER_CARRIER: &str = "other";
+
 impl Metrics {
     /// Builds the instruments. `events` and `active_subscribers` are read when metrics
     /// are collected, never on the request path.
@@ -251,6 +313,7 @@ impl Metrics {
         otlp: &OtlpSettings,
         events: Arc<dyn EventLog>,
         active_subscribers: Arc<dyn Fn() -> u64 + Send + Sync>,
+        carriers: &MetricsConfig,
     ) -> Result<Metrics, TelemetryError> {
         let registry = prometheus::Registry::new();
         let prometheus_reader = opentelemetry_prometheus::exporter()
@@ -336,7 +399,7 @@ impl Metrics {
             .with_callback(move |o| o.observe(active_subscribers(), &[]))
             .build();
 
-        let hot = Arc::new(HotCounters::default());
+        let hot = Arc::new(HotCounters::new(carriers));
         let counters = Arc::clone(&hot);
         let outcomes = meter
             .u64_observable_counter("calloutcome_outcomes")
@@ -400,14 +463,35 @@ impl Metrics {
         })
     }
 
-    /// A recorded (or duplicate) report.
-    pub fn report(&self, classification: &Classification, decision: &Decision, duplicate: bool) {
+    /// The carrier slot of an outcome with these labels (0: `other`, or the feature is
+    /// off); taken before the outcome moves into the pipeline.
+    pub fn carrier(&self, labels: &std::collections::BTreeMap<String, String>) -> usize {
+        let Some((key, values)) = &self.hot.carriers else {
+            return 0;
+        };
+        labels
+            .get(key)
+            .and_then(|value| values.iter().position(|v| v == value))
+            .map_or(0, |i| i + 1)
+    }
+
+    /// A recorded (or duplicate) report of the carrier slot `carrier`.
+    pub fn report(
+        &self,
+        classification: &Classification,
+        decision: &Decision,
+        duplicate: bool,
+        carrier: usize,
+    ) {
         let hot = &self.hot;
         if duplicate {
             hot.duplicates.fetch_add(1, Ordering::Relaxed);
             return;
         }
-        hot.outcomes[outcome_slot(classification, decision)].fetch_add(1, Ordering::Relaxed);
+        let slot = carrier * OUTCOME_SLOTS + outcome_slot(classification, decision);
+        if let Some(counter) = hot.outcomes.get(slot) {
+            counter.fetch_add(1, Ordering::Relaxed);
+        }
         self.decision(decision);
         if decision.suppressed {
             hot.suppressions.fetch_add(1, Ordering::Relaxed);
@@ -501,22 +585,32 @@ fn outcome_slot(classification: &Classification, decision: &Decision) -> usize {
         + action_index(decision.action)
 }
 
+/// Slots of one carrier's outcomes: (category, SIP class, action).
+const OUTCOME_SLOTS: usize = Category::ALL.len() * SIP_CLASSES.len() * Action::ALL.len();
+
 /// Counters bumped on every report, read only when metrics are collected.
 struct HotCounters {
-    /// One per (category, SIP class, action); see [`outcome_slot`].
+    /// One per (carrier, category, SIP class, action); see [`outcome_slot`]. Carrier 0
+    /// is `other` (and the only one when `[metrics]` names no carrier label).
     outcomes: Box<[AtomicU64]>,
+    /// The outcome label and its values with series of their own.
+    carriers: Option<(String, Vec<String>)>,
     /// Per policy rule (a bounded set: the policy's rule names), one per action.
     decisions: parking_lot::RwLock<HashMap<String, Box<[AtomicU64]>, foldhash::fast::RandomState>>,
     duplicates: AtomicU64,
     suppressions: AtomicU64,
 }
 
-impl Default for HotCounters {
-    fn default() -> Self {
+impl HotCounters {
+    fn new(config: &MetricsConfig) -> Self {
+        let carriers = (!config.carrier_label.is_empty())
+            .then(|| (config.carrier_label.clone(), config.carrier_values.clone()));
+        let groups = 1 + carriers.as_ref().map_or(0, |(_, values)| values.len());
         HotCounters {
-            outcomes: (0..Category::ALL.len() * SIP_CLASSES.len() * Action::ALL.len())
+            outcomes: (0..groups * OUTCOME_SLOTS)
                 .map(|_| AtomicU64::new(0))
                 .collect(),
+            carriers,
             decisions: parking_lot::RwLock::default(),
             duplicates: AtomicU64::new(0),
             suppressions: AtomicU64::new(0),
@@ -541,21 +635,32 @@ impl HotCounters {
     }
 
     fn observe_outcomes(&self, observer: &dyn opentelemetry::metrics::AsyncInstrument<u64>) {
-        for (c, category) in Category::ALL.iter().enumerate() {
-            for (s, class) in SIP_CLASSES.iter().enumerate() {
-                for (a, action) in Action::ALL.iter().enumerate() {
-                    let slot = (c * SIP_CLASSES.len() + s) * Action::ALL.len() + a;
-                    let count = self.outcomes[slot].load(Ordering::Relaxed);
-                    // Series appear once they have counted something, as SDK counters do.
-                    if count > 0 {
-                        observer.observe(
-                            count,
-                            &[
+        let groups = self.outcomes.len() / OUTCOME_SLOTS;
+        for group in 0..groups {
+            let carrier = self.carriers.as_ref().map(|(key, values)| {
+                let value = match group {
+                    0 => OTHER_CARRIER.to_owned(),
+                    g => values.get(g - 1).cloned().unwrap_or_default(),
+                };
+                KeyValue::new(key.clone(), value)
+            });
+            for (c, category) in Category::ALL.iter().enumerate() {
+                for (s, class) in SIP_CLASSES.iter().enumerate() {
+                    for (a, action) in Action::ALL.iter().enumerate() {
+                        let slot = group * OUTCOME_SLOTS
+                            + (c * SIP_CLASSES.len() + s) * Action::ALL.len()
+                            + a;
+                        let count = self.outcomes[slot].load(Ordering::Relaxed);
+                        // Series appear once they have counted something, as SDK counters do.
+                        if count > 0 {
+                            let mut attributes = vec![
                                 KeyValue::new("category", category.as_str()),
                                 KeyValue::new("sip_class", *class),
                                 KeyValue::new("action", action.as_str()),
-                            ],
-                        );
+                            ];
+                            attributes.extend(carrier.clone());
+                            observer.observe(count, &attributes);
+                        }
                     }
                 }
             }

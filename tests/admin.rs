@@ -169,3 +169,89 @@ async fn health_and_readiness_answer_over_http_and_grpc() {
     );
     server.stop().await.expect("stop");
 }
+
+/// `[metrics] carrier_label`: outcomes are counted per configured carrier, any other
+/// value (or none) as `other`, so decline and answer rates per carrier are one query.
+#[tokio::test]
+async fn outcomes_are_counted_per_configured_carrier() {
+    let config = call_outcome::config::Config::from_toml_str(
+        "[metrics]\ncarrier_label = \"carrier\"\ncarrier_values = [\"att\", \"verizon\"]\n",
+        std::path::Path::new("m.toml"),
+    )
+    .expect("config");
+    let server = common::start_with(config).await;
+    let admin = server.admin_addr.expect("admin listener");
+    let mut client = common::client(&server).await;
+    let send = |call: &str, code: i32, carrier: Option<&str>| {
+        // A destination each: the history of one would change the decisions.
+        let to = format!(
+            "+1555010{:04}",
+            call.len() * 7 + call.bytes().map(usize::from).sum::<usize>()
+        );
+        let mut outcome = common::outcome(call, 1, &to, code);
+        if let Some(c) = carrier {
+            outcome.labels.insert("carrier".into(), c.into());
+        }
+        common::report(outcome)
+    };
+    for (call, code, carrier) in [
+        ("c-1", 603, Some("att")),
+        ("c-2", 603, Some("att")),
+        ("c-3", 486, Some("verizon")),
+        ("c-4", 486, Some("unlisted-carrier")),
+        ("c-5", 486, None),
+    ] {
+        client
+            .report_outcome(send(call, code, carrier))
+            .await
+            .expect("report");
+    }
+    let m = metrics(admin).await;
+    let key = |carrier: &str, action: &str, category: &str, class: &str| {
+        format!(
+            r#"calloutcome_outcomes_total{{action="{action}",carrier="{carrier}",category="{category}",sip_class="{class}"}}"#
+        )
+    };
+    assert_eq!(value(&m, &key("att", "stop", "declined", "6xx")), 2.0);
+    assert_eq!(
+        value(&m, &key("verizon", "retry_later", "busy", "4xx")),
+        1.0
+    );
+    assert_eq!(value(&m, &key("other", "retry_later", "busy", "4xx")), 2.0);
+    assert!(
+        !m.keys().any(|k| k.contains("unlisted-carrier")),
+        "an unlisted value never becomes a series"
+    );
+    server.stop().await.expect("stop");
+}
+
+#[test]
+fn carrier_settings_are_checked_at_load() {
+    for (text, needle) in [
+        (
+            "[metrics]\ncarrier_label = \"Carrier-Name\"\ncarrier_values = [\"a\"]\n",
+            "metric label name",
+        ),
+        (
+            "[metrics]\ncarrier_label = \"action\"\ncarrier_values = [\"a\"]\n",
+            "already a label",
+        ),
+        (
+            "[metrics]\ncarrier_label = \"carrier\"\n",
+            "1 to 256 values",
+        ),
+        (
+            "[metrics]\ncarrier_label = \"carrier\"\ncarrier_values = [\"a\", \"a\"]\n",
+            "listed twice",
+        ),
+        (
+            "[metrics]\ncarrier_values = [\"a\"]\n",
+            "needs metrics.carrier_label",
+        ),
+    ] {
+        let e = call_outcome::config::Config::from_toml_str(text, std::path::Path::new("m.toml"))
+            .expect_err(text)
+            .to_string();
+        assert!(e.contains(needle), "{needle} in {e}");
+    }
+}

@@ -233,6 +233,7 @@ impl CallOutcomeApi {
         let tenant = self.scope(caller.identity.as_ref(), Role::Report, &request.tenant)?;
         let (tenant, outcome) = self.outcome(tenant, request.outcome.as_ref(), Purpose::Report)?;
         let _slot = self.slot("ReportOutcome", &tenant, &caller)?;
+        let carrier = self.metrics.carrier(&outcome.labels);
         let result = self
             .pipeline
             .report(tenant, outcome)
@@ -243,6 +244,7 @@ impl CallOutcomeApi {
             &result.report.classification,
             &result.report.decision,
             result.duplicate,
+            carrier,
         );
         // The backends keep their own copies: the report is usually ours alone by now,
         // and its strings move into the response instead of being copied.

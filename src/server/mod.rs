@@ -318,6 +318,7 @@ async fn serve_built(
             &OtlpSettings::from_env(),
             Arc::clone(pipeline.events()),
             Arc::new(move || permits.active() as u64),
+            &config.metrics,
         )?)
     };
     let (api, shared) = api(&config, &pipeline, permits, &metrics, &shutdown)?;

@@ -530,14 +530,19 @@ impl WebhookEdge {
             .admission
             .admit("webhook", &tenant, connection)
             .map_err(WebhookError::Overloaded)?;
+        let carrier = self.metrics.carrier(&outcome.labels);
         let result = self
             .pipeline
             .report(tenant, outcome)
             .await
             .map_err(|e| self.pipeline_error(e))?;
         let report = &result.report;
-        self.metrics
-            .report(&report.classification, &report.decision, result.duplicate);
+        self.metrics.report(
+            &report.classification,
+            &report.decision,
+            result.duplicate,
+            carrier,
+        );
         span.record("outcome.category", report.classification.category.as_str());
         span.record("decision.action", report.decision.action.as_str());
         Ok(Accepted::Recorded {
@@ -795,6 +800,7 @@ mod tests {
                 &crate::telemetry::OtlpSettings::default(),
                 events,
                 Arc::new(|| 0),
+                &crate::telemetry::MetricsConfig::default(),
             )
             .unwrap(),
         );
