@@ -255,3 +255,34 @@ fn carrier_settings_are_checked_at_load() {
         assert!(e.contains(needle), "{needle} in {e}");
     }
 }
+
+/// `calloutcome_policy_info{version}` shows the live policy, and a report's decision
+/// carries that version.
+#[tokio::test]
+async fn the_live_policy_version_is_a_metric_and_on_every_decision() {
+    let server = common::start().await;
+    let admin = server.admin_addr.expect("admin listener");
+    let mut client = common::client(&server).await;
+    let response = client
+        .report_outcome(common::report(common::outcome(
+            "pv-1",
+            1,
+            "+15550100077",
+            603,
+        )))
+        .await
+        .expect("report")
+        .into_inner();
+    let version = response.decision.expect("decision").policy_version;
+    assert_eq!(version.len(), 12, "{version}");
+    let m = metrics(admin).await;
+    assert_eq!(
+        value(
+            &m,
+            &format!(r#"calloutcome_policy_info{{version="{version}"}}"#)
+        ),
+        1.0,
+        "{m:?}"
+    );
+    server.stop().await.expect("stop");
+}

@@ -205,6 +205,7 @@ impl From<&Decision> for pb::Decision {
             rule: d.rule.clone(),
             explanation: d.explanation.clone(),
             attempt: d.attempt,
+            policy_version: d.policy_version.to_string(),
         }
     }
 }
@@ -237,6 +238,7 @@ impl From<&pb::Decision> for Decision {
             rule: d.rule.clone(),
             explanation: d.explanation.clone(),
             attempt: d.attempt,
+            policy_version: d.policy_version.as_str().into(),
         }
     }
 }

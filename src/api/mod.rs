@@ -318,6 +318,7 @@ fn record_outcome(classification: &Classification, decision: &Decision) {
     }
     span.record("decision.action", decision.action.as_str());
     span.record("decision.rule", decision.rule.as_str());
+    span.record("decision.policy_version", &*decision.policy_version);
 }
 
 #[tonic::async_trait]

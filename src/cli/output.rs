@@ -55,6 +55,7 @@ pub fn result_json(c: &Classification, d: &Decision, report: Option<&ReportInfo>
             "alert_operator": d.alert_operator,
             "suppressed": d.suppressed,
             "rule": d.rule,
+            "policy_version": &*d.policy_version,
             "explanation": d.explanation,
             "attempt": d.attempt,
         },

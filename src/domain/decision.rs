@@ -64,4 +64,8 @@ pub struct Decision {
     pub explanation: String,
     /// Attempt number of the reported outcome (sent or derived).
     pub attempt: u32,
+    /// The version of the policy that decided: the first 12 hex digits of the SHA-256
+    /// of its text. A duplicate report keeps the version of its first decision.
+    #[serde(default)]
+    pub policy_version: std::sync::Arc<str>,
 }

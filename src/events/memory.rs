@@ -485,6 +485,7 @@ mod tests {
             rule: "declined".into(),
             explanation: "Declined by the callee; Retry-After 3600 s.".into(),
             attempt: 3,
+            policy_version: "a1b2c3d4e5f6".into(),
         };
         NewEvent {
             event_id: format!("id-{call_id}"),

@@ -133,6 +133,9 @@ static BUILTIN: LazyLock<Policy> =
 /// A validated, compiled policy. Cheap to share behind an `Arc`.
 #[derive(Debug, Clone)]
 pub struct Policy {
+    /// The first 12 hex digits of the SHA-256 of the policy's text; every decision
+    /// carries it.
+    version: std::sync::Arc<str>,
     /// Every rule, global and tenant; plans refer to them by index.
     rules: Vec<Rule>,
     global: Plan,
@@ -177,7 +180,15 @@ impl Policy {
 
     /// Parses and validates a policy file; `origin` (the file name) prefixes errors.
     pub fn parse(text: &str, origin: &str) -> Result<Policy, PolicyError> {
-        parse::parse(text, origin)
+        let mut policy = parse::parse(text, origin)?;
+        policy.version = version_of(text);
+        Ok(policy)
+    }
+
+    /// What decisions name as `policy_version`: a content hash, so the same text is
+    /// the same version on every replica and across restarts.
+    pub fn version(&self) -> &str {
+        &self.version
     }
 
     /// Number of rules in the file (global and tenant rules).
@@ -230,10 +241,10 @@ impl Policy {
                 continue;
             };
             if rule.conditions.matches(input, attempt) {
-                return build(plan, entry, rule, input, attempt);
+                return build(plan, entry, rule, input, attempt, &self.version);
             }
         }
-        unmatched(input, attempt)
+        unmatched(input, attempt, &self.version)
     }
 }
 
@@ -273,6 +284,7 @@ fn build(
     rule: &Rule,
     input: &PolicyInput<'_>,
     attempt: u32,
+    version: &std::sync::Arc<str>,
 ) -> Decision {
     let settings = plan.defaults.retry.with(&rule.retry);
     let retry_after = input.classification.retry_after;
@@ -406,7 +418,22 @@ fn build(
         rule: entry.name.clone(),
         explanation,
         attempt,
+        policy_version: std::sync::Arc::clone(version),
     }
+}
+
+/// The first 12 hex digits of the SHA-256 of a policy's text.
+fn version_of(text: &str) -> std::sync::Arc<str> {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(text.as_bytes());
+    digest
+        .iter()
+        .take(6)
+        .fold(String::with_capacity(12), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
+        .into()
 }
 
 /// The reported or effective SIP code when the plan forbids failover on it.
@@ -419,7 +446,7 @@ fn no_failover_code(plan: &Plan, input: &PolicyInput<'_>) -> Option<u16> {
 }
 
 /// Only reachable if validation let a plan without a catch-all through.
-fn unmatched(input: &PolicyInput<'_>, attempt: u32) -> Decision {
+fn unmatched(input: &PolicyInput<'_>, attempt: u32, version: &std::sync::Arc<str>) -> Decision {
     Decision {
         action: Action::Stop,
         notify_user: false,
@@ -435,6 +462,7 @@ fn unmatched(input: &PolicyInput<'_>, attempt: u32) -> Decision {
             input.classification.category
         ),
         attempt,
+        policy_version: std::sync::Arc::clone(version),
     }
 }
 

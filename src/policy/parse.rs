@@ -715,6 +715,8 @@ pub(super) fn parse(text: &str, origin: &str) -> Result<Policy> {
     }
 
     Ok(Policy {
+        // Set by `Policy::parse`, which has the whole text.
+        version: std::sync::Arc::from(""),
         rules,
         global: Plan {
             entries: global,

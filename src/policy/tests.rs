@@ -1592,3 +1592,19 @@ fn no_failover_codes_are_checked_at_load() {
         "lists 486 twice",
     );
 }
+
+/// Every decision names the policy that made it: a content hash of the file's text.
+#[test]
+fn decisions_carry_the_policys_content_version() {
+    let builtin = Policy::builtin();
+    let version = builtin.version().to_owned();
+    assert_eq!(version.len(), 12);
+    assert!(version.bytes().all(|b| b.is_ascii_hexdigit()));
+    let d = builtin_decide(&class(Category::Declined, Fault::CalleeChoice, Some(603)));
+    assert_eq!(&*d.policy_version, version);
+    // The same text is the same version; another text another.
+    assert_eq!(parse_ok(DEFAULT_POLICY).version(), version);
+    let edited = DEFAULT_POLICY.replace("initial = \"2m\"", "initial = \"3m\"");
+    assert_ne!(edited, DEFAULT_POLICY);
+    assert_ne!(parse_ok(&edited).version(), version);
+}

@@ -321,6 +321,14 @@ async fn serve_built(
             &config.metrics,
         )?)
     };
+    // What is live: one series, the version every decision carries.
+    let version = pipeline.policy().version().to_owned();
+    let _policy_info = metrics
+        .meter()
+        .u64_observable_gauge("calloutcome_policy_info")
+        .with_description("The handling policy in use: `version` is what decisions carry as policy_version (the first 12 hex digits of the SHA-256 of the policy file).")
+        .with_callback(move |o| o.observe(1, &[opentelemetry::KeyValue::new("version", version.clone())]))
+        .build();
     let (api, shared) = api(&config, &pipeline, permits, &metrics, &shutdown)?;
     let service = stack::public_service(&config, api, auth);
 

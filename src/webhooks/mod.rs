@@ -545,6 +545,8 @@ impl WebhookEdge {
         );
         span.record("outcome.category", report.classification.category.as_str());
         span.record("decision.action", report.decision.action.as_str());
+        span.record("decision.rule", report.decision.rule.as_str());
+        span.record("decision.policy_version", &*report.decision.policy_version);
         Ok(Accepted::Recorded {
             event_id: report.event_id.clone(),
             duplicate: result.duplicate,
@@ -624,6 +626,8 @@ async fn handle(
         result = tracing::field::Empty,
         outcome.category = tracing::field::Empty,
         decision.action = tracing::field::Empty,
+        decision.rule = tracing::field::Empty,
+        decision.policy_version = tracing::field::Empty,
     );
     let peer = peer_ip_of(&request);
     let result = match provider {

@@ -68,6 +68,7 @@ impl Rpc {
                 outcome.sip_code = Empty,
                 decision.action = Empty,
                 decision.rule = Empty,
+                decision.policy_version = Empty,
             )
         } else {
             // Nothing is exported: the span only gives log lines their method and trace

@@ -54,6 +54,7 @@ fn report(event_id: &str) -> Arc<StoredReport> {
             rule: "busy".into(),
             explanation: "busy: retry later".into(),
             attempt: 1,
+            policy_version: "0123456789ab".into(),
         }),
         event_id: event_id.into(),
         destination: "+15550104477".into(),
