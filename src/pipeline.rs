@@ -57,7 +57,9 @@ pub struct ClassifyResult {
 pub struct Pipeline {
     store: Arc<dyn Store>,
     events: Arc<dyn EventLog>,
-    policy: Arc<Policy>,
+    /// The live policy, swapped whole by a reload. A decision is made under the read
+    /// lock, so it sees one policy from start to end (one version per decision).
+    policy: Arc<parking_lot::RwLock<Arc<Policy>>>,
     default_region: Option<phonenumber::country::Id>,
     /// Where reports of a networked backend run, so that a stop drains them.
     tasks: TaskTracker,
@@ -81,7 +83,7 @@ impl Pipeline {
         Pipeline {
             store,
             events,
-            policy,
+            policy: Arc::new(parking_lot::RwLock::new(policy)),
             default_region,
             tasks: TaskTracker::new(),
         }
@@ -89,8 +91,14 @@ impl Pipeline {
 
     /// The same backends under another policy (the CLI's `classify --policy`).
     pub fn with_policy(mut self, policy: Arc<Policy>) -> Self {
-        self.policy = policy;
+        self.policy = Arc::new(parking_lot::RwLock::new(policy));
         self
+    }
+
+    /// Makes `policy` the live one for every clone of this pipeline: the next decisions
+    /// use it; decisions under way finish with the one they started with.
+    pub fn replace_policy(&self, policy: Arc<Policy>) {
+        *self.policy.write() = policy;
     }
 
     /// Runs the report tasks of a networked backend on `tasks` (the server's, which it
@@ -108,8 +116,9 @@ impl Pipeline {
         &self.events
     }
 
-    pub fn policy(&self) -> &Arc<Policy> {
-        &self.policy
+    /// The live policy.
+    pub fn policy(&self) -> Arc<Policy> {
+        Arc::clone(&self.policy.read())
     }
 
     /// The history key of a called party.
@@ -142,7 +151,7 @@ impl Pipeline {
                 .await?
         };
         let decision = debug_span!("policy.decide").in_scope(|| {
-            self.policy.decide(&PolicyInput {
+            self.policy.read().decide(&PolicyInput {
                 tenant,
                 outcome,
                 classification: &classification,
@@ -280,7 +289,7 @@ impl Pipeline {
             .traced(debug_span!("store.record"))
             .await?;
         let decision = debug_span!("policy.decide").in_scope(|| {
-            self.policy.decide(&PolicyInput {
+            self.policy.read().decide(&PolicyInput {
                 tenant: &key.tenant,
                 outcome: &outcome,
                 classification: &classification,

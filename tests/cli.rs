@@ -426,3 +426,127 @@ fn classify_takes_labels_and_applies_the_tenants_no_failover_codes() {
         ("any".into(), "stop".into())
     );
 }
+
+/// #18 item 4: SIGHUP reloads the policy file. A valid change is live for the next
+/// report without a restart; an invalid file keeps the live policy (logged with its
+/// line); every decision names the version that made it; a duplicate keeps its first.
+#[tokio::test]
+async fn sighup_reloads_the_policy_and_an_invalid_file_keeps_the_live_one() {
+    use call_outcome::proto::call_outcome_service_client::CallOutcomeServiceClient;
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().expect("dir");
+    let policy = dir.path().join("policy.toml");
+    let write = |name: &str| {
+        std::fs::write(
+            &policy,
+            format!("[[rules]]\nname = \"{name}\"\naction = \"stop\"\nexplanation = \"x\"\n"),
+        )
+        .expect("policy");
+    };
+    write("first");
+    let mut child = bin()
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "",
+            "--policy",
+        ])
+        .arg(&policy)
+        .stderr(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("serve starts");
+    // Read the log on threads, line by line, to find the address and then the reload
+    // messages.
+    let (lines_tx, lines) = std::sync::mpsc::channel::<String>();
+    let out: Box<dyn std::io::Read + Send> = Box::new(child.stdout.take().expect("stdout"));
+    let err: Box<dyn std::io::Read + Send> = Box::new(child.stderr.take().expect("stderr"));
+    for pipe in [out, err] {
+        let lines_tx = lines_tx.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                if lines_tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+    }
+    let wait_for = |needle: &str| loop {
+        let line = lines
+            .recv_timeout(std::time::Duration::from_secs(20))
+            .unwrap_or_else(|_| panic!("no log line with {needle}"));
+        if line.contains(needle) {
+            return line;
+        }
+    };
+    let serving = wait_for("serving calloutcome");
+    let addr = serving
+        .split("listen=")
+        .nth(1)
+        .and_then(|s| s.split_whitespace().next())
+        .expect("listen address")
+        .to_owned();
+    let mut client = CallOutcomeServiceClient::connect(format!("http://{addr}"))
+        .await
+        .expect("connect");
+    let decide = |call: &'static str| common::report(common::outcome(call, 1, "+15550100123", 486));
+    let first = client
+        .report_outcome(decide("hup-1"))
+        .await
+        .expect("report")
+        .into_inner();
+    let first = first.decision.expect("decision");
+    assert_eq!(first.rule, "first");
+
+    let pid = rustix::process::Pid::from_raw(child.id() as i32).expect("pid");
+    let hup = || rustix::process::kill_process(pid, rustix::process::Signal::HUP).expect("SIGHUP");
+    write("second");
+    hup();
+    wait_for("policy reloaded");
+    let second = client
+        .report_outcome(decide("hup-2"))
+        .await
+        .expect("report")
+        .into_inner();
+    let second = second.decision.expect("decision");
+    assert_eq!(second.rule, "second");
+    assert_ne!(second.policy_version, first.policy_version);
+    // A duplicate of the first report keeps its first decision and version.
+    let again = client
+        .report_outcome(decide("hup-1"))
+        .await
+        .expect("report")
+        .into_inner();
+    assert!(again.duplicate);
+    assert_eq!(
+        again.decision.expect("decision").policy_version,
+        first.policy_version
+    );
+
+    std::fs::write(
+        &policy,
+        "[[rules]]\nname = \"broken\"\naction = \"teleport\"\nexplanation = \"x\"\n",
+    )
+    .expect("write");
+    hup();
+    let rejected = wait_for("policy not reloaded");
+    assert!(rejected.contains("policy.toml:3:"), "{rejected}");
+    let third = client
+        .report_outcome(decide("hup-3"))
+        .await
+        .expect("report")
+        .into_inner();
+    assert_eq!(third.decision.expect("decision").rule, "second");
+
+    drop(client);
+    rustix::process::kill_process(pid, rustix::process::Signal::TERM).expect("SIGTERM");
+    // Waited for off the runtime, so that the client's connection task can answer the
+    // server's GOAWAY (else the drain waits out its grace).
+    let status = tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .expect("join")
+        .expect("exit");
+    assert!(status.success());
+}

@@ -8,12 +8,14 @@
 //! - [`admin`]: the admin listener (metrics, liveness, readiness, gRPC health);
 //! - [`connections`]: the connection loop and its hygiene, for every listener;
 //! - [`health`]: gRPC health whose watches end at shutdown;
+//! - [`reload`]: the policy's hot reload on SIGHUP;
 //! - [`shutdown`]: signals and the owned shutdown state (tokens, tracked tasks).
 
 pub mod admin;
 pub mod backends;
 pub mod connections;
 pub mod health;
+pub mod reload;
 pub mod shutdown;
 pub mod stack;
 
@@ -321,14 +323,13 @@ async fn serve_built(
             &config.metrics,
         )?)
     };
-    // What is live: one series, the version every decision carries.
-    let version = pipeline.policy().version().to_owned();
-    let _policy_info = metrics
-        .meter()
-        .u64_observable_gauge("calloutcome_policy_info")
-        .with_description("The handling policy in use: `version` is what decisions carry as policy_version (the first 12 hex digits of the SHA-256 of the policy file).")
-        .with_callback(move |o| o.observe(1, &[opentelemetry::KeyValue::new("version", version.clone())]))
-        .build();
+    let policy_metrics = Arc::new(reload::PolicyMetrics::new(&metrics, &pipeline));
+    reload::spawn_on_sighup(
+        config.clone(),
+        pipeline.clone(),
+        Arc::clone(&policy_metrics),
+        &shutdown,
+    );
     let (api, shared) = api(&config, &pipeline, permits, &metrics, &shutdown)?;
     let service = stack::public_service(&config, api, auth);
 
