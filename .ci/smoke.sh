@@ -15,6 +15,14 @@ cleanup() { [ -n "$PID" ] && kill "$PID" 2>/dev/null || true; rm -rf "$WORK"; }
 trap cleanup EXIT
 
 fail() { echo "SMOKE FAIL: $*" >&2; echo "--- server log" >&2; cat "$LOG" >&2 || true; exit 1; }
+# Synchronise on the server's own "serving" log line (bounded wait).
+wait_serving() { # wait_serving <which server>
+  for _ in $(seq 1 200); do
+    grep -q "serving calloutcome" "$LOG" 2>/dev/null && return 0
+    kill -0 "$PID" 2>/dev/null || fail "$1 exited early"
+    sleep 0.05
+  done
+}
 expect() { # expect <description> <haystack> <needle>
   grep -qF -- "$3" <<<"$2" || fail "$1: expected '$3' in: $2"
   echo "ok - $1"
@@ -22,12 +30,7 @@ expect() { # expect <description> <haystack> <needle>
 
 "$BIN" serve --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 >"$LOG" 2>&1 &
 PID=$!
-# Synchronise on the server's own "serving" log line (bounded wait).
-for _ in $(seq 1 200); do
-  grep -q "serving calloutcome" "$LOG" 2>/dev/null && break
-  kill -0 "$PID" 2>/dev/null || fail "server exited early"
-  sleep 0.05
-done
+wait_serving "server"
 ADDR=$(grep -o 'listen=[0-9.:]*' "$LOG" | head -n1 | cut -d= -f2 || true)
 [ -n "$ADDR" ] || fail "no listen address in log"
 ADMIN=$(grep -o 'admin=[0-9.:]*' "$LOG" | head -n1 | cut -d= -f2 || true)
@@ -110,11 +113,7 @@ LOG="$WORK/webhooks-server.log"
 "$BIN" serve --config examples/webhooks.toml --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 \
   --webhooks-listen 127.0.0.1:0 >"$LOG" 2>&1 &
 PID=$!
-for _ in $(seq 1 200); do
-  grep -q "serving calloutcome" "$LOG" 2>/dev/null && break
-  kill -0 "$PID" 2>/dev/null || fail "webhook server exited early"
-  sleep 0.05
-done
+wait_serving "webhook server"
 ADDR=$(grep -o 'listen=[0-9.:]*' "$LOG" | head -n1 | cut -d= -f2 || true)
 HOOKS=$(grep -o 'webhooks=[0-9.:]*' "$LOG" | head -n1 | cut -d= -f2 || true)
 [ -n "$HOOKS" ] || fail "no webhook listener address in the log"
@@ -180,11 +179,7 @@ TOML
 LOG="$WORK/tls-server.log"
 "$BIN" serve --config "$WORK/tls.toml" >"$LOG" 2>&1 &
 PID=$!
-for _ in $(seq 1 200); do
-  grep -q "serving calloutcome" "$LOG" 2>/dev/null && break
-  kill -0 "$PID" 2>/dev/null || fail "TLS server exited early"
-  sleep 0.05
-done
+wait_serving "TLS server"
 ADDR=$(grep -o 'listen=[0-9.:]*' "$LOG" | head -n1 | cut -d= -f2 || true)
 [ -n "$ADDR" ] || fail "no listen address in the TLS server's log"
 TLSFLAGS=(-cacert "$PKI/ca.crt" -servername localhost)

@@ -98,30 +98,27 @@ install_kubernetes_validate() {
   chmod 0755 "$TOOLS/bin/kubernetes-validate" "$TOOLS/bin/tools-python"
 }
 
-# grpcio and grpcio-tools (PyPI) in their own venv: .tools/bin/grpc-python.
-install_grpcio() {
-  [ -x "$TOOLS/bin/grpc-python" ] && return 0
-  log "installing grpcio $GRPCIO_VERSION and grpcio-tools (PyPI) into .tools/grpc-venv"
-  rm -rf "$TOOLS/grpc-venv"
-  python3 -m venv "$TOOLS/grpc-venv"
-  "$TOOLS/grpc-venv/bin/python" -m pip install --quiet --disable-pip-version-check \
-    "grpcio==$GRPCIO_VERSION" "grpcio-tools==$GRPCIO_VERSION"
-  printf '#!/bin/sh\nexec "%s/grpc-venv/bin/python" "$@"\n' "$TOOLS" >"$TOOLS/bin/grpc-python"
-  chmod 0755 "$TOOLS/bin/grpc-python"
+# A Python venv .tools/<name>-venv holding the given PyPI packages, run as
+# .tools/bin/<name>-python.
+install_venv() { # install_venv <name> <package==version>...
+  local name=$1; shift
+  [ -x "$TOOLS/bin/$name-python" ] && return 0
+  log "installing $* (PyPI) into .tools/$name-venv"
+  rm -rf "$TOOLS/$name-venv"
+  python3 -m venv "$TOOLS/$name-venv"
+  "$TOOLS/$name-venv/bin/python" -m pip install --quiet --disable-pip-version-check "$@"
+  printf '#!/bin/sh\nexec "%s/%s-venv/bin/python" "$@"\n' "$TOOLS" "$name" >"$TOOLS/bin/$name-python"
+  chmod 0755 "$TOOLS/bin/$name-python"
 }
 
+# grpcio and grpcio-tools: .tools/bin/grpc-python.
+install_grpcio() { install_venv grpc "grpcio==$GRPCIO_VERSION" "grpcio-tools==$GRPCIO_VERSION"; }
+
 # The providers' Python SDKs (twilio, plivo) with PyJWT (Vonage's JWT) and cryptography
-# (Ed25519, as Telnyx signs), in their own venv: .tools/bin/sdk-python.
+# (Ed25519, as Telnyx signs): .tools/bin/sdk-python.
 install_webhook_sdks() {
-  [ -x "$TOOLS/bin/sdk-python" ] && return 0
-  log "installing twilio $TWILIO_VERSION, plivo $PLIVO_VERSION, PyJWT and cryptography (PyPI) into .tools/sdk-venv"
-  rm -rf "$TOOLS/sdk-venv"
-  python3 -m venv "$TOOLS/sdk-venv"
-  "$TOOLS/sdk-venv/bin/python" -m pip install --quiet --disable-pip-version-check \
-    "twilio==$TWILIO_VERSION" "plivo==$PLIVO_VERSION" "PyJWT==$PYJWT_VERSION" \
+  install_venv sdk "twilio==$TWILIO_VERSION" "plivo==$PLIVO_VERSION" "PyJWT==$PYJWT_VERSION" \
     "cryptography==$CRYPTOGRAPHY_VERSION"
-  printf '#!/bin/sh\nexec "%s/sdk-venv/bin/python" "$@"\n' "$TOOLS" >"$TOOLS/bin/sdk-python"
-  chmod 0755 "$TOOLS/bin/sdk-python"
 }
 
 # @grpc/grpc-js and @grpc/proto-loader (npm) in .tools/node (run with the machine's Node).

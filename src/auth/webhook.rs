@@ -12,7 +12,7 @@
 //! - Plivo: V3, base64 HMAC-SHA256 over the canonical URL and parameters, `.` and the
 //!   nonce; the nonce not seen before.
 //!
-//! Every comparison is constant time (ring's `hmac::verify`, `subtle`). Owns the secrets'
+//! Every comparison is constant time (`subtle`; Ed25519 by ring). Owns the secrets'
 //! types (never printed) and the replay memory; it must not parse bodies beyond the
 //! form pairs a signature covers, and knows no HTTP types.
 
@@ -217,13 +217,25 @@ fn twilio_data(url: &str, params: &Params) -> Vec<u8> {
     data
 }
 
-/// True when `signature` is the HMAC (`algorithm`) of `data` under any of `secrets`.
-/// Every secret is tried, without early exit.
-fn any_hmac(algorithm: hmac::Algorithm, secrets: &[Secret], data: &[u8], signature: &[u8]) -> bool {
+/// True when one of `signatures` is the HMAC (`algorithm`) of `data(url)` for one of
+/// `urls` under one of `secrets`. Each HMAC is computed once and compared with every
+/// candidate in constant time; every combination is tried, without early exit.
+fn any_url_hmac(
+    algorithm: hmac::Algorithm,
+    secrets: &[Secret],
+    urls: &[String],
+    data: impl Fn(&str) -> Vec<u8>,
+    signatures: &[&[u8]],
+) -> bool {
     let mut verified = false;
-    for secret in secrets {
-        let key = hmac::Key::new(algorithm, secret.bytes());
-        verified |= hmac::verify(&key, data, signature).is_ok();
+    for url in urls {
+        let data = data(url);
+        for secret in secrets {
+            let tag = hmac::sign(&hmac::Key::new(algorithm, secret.bytes()), &data);
+            for signature in signatures {
+                verified |= bool::from(tag.as_ref().ct_eq(signature));
+            }
+        }
     }
     verified
 }
@@ -242,17 +254,13 @@ pub fn verify_twilio(
     let signature = base64::engine::general_purpose::STANDARD
         .decode(signature.trim_ascii())
         .map_err(|_| SignatureError::Malformed("signature header"))?;
-    let mut verified = false;
-    for url in urls {
-        let data = twilio_data(url, params);
-        verified |= any_hmac(
-            hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY,
-            secrets,
-            &data,
-            &signature,
-        );
-    }
-    matched(verified)
+    matched(any_url_hmac(
+        hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY,
+        secrets,
+        urls,
+        |url| twilio_data(url, params),
+        &[&signature],
+    ))
 }
 
 /// Twilio's JSON variant: the URL's `bodySHA256` (lower-case hex) is the body's SHA-256.
@@ -276,18 +284,13 @@ pub fn verify_signalwire_json(
     let signature = signature.ok_or(SignatureError::Missing("X-SignalWire-Signature"))?;
     let signature =
         unhex(signature.trim_ascii()).ok_or(SignatureError::Malformed("signature header"))?;
-    let mut verified = false;
-    for url in urls {
-        let mut data = url.as_bytes().to_vec();
-        data.extend_from_slice(body);
-        verified |= any_hmac(
-            hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY,
-            secrets,
-            &data,
-            &signature,
-        );
-    }
-    matched(verified)
+    matched(any_url_hmac(
+        hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY,
+        secrets,
+        urls,
+        |url| [url.as_bytes(), body].concat(),
+        &[&signature],
+    ))
 }
 
 /// Plivo V3's string to sign for a POST to `url` with form `params` (plivo-python
@@ -346,16 +349,14 @@ pub fn verify_plivo(
     if candidates.is_empty() {
         return Err(SignatureError::Malformed("X-Plivo-Signature-V3 header"));
     }
-    let mut verified = false;
-    for url in urls {
-        let mut data = plivo_base(url, params);
-        data.push(b'.');
-        data.extend_from_slice(nonce);
-        for candidate in &candidates {
-            verified |= any_hmac(hmac::HMAC_SHA256, secrets, &data, candidate);
-        }
-    }
-    matched(verified)
+    let candidates: Vec<&[u8]> = candidates.iter().map(Vec::as_slice).collect();
+    matched(any_url_hmac(
+        hmac::HMAC_SHA256,
+        secrets,
+        urls,
+        |url| [plivo_base(url, params).as_slice(), b".", nonce].concat(),
+        &candidates,
+    ))
 }
 
 /// The claims of a Vonage signed callback that are checked.

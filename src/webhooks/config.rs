@@ -357,6 +357,27 @@ impl WebhooksConfig {
         }
     }
 
+    /// Whether a route takes secrets from a `*_file` (which a reload re-reads).
+    pub fn reads_secret_files(&self) -> bool {
+        self.tenants.values().any(|t| {
+            t.telnyx
+                .as_ref()
+                .is_some_and(|s| s.public_keys_file.is_some())
+                || t.twilio
+                    .as_ref()
+                    .is_some_and(|s| s.auth_tokens_file.is_some())
+                || t.signalwire
+                    .as_ref()
+                    .is_some_and(|s| s.signing_keys_file.is_some())
+                || t.vonage
+                    .as_ref()
+                    .is_some_and(|s| s.signature_secrets_file.is_some())
+                || t.plivo
+                    .as_ref()
+                    .is_some_and(|s| s.auth_tokens_file.is_some())
+        })
+    }
+
     /// Every route with its secrets read (files included), or the first problem, named
     /// by its key.
     pub fn routes(

@@ -91,7 +91,7 @@ pub struct WebhookEdge {
 impl std::fmt::Debug for WebhookEdge {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("WebhookEdge")
-            .field("routes", &self.routes.read().keys().collect::<Vec<_>>())
+            .field("routes", &self.routes.read().len())
             .finish_non_exhaustive()
     }
 }
@@ -212,19 +212,21 @@ enum Accepted {
     },
 }
 
-type RouteTable = HashMap<(String, WebhookProvider), Route>;
+/// By provider, then tenant: a request's route is found from its path segments without
+/// building a key.
+type RouteTable = HashMap<WebhookProvider, HashMap<String, Route>>;
 
 /// The routes with their tenants parsed once.
 fn route_table(
     routes: BTreeMap<(String, WebhookProvider), RouteConfig>,
     max_tenant_bytes: usize,
 ) -> Result<RouteTable, String> {
-    let mut table = HashMap::with_capacity(routes.len());
+    let mut table = RouteTable::new();
     for ((tenant, provider), config) in routes {
         let parsed = Tenant::parse(&tenant, max_tenant_bytes)
             .map_err(|e| format!("webhooks.tenants.{tenant}: {e}"))?;
-        table.insert(
-            (tenant, provider),
+        table.entry(provider).or_default().insert(
+            tenant,
             Route {
                 tenant: parsed,
                 config,
@@ -275,7 +277,8 @@ impl WebhookEdge {
         every: Duration,
         stop: tokio_util::sync::CancellationToken,
     ) {
-        if every.is_zero() {
+        // Inline secrets change only with the config file, which is not re-read.
+        if every.is_zero() || !config.reads_secret_files() {
             return;
         }
         let edge = Arc::clone(self);
@@ -344,7 +347,8 @@ impl WebhookEdge {
     ) -> Result<Accepted, WebhookError> {
         let routes = Arc::clone(&self.routes.read());
         let route = routes
-            .get(&(tenant.to_owned(), provider))
+            .get(&provider)
+            .and_then(|by_tenant| by_tenant.get(tenant))
             .ok_or(WebhookError::NotFound)?;
         if request.method() != Method::POST {
             return Err(WebhookError::Method);
