@@ -11,7 +11,7 @@
 use crate::classify::{self, ClassifyError, ClassifyInput};
 use crate::config::{Config, ConfigError};
 use crate::domain::Action;
-use crate::domain::{Category, Classification, RetryAfterScope};
+use crate::domain::{Basis, Category, Classification, RetryAfterScope, Retryable};
 use crate::domain::{HistoryEntry, HistorySnapshot, Outcome};
 use crate::policy::{Policy, PolicyInput};
 use crate::sip::reason::{Location, ReasonValue, is_token};
@@ -389,6 +389,24 @@ pub fn policy(data: &[u8]) {
                     assert_eq!(d.avoid_route_seconds, 0);
                 }
             }
+            // The policy's overrides: deterministic, explained, and never a 6xx sent to
+            // another route (R5).
+            if let Ok(c) = policy.classify(tenant, outcome) {
+                assert_eq!(Ok(&c), policy.classify(tenant, outcome).as_ref());
+                assert_eq!(
+                    c.basis == Basis::Override,
+                    c.override_name.is_some(),
+                    "an override decided without its name, or the reverse"
+                );
+                assert!(
+                    c.retryable != Retryable::NowAlternateRoute
+                        || c.sip_code.is_none_or(|code| code < 600),
+                    "6xx now_alternate_route"
+                );
+                if c.basis != Basis::Override {
+                    assert_eq!(Ok(&c), classify::classify_outcome(outcome).as_ref());
+                }
+            }
         }
     }
 }
@@ -410,6 +428,9 @@ fn decide_cases() -> Vec<DecideCase> {
         "SIP/2.0 603 Network Blocked\r\nReason: SIP;cause=603;text=\"v=analytics1;reason=fraud\"\r\n\r\n",
         "SIP/2.0 404 Not Found\r\n\r\n",
         "SIP/2.0 200 OK\r\n\r\n",
+        // A carrier's own code in the phrase, for the policy's overrides.
+        "SIP/2.0 486 Busy Here D5\r\n\r\n",
+        "SIP/2.0 603 Decline glitch\r\nRetry-After: 60\r\n\r\n",
     ];
     let now = fixed_now();
     let entry = |secs: u64, category| HistoryEntry {

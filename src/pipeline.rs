@@ -5,7 +5,7 @@
 //! live in `classify` and `policy`, the data in `store` and `events`, and the wire format
 //! in `api`. No tonic types here.
 
-use crate::classify::{self, ClassifyError};
+use crate::classify::ClassifyError;
 use crate::domain::Classification;
 use crate::domain::Decision;
 use crate::domain::destination::normalize;
@@ -51,6 +51,10 @@ pub struct ClassifyResult {
     pub decision: Decision,
     pub destination: String,
 }
+
+/// What a report carries from its classification to its decision: the outcome, its
+/// classification and the policy that made it (which also decides).
+type ReportInputs = (Outcome, Classification, Arc<Policy>);
 
 /// Runs reports and classifications against a store, an event log and a policy.
 #[derive(Clone)]
@@ -134,8 +138,10 @@ impl Pipeline {
         outcome: &Outcome,
     ) -> Result<ClassifyResult, PipelineError> {
         let tenant = tenant.as_str();
+        // One policy for the classification (its overrides) and the decision.
+        let policy = self.policy();
         let classification =
-            debug_span!("classify").in_scope(|| classify::classify_outcome(outcome))?;
+            debug_span!("classify").in_scope(|| policy.classify(tenant, outcome))?;
         let destination = if outcome.to.is_empty() {
             String::new()
         } else {
@@ -151,7 +157,7 @@ impl Pipeline {
                 .await?
         };
         let decision = debug_span!("policy.decide").in_scope(|| {
-            self.policy.read().decide(&PolicyInput {
+            policy.decide(&PolicyInput {
                 tenant,
                 outcome,
                 classification: &classification,
@@ -183,9 +189,11 @@ impl Pipeline {
         outcome: Outcome,
     ) -> Step<'_, Result<ReportResult, PipelineError>> {
         // Classification is pure and cheap: do it before touching the store, so that an
-        // invalid outcome changes nothing.
+        // invalid outcome changes nothing. The policy read here also decides: a reload
+        // in between cannot give one report two policies.
+        let policy = self.policy();
         let classification =
-            match debug_span!("classify").in_scope(|| classify::classify_outcome(&outcome)) {
+            match debug_span!("classify").in_scope(|| policy.classify(tenant.as_str(), &outcome)) {
                 Ok(classification) => classification,
                 Err(e) => return Step::ready(Err(e.into())),
             };
@@ -195,7 +203,7 @@ impl Pipeline {
             attempt: outcome.attempt.unwrap_or(0),
             delivery: outcome.delivery.clone(),
         };
-        let mut inputs = Some((outcome, classification));
+        let mut inputs = Some((outcome, classification, policy));
         if self.store.in_process() && self.events.in_process() {
             // One poll runs the whole flow here, its state on this stack frame: an
             // in-process backend answers every step at once once the claim is won. Only
@@ -226,7 +234,7 @@ impl Pipeline {
     async fn record_owned(
         &self,
         key: ReportKey,
-        mut inputs: Option<(Outcome, Classification)>,
+        mut inputs: Option<ReportInputs>,
     ) -> Result<ReportResult, PipelineError> {
         self.record(&key, &mut inputs).await
     }
@@ -239,7 +247,7 @@ impl Pipeline {
     async fn record(
         &self,
         key: &ReportKey,
-        inputs: &mut Option<(Outcome, Classification)>,
+        inputs: &mut Option<ReportInputs>,
     ) -> Result<ReportResult, PipelineError> {
         match self
             .store
@@ -255,13 +263,16 @@ impl Pipeline {
             }
             Claim::New => {}
         }
-        let Some((outcome, classification)) = inputs.take() else {
+        let Some((outcome, classification, policy)) = inputs.take() else {
             self.store.abandon(key).await;
             return Err(PipelineError::Internal(
                 "a report's flow ran twice past its claim".into(),
             ));
         };
-        match self.record_claimed(key, outcome, classification).await {
+        match self
+            .record_claimed(key, outcome, classification, &policy)
+            .await
+        {
             Ok((report, duplicate)) => Ok(ReportResult { report, duplicate }),
             Err(e) => {
                 self.store.abandon(key).await;
@@ -275,6 +286,7 @@ impl Pipeline {
         key: &ReportKey,
         outcome: Outcome,
         classification: Classification,
+        policy: &Policy,
     ) -> Result<(Arc<StoredReport>, bool), PipelineError> {
         let now = SystemTime::now();
         let destination = self.destination(&outcome.to);
@@ -289,7 +301,7 @@ impl Pipeline {
             .traced(debug_span!("store.record"))
             .await?;
         let decision = debug_span!("policy.decide").in_scope(|| {
-            self.policy.read().decide(&PolicyInput {
+            policy.decide(&PolicyInput {
                 tenant: &key.tenant,
                 outcome: &outcome,
                 classification: &classification,

@@ -35,6 +35,48 @@ async fn classify_603_is_a_decline_with_a_decision() {
     server.stop().await.expect("stops");
 }
 
+/// #18 item 1: a built-in override decides over gRPC, and the response names it.
+#[tokio::test]
+async fn a_telnyx_channel_limit_is_not_a_busy_callee() {
+    let server = start().await;
+    let mut client = client(&server).await;
+    let response = client
+        .classify(classify(pb::CallOutcome {
+            sip: Some(pb::SipResponse {
+                code: Some(486),
+                reason_phrase: "Busy Here D5".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }))
+        .await
+        .expect("classify")
+        .into_inner();
+    let c = response.classification.expect("classification");
+    assert_eq!(c.category(), pb::Category::ConfigError);
+    assert_eq!(c.basis(), pb::ClassificationBasis::Override);
+    assert_eq!(c.override_name, "telnyx-486-channel-limit");
+    assert_eq!(c.sip_code, Some(486));
+    let d = response.decision.expect("decision");
+    assert_eq!(d.rule, "config-limit");
+    assert!(d.alert_operator);
+    // Without the code in the phrase: a busy callee, decided by the SIP code.
+    let busy = client
+        .classify(classify(pb::CallOutcome {
+            sip: sip(486),
+            ..Default::default()
+        }))
+        .await
+        .expect("classify")
+        .into_inner()
+        .classification
+        .expect("classification");
+    assert_eq!(busy.category(), pb::Category::Busy);
+    assert_eq!(busy.basis(), pb::ClassificationBasis::SipCode);
+    assert_eq!(busy.override_name, "");
+    server.stop().await.expect("stops");
+}
+
 #[tokio::test]
 async fn retry_after_scopes_and_unregistered_codes() {
     let server = start().await;

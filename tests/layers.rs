@@ -20,29 +20,30 @@ const LAYERS: &[(&str, u8)] = &[
     // Protocol and provider knowledge (pure).
     ("sip", 2),
     ("providers", 3),
-    // The pure cores: classification and policy.
+    // The pure cores: classification, then the policy (which compiles the
+    // classifier's overrides from its file).
     ("classify", 4),
-    ("policy", 4),
+    ("policy", 5),
     // Data: history, idempotency, the event log (domain, nats and step only).
     ("store", 4),
     ("events", 4),
     // The one report flow.
-    ("pipeline", 5),
+    ("pipeline", 6),
     // What the edges share: credentials, quotas, telemetry, the generated contract.
-    ("auth", 6),
-    ("admission", 6),
-    ("quota", 6),
-    ("telemetry", 6),
-    ("proto", 6),
+    ("auth", 7),
+    ("admission", 7),
+    ("quota", 7),
+    ("telemetry", 7),
+    ("proto", 7),
     // The edges.
-    ("api", 7),
-    ("webhooks", 7),
+    ("api", 8),
+    ("webhooks", 8),
     // Wiring: configuration, the server, the command line.
-    ("config", 8),
-    ("server", 9),
-    ("cli", 10),
+    ("config", 9),
+    ("server", 10),
+    ("cli", 11),
     // Test support of the fuzz targets (reads configurations).
-    ("fuzzing", 10),
+    ("fuzzing", 11),
 ];
 
 fn rank(module: &str) -> Option<u8> {

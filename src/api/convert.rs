@@ -58,6 +58,7 @@ enum_map!(RetryAfterScope <=> RetryAfterScope { Callee <=> Callee, Route <=> Rou
 enum_map!(Basis <=> ClassificationBasis {
     SipCode <=> SipCode, Q850Reason <=> Q850Reason, AnalyticsBlock <=> AnalyticsBlock,
     ProviderOverride <=> ProviderOverride, ProviderCause <=> ProviderCause,
+    Override <=> Override,
 });
 enum_map!(Q850Source <=> Q850CauseSource {
     ReasonHeader <=> ReasonHeader, Provider <=> Provider, SipMapping <=> SipMapping,
@@ -135,6 +136,7 @@ impl From<&Classification> for pb::Classification {
             retry_after_scope: c.retry_after.map(|r| r.scope.into()).unwrap_or_default(),
             summary: c.summary.to_string(),
             basis: c.basis.into(),
+            override_name: c.override_name.as_deref().unwrap_or_default().to_owned(),
         }
     }
 }
@@ -164,6 +166,7 @@ impl From<&pb::Classification> for Classification {
             retry_after,
             summary: Cow::Owned(c.summary.clone()),
             basis: enum_from_i32::<pb::ClassificationBasis, _>(c.basis).unwrap_or(Basis::SipCode),
+            override_name: (!c.override_name.is_empty()).then(|| c.override_name.as_str().into()),
         }
     }
 }

@@ -2,6 +2,7 @@
 //! why it may refuse an outcome ([`ClassifyError`], rule R0).
 
 use crate::domain::Outcome;
+use std::collections::BTreeMap;
 
 /// A provider's hangup cause as reported.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -23,6 +24,9 @@ pub struct ClassifyInput<'a> {
     /// A raw SIP response to parse; explicit fields above override its headers.
     pub raw_sip_response: Option<&'a [u8]>,
     pub provider: Option<ProviderInput<'a>>,
+    /// What only overrides read: the tenant reporting and the outcome's labels.
+    pub tenant: &'a str,
+    pub labels: Option<&'a BTreeMap<String, String>>,
 }
 
 /// Why an outcome cannot be classified (R0). Each names the input field at fault.
@@ -69,6 +73,8 @@ impl<'a> From<&'a Outcome> for ClassifyInput<'a> {
                     name: name.as_str(),
                     cause: cause.as_str(),
                 }),
+            tenant: "",
+            labels: Some(&outcome.labels),
         }
     }
 }

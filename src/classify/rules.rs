@@ -16,11 +16,13 @@
 //!   a routing failure, not a callee that "anticipates being available again" (RFC 3261
 //!   §20.33), and 480 + 1 is an unallocated number. R2 overrides, R3 (603+) and
 //!   provider-only verdicts never take Retry-After (reference R6).
-//! * The explicit `reason_phrase` is not consulted: R3 uses the Reason text alone.
+//! * The explicit `reason_phrase` is not consulted by R0–R7: R3 uses the Reason text
+//!   alone. Only overrides read it (a carrier's own codes live there, e.g. Telnyx D5).
 //! * An empty `raw_sip_response` counts as absent, like the empty strings.
 
 use std::borrow::Cow;
 
+use super::overrides::{Override, Overrides, Subject};
 use super::summary::summary;
 use super::{ClassifyError, ClassifyInput};
 use crate::domain::{
@@ -37,8 +39,17 @@ const ANALYTICS_BLOCK: Verdict =
 /// ATIS-1000099 603+ Reason text prefix (FreeSWITCH `sofia.c` checks the same).
 const ANALYTICS_PREFIX: &str = "v=analytics1;";
 
-/// Classifies one reported outcome (reference rules R0–R7).
+/// Classifies one reported outcome (reference rules R0–R7), without overrides.
 pub fn classify(input: &ClassifyInput<'_>) -> Result<Classification, ClassifyError> {
+    classify_with(input, Overrides::none())
+}
+
+/// Classifies one reported outcome: R0 and R1, then the first matching override of the
+/// input's tenant, else R2–R7 (see `overrides.rs` for the constraints that still hold).
+pub fn classify_with(
+    input: &ClassifyInput<'_>,
+    overrides: &Overrides,
+) -> Result<Classification, ClassifyError> {
     // R0: the explicit code, then the raw response's status code.
     let explicit = input.sip_code.map(validate_code).transpose()?;
     let raw = match input.raw_sip_response {
@@ -77,8 +88,30 @@ pub fn classify(input: &ClassifyInput<'_>) -> Result<Classification, ClassifyErr
     let reason_header = explicit_reason.map(Cow::Borrowed).or(raw_reason);
     let reason = scan_reason(reason_header.as_deref().unwrap_or(""));
 
+    // Overrides read the reason phrase: the explicit one, else the raw response's.
+    let phrase: Cow<'_, str> = match (non_empty(input.reason_phrase), &raw) {
+        (Some(p), _) => Cow::Borrowed(p),
+        (None, Some(r)) if !overrides.is_empty() => r.reason_phrase(),
+        _ => Cow::Borrowed(""),
+    };
+    let subject = |sip_code: Option<u16>, reported_sip_code, q850_cause| Subject {
+        tenant: input.tenant,
+        provider: provider.map(|p| (p.name, p.cause)),
+        labels: input.labels,
+        reason_phrase: &phrase,
+        sip_code,
+        reported_sip_code,
+        q850_cause,
+    };
+
     let Some(reported) = code else {
-        return Ok(provider_only(cause, &reason));
+        let q850 = reported_q850(&reason, cause);
+        let matched = if overrides.is_empty() {
+            None
+        } else {
+            overrides.first_match(&subject(None, None, q850.map(|(c, _, _)| c)))
+        };
+        return Ok(provider_only(cause, &reason, q850, matched));
     };
     // R1. `validate_code` guarantees 200..=699, whose x00 codes are all registered.
     let Some(entry) = status::effective(reported) else {
@@ -89,7 +122,15 @@ pub fn classify(input: &ClassifyInput<'_>) -> Result<Classification, ClassifyErr
     };
     let eff = entry.code;
 
-    let (mut verdict, basis) = if let Some(pc) = cause.filter(|c| c.overrides_sip_code) {
+    let (q850_cause, q850_source, q850_location) = reported_q850(&reason, cause)
+        .or_else(|| {
+            entry
+                .rfc3398_cause()
+                .map(|c| (c, Q850Source::SipMapping, None))
+        })
+        .map_or((None, None, None), |(c, s, l)| (Some(c), Some(s), l));
+
+    let (rules_verdict, rules_basis) = if let Some(pc) = cause.filter(|c| c.overrides_sip_code) {
         // R2: platform timer / cancel semantics override the code.
         (pc.verdict, Basis::ProviderOverride)
     } else if eff == 603 && reason.analytics.is_some() {
@@ -102,11 +143,26 @@ pub fn classify(input: &ClassifyInput<'_>) -> Result<Classification, ClassifyErr
         // R5 (6xx is global) and R7: the code table.
         (code_verdict, Basis::SipCode)
     };
+    // The policy's overrides come before R2–R7; the rules' verdict fills what an
+    // override leaves out. A 603+ (R3) is the network's explicit, regulated notice of
+    // an analytics block: an override written for "603" must not turn it into a
+    // redialable outcome.
+    let matched = if overrides.is_empty() || rules_basis == Basis::AnalyticsBlock {
+        None
+    } else {
+        overrides.first_match(&subject(Some(eff), Some(reported), q850_cause))
+    };
+    let (mut verdict, basis) = match matched {
+        Some(o) => (o.then.apply(rules_verdict, Some(eff)), Basis::Override),
+        None => (rules_verdict, rules_basis),
+    };
 
     // R6: Retry-After, only for the codes that define it and only when the code (or an
-    // agreeing Q.850 refinement, see the module doc) decided.
+    // agreeing Q.850 refinement or override, see the module doc) decided.
     let mut retry_after = None;
-    if let (Some(scope), Basis::SipCode | Basis::Q850Reason) = (entry.retry_after, basis) {
+    if let (Some(scope), Basis::SipCode | Basis::Q850Reason | Basis::Override) =
+        (entry.retry_after, basis)
+    {
         let header = explicit_ra.or(raw_ra.as_deref());
         if let Some(ra) = header.and_then(parse_retry_after) {
             let applies = match (scope, basis) {
@@ -128,20 +184,12 @@ pub fn classify(input: &ClassifyInput<'_>) -> Result<Classification, ClassifyErr
         }
     }
 
-    let (q850_cause, q850_source, q850_location) = reported_q850(&reason, cause)
-        .or_else(|| {
-            entry
-                .rfc3398_cause()
-                .map(|c| (c, Q850Source::SipMapping, None))
-        })
-        .map_or((None, None, None), |(c, s, l)| (Some(c), Some(s), l));
-
     let reason_text = match basis {
         Basis::AnalyticsBlock => reason.analytics.and_then(|v| v.text),
         _ => reason.q850.and_then(|v| v.text),
     };
 
-    let summary_code = matches!(basis, Basis::SipCode).then_some(eff);
+    let summary_code = matches!(basis, Basis::SipCode | Basis::Override).then_some(eff);
     let summary_cause = if basis == Basis::Q850Reason {
         q850_cause
     } else {
@@ -159,14 +207,22 @@ pub fn classify(input: &ClassifyInput<'_>) -> Result<Classification, ClassifyErr
         q850_location: q850_location.map(|l| l.as_str().to_owned()),
         reason_text: reason_text.map(Cow::into_owned),
         retry_after,
-        summary: Cow::Borrowed(summary(
+        summary: override_summary(matched).unwrap_or(Cow::Borrowed(summary(
             verdict.category,
             basis,
             summary_code,
             summary_cause,
-        )),
+        ))),
         basis,
+        override_name: matched.map(|o| std::sync::Arc::clone(&o.name)),
     })
+}
+
+/// An override's own summary, when it has one.
+fn override_summary(matched: Option<&Override>) -> Option<Cow<'static, str>> {
+    matched
+        .and_then(|o| o.then.summary.as_deref())
+        .map(|s| Cow::Owned(s.to_owned()))
 }
 
 /// R0: a final code is 200..=699; 1xx is provisional; anything else is out of range.
@@ -237,10 +293,20 @@ fn reported_q850(
 }
 
 /// R2 without a SIP code: the provider table decides; unknown provider or cause → other.
-fn provider_only(cause: Option<ProviderCause>, reason: &ReasonScan<'_>) -> Classification {
-    let verdict = cause.map_or(OTHER, |c| c.verdict);
+/// A matching override comes first.
+fn provider_only(
+    cause: Option<ProviderCause>,
+    reason: &ReasonScan<'_>,
+    q850: Option<(u8, Q850Source, Option<Location>)>,
+    matched: Option<&Override>,
+) -> Classification {
+    let rules_verdict = cause.map_or(OTHER, |c| c.verdict);
+    let (verdict, basis) = match matched {
+        Some(o) => (o.then.apply(rules_verdict, None), Basis::Override),
+        None => (rules_verdict, Basis::ProviderCause),
+    };
     let (q850_cause, q850_source, q850_location) =
-        reported_q850(reason, cause).map_or((None, None, None), |(c, s, l)| (Some(c), Some(s), l));
+        q850.map_or((None, None, None), |(c, s, l)| (Some(c), Some(s), l));
     Classification {
         category: verdict.category,
         fault: verdict.fault,
@@ -257,12 +323,13 @@ fn provider_only(cause: Option<ProviderCause>, reason: &ReasonScan<'_>) -> Class
             .and_then(|v| v.text.as_deref())
             .map(str::to_owned),
         retry_after: None,
-        summary: Cow::Borrowed(summary(
+        summary: override_summary(matched).unwrap_or(Cow::Borrowed(summary(
             verdict.category,
-            Basis::ProviderCause,
+            basis,
             None,
             cause.and_then(|c| c.q850_cause),
-        )),
-        basis: Basis::ProviderCause,
+        ))),
+        basis,
+        override_name: matched.map(|o| std::sync::Arc::clone(&o.name)),
     }
 }

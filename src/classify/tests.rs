@@ -1092,6 +1092,7 @@ proptest! {
                 retry_after_header: &ra,
                 raw_sip_response: raw_bytes.as_deref(),
                 provider: Some(ProviderInput { name: &name, cause: &cause }),
+                ..ClassifyInput::default()
             };
             if let Ok(out) = classify(&input) {
                 prop_assert!(out.retryable != R::NowAlternateRoute || out.sip_code.is_none_or(|c| c < 600));

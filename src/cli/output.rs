@@ -39,6 +39,7 @@ pub fn result_json(c: &Classification, d: &Decision, report: Option<&ReportInfo>
         "reason_text": c.reason_text,
         "summary": c.summary,
         "basis": c.basis.as_str(),
+        "override": c.override_name.as_deref(),
         "decision": {
             "action": d.action.as_str(),
             "notify_user": d.notify_user,
@@ -100,7 +101,14 @@ pub fn explain(c: &Classification, d: &Decision) -> String {
     if let Some(text) = &c.reason_text {
         let _ = writeln!(out, "  reason text:  {text}");
     }
-    let _ = writeln!(out, "  decided by:   {}", c.basis);
+    match &c.override_name {
+        Some(name) => {
+            let _ = writeln!(out, "  decided by:   override `{name}`");
+        }
+        None => {
+            let _ = writeln!(out, "  decided by:   {}", c.basis);
+        }
+    }
     let _ = writeln!(out, "Decision (rule \"{}\"): {}", d.rule, d.action);
     let _ = writeln!(out, "  {}", d.explanation);
     if d.notify_user {

@@ -96,6 +96,8 @@ vocabulary! {
         ProviderOverride => "provider_override",
         /// A provider cause used because no SIP code was reported (R2).
         ProviderCause => "provider_cause",
+        /// An override of the policy file (`Classification::override_name` names it).
+        Override => "override",
     }
 }
 
@@ -163,6 +165,10 @@ pub struct Classification {
     /// One-line human summary, e.g. "The call was declined by the recipient."
     pub summary: Cow<'static, str>,
     pub basis: Basis,
+    /// The override that decided, when `basis` is `override` (`telnyx-486-channel-limit`,
+    /// `tenant:acme/carrier-603-no-answer`). `default`: events written before it existed.
+    #[serde(default)]
+    pub override_name: Option<std::sync::Arc<str>>,
 }
 
 impl Classification {

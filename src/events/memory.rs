@@ -465,7 +465,8 @@ mod tests {
                 scope: RetryAfterScope::Callee,
             }),
             summary: "The call was declined by the recipient.".into(),
-            basis: Basis::SipCode,
+            basis: Basis::Override,
+            override_name: Some("tenant:acme/carrier-603".into()),
         };
         let decision = Decision {
             action: Action::Stop,

@@ -34,6 +34,7 @@
 //! labels = { campaign = "renewals", vip = "*" }   # all must be present; "*" = any value
 //! tenant = ["acme"]
 //! fault = ["callee_choice"]
+//! retryable = ["later"]             # classification retryability
 //! retry_after = "callee"            # callee | route | any | none (a valid Retry-After)
 //! attempt_at_least = 3              # the attempt number (sent, or derived from history)
 //! recent = { category = ["declined"], at_least = 3, within = "24h" }  # history, incl. this outcome
@@ -99,6 +100,8 @@
 //! bad durations, codes or templates, duplicate names, out-of-range numbers, a missing
 //! catch-all) is a [`PolicyError`] at the line and column of the offending value.
 
+#[cfg(test)]
+mod override_tests;
 mod parse;
 mod template;
 #[cfg(test)]
@@ -107,10 +110,13 @@ mod tests;
 pub use parse::PolicyError;
 pub use template::PLACEHOLDERS;
 
+use crate::classify::{self, ClassifyError, LabelMatch, Overrides};
 use crate::domain::{
     Action, Alternative, Category, Classification, Decision, Fault, RetryAfterScope, RetryPlan,
+    Retryable,
 };
 use crate::domain::{HistorySnapshot, Outcome};
+use crate::sip::CodePattern;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::LazyLock;
@@ -136,6 +142,8 @@ pub struct Policy {
     /// The first 12 hex digits of the SHA-256 of the policy's text; every decision
     /// carries it.
     version: std::sync::Arc<str>,
+    /// `[[overrides]]`, global and per tenant: applied by the classifier.
+    overrides: Overrides,
     /// Every rule, global and tenant; plans refer to them by index.
     rules: Vec<Rule>,
     global: Plan,
@@ -189,6 +197,25 @@ impl Policy {
     /// the same version on every replica and across restarts.
     pub fn version(&self) -> &str {
         &self.version
+    }
+
+    /// The override table the classifier applies for this policy.
+    pub fn overrides(&self) -> &Overrides {
+        &self.overrides
+    }
+
+    /// Classifies an outcome of `tenant` under this policy: the rules, then its overrides.
+    pub fn classify(
+        &self,
+        tenant: &str,
+        outcome: &Outcome,
+    ) -> Result<Classification, ClassifyError> {
+        classify::classify_for(tenant, outcome, &self.overrides)
+    }
+
+    /// Number of overrides in the file (global and tenant overrides).
+    pub fn override_count(&self) -> usize {
+        self.overrides.len()
     }
 
     /// Number of rules in the file (global and tenant rules).
@@ -422,8 +449,9 @@ fn build(
     }
 }
 
-/// The first 12 hex digits of the SHA-256 of a policy's text.
-fn version_of(text: &str) -> std::sync::Arc<str> {
+/// The first 12 hex digits of the SHA-256 of a policy's text: the version
+/// [`Policy::parse`] gives it (a reload compares texts by it before parsing).
+pub fn version_of(text: &str) -> std::sync::Arc<str> {
     use sha2::Digest;
     let digest = sha2::Sha256::digest(text.as_bytes());
     digest
@@ -604,44 +632,9 @@ struct Conditions {
     tenants: Vec<String>,
     retry_after: Option<RetryAfterCond>,
     faults: Vec<Fault>,
+    retryables: Vec<Retryable>,
     recent: Option<Recent>,
     attempt_at_least: Option<u32>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct CodePattern {
-    /// `None` is an `x`.
-    digits: [Option<u8>; 3],
-}
-
-impl CodePattern {
-    fn matches(&self, code: u16) -> bool {
-        let actual = [code / 100, (code / 10) % 10, code % 10];
-        code < 1000
-            && self
-                .digits
-                .iter()
-                .zip(actual)
-                .all(|(want, got)| want.is_none_or(|d| u16::from(d) == got))
-    }
-}
-
-impl std::fmt::Display for CodePattern {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        for d in self.digits {
-            match d {
-                Some(d) => write!(f, "{d}")?,
-                None => f.write_str("x")?,
-            }
-        }
-        Ok(())
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum LabelMatch {
-    Present,
-    Equals(String),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -693,6 +686,7 @@ impl Conditions {
             && self.tenants.is_empty()
             && self.retry_after.is_none()
             && self.faults.is_empty()
+            && self.retryables.is_empty()
             && self.recent.is_none()
             && self.attempt_at_least.is_none()
     }
@@ -702,6 +696,7 @@ impl Conditions {
         let outcome = input.outcome;
         (self.categories.is_empty() || self.categories.contains(&c.category))
             && (self.faults.is_empty() || self.faults.contains(&c.fault))
+            && (self.retryables.is_empty() || self.retryables.contains(&c.retryable))
             && (self.sip_codes.is_empty()
                 || self.sip_codes.iter().any(|p| {
                     c.sip_code.is_some_and(|code| p.matches(code))
@@ -713,12 +708,10 @@ impl Conditions {
                 || outcome.provider.as_ref().is_some_and(|(name, _)| {
                     self.providers.iter().any(|p| p.eq_ignore_ascii_case(name))
                 }))
-            && self.labels.iter().all(|(key, want)| {
-                outcome.labels.get(key).is_some_and(|v| match want {
-                    LabelMatch::Present => true,
-                    LabelMatch::Equals(w) => v == w,
-                })
-            })
+            && self
+                .labels
+                .iter()
+                .all(|(key, want)| want.matches(outcome.labels.get(key)))
             && (self.tenants.is_empty() || self.tenants.iter().any(|t| t == input.tenant))
             && self.retry_after.is_none_or(|want| {
                 let scope = c.retry_after.map(|ra| ra.scope);
@@ -783,6 +776,9 @@ impl Conditions {
         }
         if !self.faults.is_empty() {
             parts.push(format!("fault = {}", list(&self.faults, true)));
+        }
+        if !self.retryables.is_empty() {
+            parts.push(format!("retryable = {}", list(&self.retryables, true)));
         }
         if let Some(ra) = self.retry_after {
             let name = match ra {

@@ -8,15 +8,20 @@
 
 use super::template::Template;
 use super::{
-    AtLimit, CodePattern, Conditions, Defaults, LabelMatch, Plan, PlanEntry, Policy, Recent,
-    RetryAfterCond, RetryOverrides, RetrySettings, Rule,
+    AtLimit, Conditions, Defaults, Plan, PlanEntry, Policy, Recent, RetryAfterCond, RetryOverrides,
+    RetrySettings, Rule,
+};
+use crate::classify::{
+    LabelMatch, Override, OverrideConditions, OverrideEffect, Overrides, ReasonPattern,
 };
 use crate::domain::{Action, Alternative};
-use crate::domain::{Category, Fault};
+use crate::domain::{Category, Fault, Retryable};
+use crate::sip::CodePattern;
 use serde::Deserialize;
 use std::collections::{BTreeMap, HashMap};
 use std::ops::Range;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 use toml::Spanned;
 
@@ -45,7 +50,29 @@ struct RawPolicy {
     #[serde(default)]
     rules: Vec<RawRule>,
     #[serde(default)]
+    overrides: Vec<RawOverride>,
+    #[serde(default)]
     tenants: BTreeMap<String, RawTenant>,
+}
+
+/// `[[overrides]]`: conditions named as a rule's, plus `provider_cause` and
+/// `reason_phrase`; effects `category`, `fault`, `retryable`, `summary`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawOverride {
+    name: Spanned<String>,
+    description: Option<String>,
+    tenant: Option<Spanned<Vec<Spanned<String>>>>,
+    provider: Option<Spanned<Vec<Spanned<String>>>>,
+    labels: Option<Spanned<BTreeMap<String, Spanned<String>>>>,
+    sip_code: Option<Spanned<Vec<Spanned<toml::Value>>>>,
+    q850_cause: Option<Spanned<Vec<Spanned<i64>>>>,
+    provider_cause: Option<Spanned<Vec<Spanned<String>>>>,
+    reason_phrase: Option<Spanned<String>>,
+    category: Option<Spanned<String>>,
+    fault: Option<Spanned<String>>,
+    retryable: Option<Spanned<String>>,
+    summary: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -106,6 +133,7 @@ struct RawRule {
     tenant: Option<Spanned<Vec<Spanned<String>>>>,
     retry_after: Option<Spanned<String>>,
     fault: Option<Spanned<Vec<Spanned<String>>>>,
+    retryable: Option<Spanned<Vec<Spanned<String>>>>,
     recent: Option<RawRecent>,
     attempt_at_least: Option<Spanned<i64>>,
     // Outcome of the rule.
@@ -131,6 +159,9 @@ struct RawTenant {
     no_failover_codes: Vec<Spanned<i64>>,
     #[serde(default)]
     rules: Vec<RawRule>,
+    /// Evaluated before the global overrides; reported as `tenant:<name>/<override>`.
+    #[serde(default)]
+    overrides: Vec<RawOverride>,
 }
 
 // ---------------------------------------------------------------------------------
@@ -396,16 +427,7 @@ impl Compiler<'_> {
 
     fn rule(&self, raw: &RawRule, in_tenant: bool) -> Result<Rule> {
         let name = raw.name.get_ref();
-        let valid_name = !name.is_empty()
-            && name
-                .chars()
-                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
-        if !valid_name {
-            return Err(self.error(
-                raw.name.span(),
-                format!("invalid rule name `{name}`: use lower-case letters, digits, `-` and `_`"),
-            ));
-        }
+        self.name(&raw.name, "rule")?;
         if let (Some(replaces), false) = (&raw.replaces, in_tenant) {
             return Err(self.error(
                 replaces.span(),
@@ -493,41 +515,11 @@ impl Compiler<'_> {
         if let Some(list) = &raw.category {
             c.categories = self.categories(list, "category")?;
         }
-        if let Some(list) = &raw.sip_code {
-            for value in self.non_empty(list, "sip_code", "SIP code")? {
-                c.sip_codes.push(self.code_pattern(value)?);
-            }
-        }
-        if let Some(list) = &raw.q850_cause {
-            for cause in self.non_empty(list, "q850_cause", "Q.850 cause")? {
-                let v = self.count(cause, "q850_cause", 1, 127)?;
-                c.q850_causes.push(u8::try_from(v).unwrap_or(u8::MAX));
-            }
-        }
-        if let Some(list) = &raw.provider {
-            for name in self.non_empty(list, "provider", "provider")? {
-                c.providers.push(name.get_ref().to_ascii_lowercase());
-            }
-        }
-        if let Some(map) = &raw.labels {
-            if map.get_ref().is_empty() {
-                return Err(
-                    self.error(map.span(), "`labels` is empty; omit it to match any labels")
-                );
-            }
-            for (key, value) in map.get_ref() {
-                let m = match value.get_ref().as_str() {
-                    "*" => LabelMatch::Present,
-                    v => LabelMatch::Equals(v.to_owned()),
-                };
-                c.labels.push((key.clone(), m));
-            }
-        }
-        if let Some(list) = &raw.tenant {
-            for name in self.non_empty(list, "tenant", "tenant")? {
-                c.tenants.push(name.get_ref().clone());
-            }
-        }
+        c.sip_codes = self.sip_codes(raw.sip_code.as_ref())?;
+        c.q850_causes = self.q850_causes(raw.q850_cause.as_ref())?;
+        c.providers = self.lower_case(raw.provider.as_ref(), "provider", "provider")?;
+        c.labels = self.labels(raw.labels.as_ref())?;
+        c.tenants = self.strings(raw.tenant.as_ref(), "tenant", "tenant")?;
         if let Some(scope) = &raw.retry_after {
             c.retry_after = Some(match scope.get_ref().as_str() {
                 "callee" => RetryAfterCond::Callee,
@@ -558,6 +550,11 @@ impl Compiler<'_> {
                 })?);
             }
         }
+        if let Some(list) = &raw.retryable {
+            for name in self.non_empty(list, "retryable", "retryability")? {
+                c.retryables.push(self.retryable(name)?);
+            }
+        }
         if let Some(recent) = &raw.recent {
             let within = self.duration(&recent.within, "recent.within")?;
             c.recent = Some(Recent {
@@ -575,6 +572,230 @@ impl Compiler<'_> {
         Ok(c)
     }
 
+    fn sip_codes(
+        &self,
+        list: Option<&Spanned<Vec<Spanned<toml::Value>>>>,
+    ) -> Result<Vec<CodePattern>> {
+        let Some(list) = list else {
+            return Ok(Vec::new());
+        };
+        self.non_empty(list, "sip_code", "SIP code")?
+            .iter()
+            .map(|value| self.code_pattern(value))
+            .collect()
+    }
+
+    fn q850_causes(&self, list: Option<&Spanned<Vec<Spanned<i64>>>>) -> Result<Vec<u8>> {
+        let Some(list) = list else {
+            return Ok(Vec::new());
+        };
+        self.non_empty(list, "q850_cause", "Q.850 cause")?
+            .iter()
+            .map(|cause| {
+                let v = self.count(cause, "q850_cause", 1, 127)?;
+                Ok(u8::try_from(v).unwrap_or(u8::MAX))
+            })
+            .collect()
+    }
+
+    fn strings(
+        &self,
+        list: Option<&Spanned<Vec<Spanned<String>>>>,
+        key: &str,
+        what: &str,
+    ) -> Result<Vec<String>> {
+        let Some(list) = list else {
+            return Ok(Vec::new());
+        };
+        Ok(self
+            .non_empty(list, key, what)?
+            .iter()
+            .map(|v| v.get_ref().clone())
+            .collect())
+    }
+
+    /// Names compared case-insensitively (providers and their causes).
+    fn lower_case(
+        &self,
+        list: Option<&Spanned<Vec<Spanned<String>>>>,
+        key: &str,
+        what: &str,
+    ) -> Result<Vec<String>> {
+        let mut values = self.strings(list, key, what)?;
+        for v in &mut values {
+            *v = v.trim().to_ascii_lowercase();
+        }
+        Ok(values)
+    }
+
+    fn labels(
+        &self,
+        map: Option<&Spanned<BTreeMap<String, Spanned<String>>>>,
+    ) -> Result<Vec<(String, LabelMatch)>> {
+        let Some(map) = map else {
+            return Ok(Vec::new());
+        };
+        if map.get_ref().is_empty() {
+            return Err(self.error(map.span(), "`labels` is empty; omit it to match any labels"));
+        }
+        Ok(map
+            .get_ref()
+            .iter()
+            .map(|(key, value)| (key.clone(), LabelMatch::parse(value.get_ref())))
+            .collect())
+    }
+
+    fn retryable(&self, name: &Spanned<String>) -> Result<Retryable> {
+        Retryable::from_str(name.get_ref()).map_err(|e| {
+            self.error(
+                name.span(),
+                format!(
+                    "unknown retryable `{}`; expected one of: {}",
+                    e.name,
+                    e.expected.join(", ")
+                ),
+            )
+        })
+    }
+
+    fn name(&self, name: &Spanned<String>, what: &str) -> Result<()> {
+        let valid = !name.get_ref().is_empty()
+            && name
+                .get_ref()
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
+        if valid {
+            Ok(())
+        } else {
+            Err(self.error(
+                name.span(),
+                format!(
+                    "invalid {what} name `{}`: use lower-case letters, digits, `-` and `_`",
+                    name.get_ref()
+                ),
+            ))
+        }
+    }
+
+    /// One `[[overrides]]` entry, reported as `reported_name`.
+    fn override_entry(&self, raw: &RawOverride, reported_name: String) -> Result<Override> {
+        self.name(&raw.name, "override")?;
+        let reason_phrase = match &raw.reason_phrase {
+            Some(pattern) => Some(ReasonPattern::new(pattern.get_ref()).map_err(|e| {
+                let at = self.offset_in_string(pattern, e.offset);
+                self.error(at..at, format!("`reason_phrase`: {}", e.message))
+            })?),
+            None => None,
+        };
+        let when = OverrideConditions {
+            tenants: self.strings(raw.tenant.as_ref(), "tenant", "tenant")?,
+            providers: self.lower_case(raw.provider.as_ref(), "provider", "provider")?,
+            labels: self.labels(raw.labels.as_ref())?,
+            sip_codes: self.sip_codes(raw.sip_code.as_ref())?,
+            q850_causes: self.q850_causes(raw.q850_cause.as_ref())?,
+            provider_causes: self.lower_case(
+                raw.provider_cause.as_ref(),
+                "provider_cause",
+                "provider cause",
+            )?,
+            reason_phrase,
+        };
+        let has_condition = !(when.tenants.is_empty()
+            && when.providers.is_empty()
+            && when.labels.is_empty()
+            && when.sip_codes.is_empty()
+            && when.q850_causes.is_empty()
+            && when.provider_causes.is_empty()
+            && when.reason_phrase.is_none());
+        if !has_condition {
+            return Err(self.error(
+                raw.name.span(),
+                format!(
+                    "override `{}` has no conditions and would rewrite every outcome; give it                      at least one of tenant, provider, labels, sip_code, q850_cause,                      provider_cause, reason_phrase",
+                    raw.name.get_ref()
+                ),
+            ));
+        }
+        let then = OverrideEffect {
+            category: raw
+                .category
+                .as_ref()
+                .map(|name| {
+                    Category::from_str(name.get_ref()).map_err(|e| {
+                        self.error(
+                            name.span(),
+                            format!(
+                                "unknown category `{}`; expected one of: {}",
+                                e.name,
+                                e.expected.join(", ")
+                            ),
+                        )
+                    })
+                })
+                .transpose()?,
+            fault: raw
+                .fault
+                .as_ref()
+                .map(|name| {
+                    Fault::from_str(name.get_ref()).map_err(|e| {
+                        self.error(
+                            name.span(),
+                            format!(
+                                "unknown fault `{}`; expected one of: {}",
+                                e.name,
+                                e.expected.join(", ")
+                            ),
+                        )
+                    })
+                })
+                .transpose()?,
+            retryable: raw
+                .retryable
+                .as_ref()
+                .map(|name| self.retryable(name))
+                .transpose()?,
+            summary: match &raw.summary {
+                Some(text) if text.get_ref().trim().is_empty() => {
+                    return Err(self.error(
+                        text.span(),
+                        "`summary` is empty; omit it to keep the category's summary",
+                    ));
+                }
+                Some(text) => Some(Arc::from(text.get_ref().trim())),
+                None => None,
+            },
+        };
+        if then.is_empty() {
+            return Err(self.error(
+                raw.name.span(),
+                format!(
+                    "override `{}` changes nothing; give it at least one of category, fault, \
+                     retryable, summary",
+                    raw.name.get_ref()
+                ),
+            ));
+        }
+        // R5, caught at load where it can be: an override limited to 6xx codes cannot
+        // send the call to another route (at run time it would become `later`).
+        if let Some(retryable) = &raw.retryable
+            && then.retryable == Some(Retryable::NowAlternateRoute)
+            && !when.sip_codes.is_empty()
+            && when.sip_codes.iter().all(|p| p.class() == 6)
+        {
+            return Err(self.error(
+                retryable.span(),
+                "a 6xx is global (RFC 3261 §6: it ends the search for the callee), so an \
+                 override on 6xx codes cannot be `now_alternate_route`; use `later` or `no`",
+            ));
+        }
+        Ok(Override {
+            name: reported_name.into(),
+            description: raw.description.clone().unwrap_or_default(),
+            when,
+            then,
+        })
+    }
+
     fn code_pattern(&self, value: &Spanned<toml::Value>) -> Result<CodePattern> {
         let bad = |what: String| {
             self.error(
@@ -590,20 +811,7 @@ impl Compiler<'_> {
             toml::Value::String(s) => s.clone(),
             other => return Err(bad(format!("invalid SIP code {other}"))),
         };
-        let bytes = text.as_bytes();
-        let shape_ok = bytes.len() == 3
-            && matches!(bytes[0], b'2'..=b'6')
-            && bytes[1..]
-                .iter()
-                .all(|b| b.is_ascii_digit() || *b == b'x' || *b == b'X');
-        if !shape_ok {
-            return Err(bad(format!("invalid SIP code `{text}`")));
-        }
-        let mut digits = [None; 3];
-        for (slot, b) in digits.iter_mut().zip(bytes) {
-            *slot = b.is_ascii_digit().then(|| b - b'0');
-        }
-        Ok(CodePattern { digits })
+        CodePattern::parse(&text).ok_or_else(|| bad(format!("invalid SIP code `{text}`")))
     }
 }
 
@@ -700,6 +908,28 @@ pub(super) fn parse(text: &str, origin: &str) -> Result<Policy> {
         }
     }
 
+    // Overrides share the namespace of `disable` with rules, so their names must differ.
+    let mut overrides = Overrides::default();
+    let mut override_lines: HashMap<String, usize> = HashMap::new();
+    for raw_override in &raw.overrides {
+        let name = raw_override.name.get_ref();
+        let line = line_column(text, raw_override.name.span().start).0;
+        if let Some(first) = override_lines
+            .get(name)
+            .or_else(|| global_names.get(name).map(|(_, line)| line))
+        {
+            return Err(cx.error(
+                raw_override.name.span(),
+                format!(
+                    "duplicate name `{name}` (first defined on line {first}); overrides and \
+                     rules share one namespace so that `disable` can name either"
+                ),
+            ));
+        }
+        override_lines.insert(name.clone(), line);
+        overrides.push_global(cx.override_entry(raw_override, name.clone())?);
+    }
+
     let mut tenants = BTreeMap::new();
     for (tenant, raw_tenant) in &raw.tenants {
         let plan = tenant_plan(
@@ -710,6 +940,7 @@ pub(super) fn parse(text: &str, origin: &str) -> Result<Policy> {
             &mut rules,
             &global,
             &global_names,
+            &mut overrides,
         )?;
         tenants.insert(tenant.clone(), plan);
     }
@@ -717,6 +948,7 @@ pub(super) fn parse(text: &str, origin: &str) -> Result<Policy> {
     Ok(Policy {
         // Set by `Policy::parse`, which has the whole text.
         version: std::sync::Arc::from(""),
+        overrides,
         rules,
         global: Plan {
             entries: global,
@@ -734,7 +966,9 @@ fn rules_catch_all(rules: &[Rule], entry: &PlanEntry) -> bool {
 }
 
 /// A tenant's evaluation order: its own rules, then the global ones minus those it
-/// disables, with its replacements in the replaced rules' places.
+/// disables, with its replacements in the replaced rules' places; the same for its
+/// overrides (own first, then the global ones it does not disable).
+#[allow(clippy::too_many_arguments)]
 fn tenant_plan(
     cx: &Compiler<'_>,
     tenant: &str,
@@ -743,6 +977,7 @@ fn tenant_plan(
     rules: &mut Vec<Rule>,
     global: &[PlanEntry],
     global_names: &HashMap<String, (usize, usize)>,
+    overrides: &mut Overrides,
 ) -> Result<Plan> {
     let defaults = match &raw.defaults {
         Some(d) => cx.defaults(d, global_defaults)?,
@@ -772,12 +1007,24 @@ fn tenant_plan(
         no_failover_codes.push(value);
     }
     let mut removed: HashMap<usize, Range<usize>> = HashMap::new();
+    let mut disabled_overrides: Vec<&str> = Vec::new();
     for name in &raw.disable {
+        if overrides.global_names().any(|o| o == name.get_ref()) {
+            if disabled_overrides.contains(&name.get_ref().as_str()) {
+                return Err(cx.error(
+                    name.span(),
+                    format!("tenant `{tenant}` disables `{}` twice", name.get_ref()),
+                ));
+            }
+            disabled_overrides.push(name.get_ref());
+            continue;
+        }
         let Some(&(position, _)) = global_names.get(name.get_ref()) else {
             return Err(cx.error(
                 name.span(),
                 format!(
-                    "tenant `{tenant}` disables `{}`, but there is no global rule of that name",
+                    "tenant `{tenant}` disables `{}`, but there is no global rule or override \
+                     of that name",
                     name.get_ref()
                 ),
             ));
@@ -882,6 +1129,23 @@ fn tenant_plan(
             ),
         ));
     }
+    let mut own_overrides = Vec::with_capacity(raw.overrides.len());
+    let mut override_lines: HashMap<&str, usize> = HashMap::new();
+    for raw_override in &raw.overrides {
+        let name = raw_override.name.get_ref();
+        let line = line_column(cx.text, raw_override.name.span().start).0;
+        if let Some(first) = override_lines.insert(name, line) {
+            return Err(cx.error(
+                raw_override.name.span(),
+                format!(
+                    "duplicate override name `{name}` in tenant `{tenant}` (first defined on \
+                     line {first})"
+                ),
+            ));
+        }
+        own_overrides.push(cx.override_entry(raw_override, format!("tenant:{tenant}/{name}"))?);
+    }
+    overrides.set_tenant(tenant, own_overrides, &disabled_overrides);
     Ok(Plan {
         entries,
         defaults,

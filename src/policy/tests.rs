@@ -44,6 +44,7 @@ fn class(category: Category, fault: Fault, code: Option<u16>) -> Classification 
         retry_after: None,
         summary: Cow::Borrowed("Summary."),
         basis: Basis::SipCode,
+        override_name: None,
     }
 }
 

@@ -41,6 +41,7 @@ fn report(event_id: &str) -> Arc<StoredReport> {
             retry_after: None,
             summary: "The line was busy.".into(),
             basis: Basis::SipCode,
+            override_name: None,
         }),
         decision: Arc::new(Decision {
             action: Action::RetryLater,
