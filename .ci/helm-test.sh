@@ -4,7 +4,8 @@
 #   each; every rendered manifest validated against the Kubernetes schemas
 #   (kubernetes-validate, strict, oldest and newest supported Kubernetes); assertions on
 #   the rendered output (.ci/helm_assert.py); the values schema rejecting typos and wrong
-#   types; pods rolling when the policy changes; the shipped policy passing check-config.
+#   types; pods rolling when the config changes (and the policy only with policyRollOnChange);
+#   the shipped policy passing check-config.
 # Usage: .ci/helm-test.sh path/to/call-outcome
 # Needs helm, kubernetes-validate and tools-python on PATH (.ci/tools.sh helm
 # kubernetes_validate) and openssl; a missing tool is a failure, never a skip.
@@ -104,34 +105,40 @@ for name in default tls-auth ha-nats metrics webhooks values-ha; do
   assert render "$name" "$out" | sed "s/^ok - /ok - [$name] /" || fail "assertions ($name)"
 done
 
-# --- pods roll when the policy or the config changes; rendering is deterministic -------------
-render_checksum() { # render_checksum <dir> [helm flags]
-  local dir="$WORK/sum-$1"; shift
+# --- pods roll when the config changes, the policy reloads in place; deterministic renders ---
+render_checksum() { # render_checksum <dir> <annotation> [helm flags]
+  local dir="$WORK/sum-$1" name="$2"; shift 2
   helm template t "$CHART" "$@" --output-dir "$dir" >/dev/null || fail "helm template $*"
-  assert checksum "$dir"
+  assert checksum "$dir" "$name"
 }
-base=$(render_checksum a)
-again=$(render_checksum b)
+base=$(render_checksum a config)
+again=$(render_checksum b config)
 [ "$base" = "$again" ] || fail "checksum/config differs between two identical renders"
 ok "checksum/config is stable across identical renders"
 sed 's/^initial = "2m"$/initial = "3m"/' "$CHART/files/policy.toml" >"$WORK/policy-changed.toml"
 ! cmp -s "$CHART/files/policy.toml" "$WORK/policy-changed.toml" || fail "test policy edit did not change the policy"
 "$BIN" check-config "$WORK/policy-changed.toml" >/dev/null || fail "the edited test policy is invalid"
-changed=$(render_checksum c --set-file policy="$WORK/policy-changed.toml")
-[ "$base" != "$changed" ] || fail "checksum/config did not change when the policy changed"
-ok "checksum/config changes when the policy changes"
-level=$(render_checksum d --set config.log.level=debug)
+changed=$(render_checksum c config --set-file policy="$WORK/policy-changed.toml")
+[ "$base" = "$changed" ] || fail "checksum/config changed with the policy: pods would roll instead of reloading it"
+[ "$(render_checksum c policy --set-file policy="$WORK/policy-changed.toml")" = none ] \
+  || fail "checksum/policy is set without policyRollOnChange"
+ok "a policy change leaves the pods alone (the service reloads it in place)"
+roll_a=$(render_checksum e policy --set policyRollOnChange=true)
+roll_b=$(render_checksum f policy --set policyRollOnChange=true --set-file policy="$WORK/policy-changed.toml")
+[ "$roll_a" != none ] && [ "$roll_a" != "$roll_b" ] || fail "policyRollOnChange: checksum/policy does not follow the policy"
+ok "policyRollOnChange=true rolls the pods on a policy change (checksum/policy)"
+level=$(render_checksum d config --set config.log.level=debug)
 [ "$base" != "$level" ] || fail "checksum/config did not change when the config changed"
 ok "checksum/config changes when the config changes"
 assert extract "$WORK/sum-c" "$WORK/policy-c"
-cmp -s "$WORK/policy-c/policy.toml" "$WORK/policy-changed.toml" || fail "policy value not rendered verbatim"
-ok "the policy value is rendered verbatim into the ConfigMap"
+cmp -s "$WORK/policy-c/policy/policy.toml" "$WORK/policy-changed.toml" || fail "policy value not rendered verbatim"
+ok "the policy value is rendered verbatim into its ConfigMap"
 
-# existingPolicyConfigMap: the chart's ConfigMap carries no policy, the pod mounts the user's.
+# existingPolicyConfigMap: the chart renders no policy, the pod mounts the user's.
 helm template t "$CHART" --set existingPolicyConfigMap=my-policy --output-dir "$WORK/existing" >/dev/null \
   || fail "helm template existingPolicyConfigMap"
-grep -q 'policy.toml: |' "$WORK/existing/call-outcome/templates/configmap.yaml" \
-  && fail "existingPolicyConfigMap: the chart still renders a policy"
+[ ! -e "$WORK/existing/call-outcome/templates/configmap-policy.yaml" ] \
+  || fail "existingPolicyConfigMap: the chart still renders a policy"
 grep -q 'name: my-policy' "$WORK/existing/call-outcome/templates/deployment.yaml" \
   || fail "existingPolicyConfigMap: the pod does not mount my-policy"
 ok "existingPolicyConfigMap replaces the chart's policy"
@@ -148,7 +155,7 @@ ok "NOTES show the address, port-forward, health, a Classify call with the TLS f
 
 # --- the rendered service config --------------------------------------------------------------
 assert extract "$WORK/render-default" "$WORK/cfg"
-cmp -s "$WORK/cfg/policy.toml" src/policy/default.toml || fail "rendered policy.toml differs from the built-in policy"
+cmp -s "$WORK/cfg/policy/policy.toml" src/policy/default.toml || fail "rendered policy.toml differs from the built-in policy"
 ok "rendered policy.toml is the built-in policy"
 # The service itself validates what the chart renders (config and the policy it names).
 for name in default ha-nats metrics values-ha; do

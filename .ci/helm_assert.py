@@ -3,8 +3,8 @@
 
 Usage:
   helm_assert.py render CASE DIR       checks that hold for every render, plus CASE's own
-  helm_assert.py checksum DIR          prints the pod template's checksum/config
-  helm_assert.py extract DIR OUT       writes the ConfigMap's config.toml / policy.toml to OUT
+  helm_assert.py checksum DIR NAME     prints the pod template's checksum/NAME ("none" when absent)
+  helm_assert.py extract DIR OUT       writes config.toml and policy/policy.toml to OUT (the pod's layout)
 
 Prints `ok - ...` per check; exits 1 on the first failure with `FAIL: ...`.
 Needs PyYAML (installed with kubernetes-validate in .tools/venv by .ci/tools.sh).
@@ -78,8 +78,16 @@ def main_container(dep):
     return next(c for c in containers if c["name"] == "call-outcome")
 
 
+def config_map(docs, key):
+    """The one ConfigMap with `key` in its data."""
+    found = [d for d in of_kind(docs, "ConfigMap") if key in d.get("data", {})]
+    if len(found) != 1:
+        fail(f"expected exactly one ConfigMap with {key}, found {len(found)}")
+    return found[0]
+
+
 def config_of(docs):
-    cm = one(docs, "ConfigMap")
+    cm = config_map(docs, "config.toml")
     text = cm["data"].get("config.toml")
     if text is None:
         fail("ConfigMap has no config.toml")
@@ -126,7 +134,8 @@ def common(docs):
     admin_port = port_number(c, "admin")
     check(config.get("admin_listen") == f"0.0.0.0:{admin_port}", "config admin_listen matches the admin container port")
     check(config.get("log", {}).get("format") == "json", "JSON logs")
-    check(config.get("policy_file") == "policy.toml", "policy_file is policy.toml next to config.toml")
+    check(config.get("policy_file") == "policy/policy.toml", "policy_file is policy/policy.toml next to config.toml")
+    check(config.get("policy_watch", True) is True, "the policy file is watched (hot reload)")
     server, rate = config.get("server", {}), config.get("rate_limits", {})
     check(isinstance(server.get("max_in_flight"), int) and server["max_in_flight"] >= 0,
           "[server] max_in_flight (load shedding) rendered")
@@ -136,8 +145,14 @@ def common(docs):
             "subscribe_per_minute", "subscribe_burst", "max_tenants")),
           "[rate_limits] rendered with every rate")
     mounts = {m["mountPath"]: m for m in c["volumeMounts"]}
-    check("/etc/call-outcome/config.toml" in mounts and "/etc/call-outcome/policy.toml" in mounts,
-          "config.toml and policy.toml mounted side by side")
+    check("/etc/call-outcome/config.toml" in mounts and "/etc/call-outcome/policy" in mounts,
+          "config.toml and the policy folder mounted side by side")
+    check("subPath" not in mounts.get("/etc/call-outcome/policy", {}),
+          "the policy is a folder mount (subPath mounts never see ConfigMap updates)")
+    policy_volume = next((v for v in pod["volumes"] if v["name"] == mounts.get("/etc/call-outcome/policy", {}).get("name")), {})
+    names = {d["metadata"]["name"] for d in of_kind(docs, "ConfigMap")}
+    check(policy_volume.get("configMap", {}).get("name") in names,
+          "the policy folder is the chart's policy ConfigMap")
     check(all(m.get("readOnly") for p, m in mounts.items() if p.startswith("/etc/")), "config and secret mounts read-only")
 
     # Probes on the admin port: liveness/startup HTTP /healthz, readiness native gRPC.
@@ -367,16 +382,18 @@ def main():
         docs = load(sys.argv[3])
         dep, pod, c, config = common(docs)
         CASES[sys.argv[2]](docs, dep, pod, c, config)
-    elif len(sys.argv) == 3 and sys.argv[1] == "checksum":
+    elif len(sys.argv) == 4 and sys.argv[1] == "checksum":
         dep = one(load(sys.argv[2]), "Deployment")
-        print(dep["spec"]["template"]["metadata"]["annotations"]["checksum/config"])
+        print(dep["spec"]["template"]["metadata"]["annotations"].get(f"checksum/{sys.argv[3]}", "none"))
     elif len(sys.argv) == 4 and sys.argv[1] == "extract":
-        cm = one(load(sys.argv[2]), "ConfigMap")
+        # The pod's layout: config.toml, and policy.toml in the policy folder.
         out = pathlib.Path(sys.argv[3])
-        out.mkdir(parents=True, exist_ok=True)
-        for key in ("config.toml", "policy.toml"):
-            if key in cm["data"]:
-                (out / key).write_text(cm["data"][key])
+        (out / "policy").mkdir(parents=True, exist_ok=True)
+        for cm in of_kind(load(sys.argv[2]), "ConfigMap"):
+            if "config.toml" in cm["data"]:
+                (out / "config.toml").write_text(cm["data"]["config.toml"])
+            if "policy.toml" in cm["data"]:
+                (out / "policy" / "policy.toml").write_text(cm["data"]["policy.toml"])
     else:
         fail(__doc__)
 

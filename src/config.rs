@@ -43,6 +43,10 @@ pub struct Config {
     /// Policy file (TOML). Relative paths are read from the config file's folder.
     /// Unset: the built-in default policy.
     pub policy_file: Option<PathBuf>,
+    /// Reload the policy when `policy_file` changes (its folder is watched, so an editor's
+    /// rename and a Kubernetes ConfigMap's symlink swap are both seen). SIGHUP reloads
+    /// either way.
+    pub policy_watch: bool,
     /// How long a shutdown waits for in-flight requests and streams.
     #[serde(with = "humantime_serde")]
     pub shutdown_grace: Duration,
@@ -94,6 +98,7 @@ impl Default for Config {
             default_tenant: "default".to_owned(),
             default_region: "US".to_owned(),
             policy_file: None,
+            policy_watch: true,
             shutdown_grace: Duration::from_secs(20),
             server: ServerTuning::default(),
             limits: RequestLimits::default(),
@@ -548,6 +553,7 @@ pub fn looks_like_service_config(text: &str) -> bool {
         "default_tenant",
         "default_region",
         "policy_file",
+        "policy_watch",
         "shutdown_grace",
         "server",
         "limits",

@@ -8,7 +8,7 @@
 //! - [`admin`]: the admin listener (metrics, liveness, readiness, gRPC health);
 //! - [`connections`]: the connection loop and its hygiene, for every listener;
 //! - [`health`]: gRPC health whose watches end at shutdown;
-//! - [`reload`]: the policy's hot reload on SIGHUP;
+//! - [`reload`]: the policy's hot reload on SIGHUP and when its file changes;
 //! - [`shutdown`]: signals and the owned shutdown state (tokens, tracked tasks).
 
 pub mod admin;
@@ -36,7 +36,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -124,7 +124,8 @@ pub async fn serve(
         admin,
         webhooks,
     };
-    serve_built(config, listeners, built, tls, shutdown).await
+    let (reloads, _) = watch::channel(reload::ReloadStatus::of(&built.pipeline));
+    serve_built(config, listeners, built, tls, reloads, shutdown).await
 }
 
 /// The TLS side of the public port, when `[tls]` is configured.
@@ -301,6 +302,7 @@ async fn serve_built(
     listeners: Listeners,
     built: Backends,
     tls: Option<Arc<TlsServer>>,
+    reloads: watch::Sender<reload::ReloadStatus>,
     signal: impl Future<Output = ()> + Send,
 ) -> Result<(), ServerError> {
     let Backends { pipeline, nats } = built;
@@ -323,13 +325,14 @@ async fn serve_built(
             &config.metrics,
         )?)
     };
-    let policy_metrics = Arc::new(reload::PolicyMetrics::new(&metrics, &pipeline));
-    reload::spawn_on_sighup(
+    let reloader = Arc::new(reload::Reloader::new(
         config.clone(),
         pipeline.clone(),
-        Arc::clone(&policy_metrics),
-        &shutdown,
-    );
+        reload::PolicyMetrics::new(&metrics, &pipeline),
+        reloads,
+    ));
+    reload::spawn_on_sighup(Arc::clone(&reloader), &shutdown);
+    reload::spawn_watcher(reloader, &shutdown);
     let (api, shared) = api(&config, &pipeline, permits, &metrics, &shutdown)?;
     let service = stack::public_service(&config, api, auth);
 
@@ -530,6 +533,7 @@ pub struct RunningServer {
     pub webhooks_addr: Option<SocketAddr>,
     /// The TLS side, when `[tls]` is configured (its reload status, for tests).
     pub tls: Option<Arc<TlsServer>>,
+    policy_status: watch::Receiver<reload::ReloadStatus>,
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<Result<(), ServerError>>>,
 }
@@ -560,6 +564,7 @@ impl RunningServer {
         let webhooks_addr = webhooks.as_ref().and_then(|l| l.local_addr().ok());
         // Fail fast on configuration and backend errors instead of inside the task.
         let built = backends::build(&config).await?;
+        let (reloads, policy_status) = watch::channel(reload::ReloadStatus::of(&built.pipeline));
         let (tx, rx) = oneshot::channel::<()>();
         let task = tokio::spawn(serve_built(
             config,
@@ -570,6 +575,7 @@ impl RunningServer {
             },
             built,
             tls.clone(),
+            reloads,
             async move {
                 let _ = rx.await;
             },
@@ -579,9 +585,16 @@ impl RunningServer {
             admin_addr,
             webhooks_addr,
             tls,
+            policy_status,
             shutdown: Some(tx),
             task: Some(task),
         })
+    }
+
+    /// The live policy's version and the reloads so far (SIGHUP or a file change);
+    /// `changed().await` on it waits for the next reload, applied or rejected.
+    pub fn policy_status(&self) -> watch::Receiver<reload::ReloadStatus> {
+        self.policy_status.clone()
     }
 
     /// `http://addr` (`https://` with TLS), for clients.

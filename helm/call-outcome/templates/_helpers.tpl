@@ -81,10 +81,22 @@ Image reference; a digest wins over the tag.
 {{- end }}
 
 {{/*
-Name of the ConfigMap holding config.toml and policy.toml.
+Name of the ConfigMap holding config.toml.
 */}}
 {{- define "call-outcome.configMapName" -}}
 {{- include "call-outcome.fullname" . }}
+{{- end }}
+
+{{/*
+Name of the ConfigMap holding policy.toml: the user's (existingPolicyConfigMap) or the
+chart's own.
+*/}}
+{{- define "call-outcome.policyConfigMapName" -}}
+{{- if .Values.existingPolicyConfigMap }}
+{{- .Values.existingPolicyConfigMap }}
+{{- else }}
+{{- printf "%s-policy" (include "call-outcome.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
 {{- end }}
 
 {{/*
