@@ -550,3 +550,135 @@ async fn sighup_reloads_the_policy_and_an_invalid_file_keeps_the_live_one() {
         .expect("exit");
     assert!(status.success());
 }
+
+/// #18 item 5: `policy diff` on the worked example (examples/policy-diff): a carrier
+/// override turns three declines into no-answers; the third decline within 24 h was a
+/// suppression under the old policy, which only a replay in time order finds (the file
+/// lists it before the second).
+#[test]
+fn policy_diff_replays_events_in_time_order_through_both_policies() {
+    let args = [
+        "policy",
+        "diff",
+        "--from",
+        "examples/policy-diff/old.toml",
+        "--to",
+        "examples/policy-diff/new.toml",
+        "--json",
+        "examples/policy-diff/events.jsonl",
+    ];
+    let o = run(&args);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let report: serde_json::Value = serde_json::from_str(&stdout(&o)).expect("JSON");
+    assert_eq!(report["lines"], 5);
+    assert_eq!(report["replayed"], 5);
+    assert_eq!(report["changed"], 3);
+    assert_eq!(report["skipped"], 0);
+    let cells = |table: &str| -> Vec<(String, String, u64)> {
+        report[table]
+            .as_array()
+            .expect("cells")
+            .iter()
+            .map(|c| {
+                (
+                    c["old"].as_str().expect("old").to_owned(),
+                    c["new"].as_str().expect("new").to_owned(),
+                    c["count"].as_u64().expect("count"),
+                )
+            })
+            .collect()
+    };
+    assert_eq!(
+        cells("rules"),
+        [
+            ("declined".into(), "no-answer".into(), 2),
+            ("declined-suppression".into(), "no-answer".into(), 1)
+        ]
+    );
+    assert_eq!(cells("actions"), [("stop".into(), "retry_later".into(), 3)]);
+    assert_eq!(
+        cells("categories"),
+        [("declined".into(), "no_answer".into(), 3)]
+    );
+    let suppressed = &report["rules"][1]["examples"][0];
+    assert_eq!(suppressed["call_id"], "c-3");
+    assert_eq!(suppressed["old"]["suppressed"], true);
+    assert_eq!(suppressed["new"]["override"], "carrier-x-603-no-answer");
+
+    // The same outcomes as plain lines, on standard input; bad lines are skipped and
+    // named; --exit-code says the decisions changed.
+    let plain = [
+        r#"{"tenant": "acme", "call_id": "c-1", "to": "+15550100123", "sip_code": 603, "labels": {"carrier": "x"}, "at": "2026-12-01T09:00:00Z"}"#,
+        r#"{"tenant": "acme", "call_id": "c-3", "to": "+15550100123", "sip_code": 603, "labels": {"carrier": "x"}, "at": "2026-12-01T11:00:00Z"}"#,
+        "not json",
+        r#"{"tenant": "acme", "call_id": "c-2", "to": "+15550100123", "sip_code": 603, "labels": {"carrier": "x"}, "at": 1796119200}"#,
+        r#"{"to": "+15550100999", "sip_code": 183, "at": "2026-12-01T12:00:00Z"}"#,
+    ]
+    .join("\n");
+    let mut child = bin()
+        .args([
+            "policy",
+            "diff",
+            "--from",
+            "examples/policy-diff/old.toml",
+            "--to",
+            "examples/policy-diff/new.toml",
+            "--exit-code",
+            "-",
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("runs");
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().expect("stdin");
+        stdin.write_all(plain.as_bytes()).expect("write");
+    }
+    let o = child.wait_with_output().expect("waits");
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let text = stdout(&o);
+    assert!(
+        text.contains("Decisions changed: 3 of 3 (100.0 %)."),
+        "{text}"
+    );
+    assert!(text.contains("line 3: not JSON"), "{text}");
+    assert!(
+        text.contains("line 5: SIP code 183 is provisional"),
+        "{text}"
+    );
+    assert!(
+        text.contains("declined stop suppressed → no_answer retry_later"),
+        "{text}"
+    );
+    // The same policy on both sides changes nothing, and says so with exit 0.
+    let o = run(&[
+        "policy",
+        "diff",
+        "--from",
+        "examples/policy-diff/new.toml",
+        "--to",
+        "examples/policy-diff/new.toml",
+        "--exit-code",
+        "examples/policy-diff/events.jsonl",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("Decisions changed: 0 of 5 (0.0 %)."));
+    // A bad policy is a config error (exit 78) with its location.
+    let o = run(&[
+        "policy",
+        "diff",
+        "--from",
+        "examples/policy-diff/old.toml",
+        "--to",
+        "examples/config.toml",
+        "examples/policy-diff/events.jsonl",
+    ]);
+    assert_eq!(o.status.code(), Some(78), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("examples/config.toml:"),
+        "{}",
+        stderr(&o)
+    );
+}

@@ -1,8 +1,10 @@
-//! The command line: `serve`, `classify` (offline), `report` (against a server) and
-//! `check-config`. Owns argument parsing and output; the work is done by the library.
+//! The command line: `serve`, `classify` (offline), `report` (against a server),
+//! `subscribe`, `check-config`, `hash-key` and `policy diff`. Owns argument parsing and
+//! output; the work is done by the library.
 
 mod connect;
 mod output;
+mod policy_diff;
 mod subscribe;
 
 pub use connect::ConnectArgs;
@@ -40,6 +42,17 @@ pub enum Command {
     CheckConfig(CheckConfigArgs),
     /// Print the SHA-256 (hex) of an API key, for `[[auth.api_keys]]` `sha256`.
     HashKey(HashKeyArgs),
+    /// Work with policy files: `policy diff` replays recorded outcomes through two policies.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PolicyCommand {
+    /// What would this policy change have done? Replays JSON lines (`subscribe` events or
+    /// plain outcomes) in time order through both policies and tabulates the decisions
+    /// that differ.
+    Diff(policy_diff::PolicyDiffArgs),
 }
 
 #[derive(Debug, Args)]
@@ -213,6 +226,10 @@ pub enum CliError {
     /// `--log-format json`); `main` prints nothing more.
     #[error(transparent)]
     Logged(Box<CliError>),
+    /// `policy diff --exit-code` found decisions that changed (exit 1, as `diff`); its
+    /// report said so, `main` prints nothing more.
+    #[error("decisions changed")]
+    Differs,
 }
 
 /// An error and its causes, each once: many messages already quote their cause.
@@ -233,7 +250,7 @@ pub fn error_text(error: &(dyn std::error::Error + 'static)) -> String {
 impl CliError {
     /// Whether the error was logged already (see [`CliError::Logged`]).
     pub fn logged(&self) -> bool {
-        matches!(self, CliError::Logged(_))
+        matches!(self, CliError::Logged(_) | CliError::Differs)
     }
 
     pub fn exit_code(&self) -> ExitCode {
@@ -247,7 +264,7 @@ impl CliError {
             CliError::Rpc(_) => 69,
             CliError::Server(crate::server::ServerError::Config(_)) => 78,
             CliError::Server(crate::server::ServerError::Nats(_)) => 69,
-            CliError::Server(_) | CliError::Logged(_) => 1,
+            CliError::Server(_) | CliError::Logged(_) | CliError::Differs => 1,
         })
     }
 }
@@ -261,6 +278,16 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Subscribe(args) => subscribe::run(args).await,
         Command::CheckConfig(args) => check_config(args),
         Command::HashKey(args) => hash_key(args),
+        Command::Policy(PolicyCommand::Diff(args)) => {
+            let exit_code = args.exit_code;
+            let changed = tokio::task::spawn_blocking(move || policy_diff::run(args))
+                .await
+                .map_err(|e| CliError::Invalid(format!("policy diff failed: {e}")))??;
+            if exit_code && changed {
+                return Err(CliError::Differs);
+            }
+            Ok(())
+        }
     }
 }
 
@@ -509,21 +536,24 @@ fn check_config(args: CheckConfigArgs) -> Result<(), CliError> {
             }
         };
         println!(
-            "{}: valid service config; policy {}: {} rules; TLS {tls}; auth {auth}; webhooks {webhooks}",
+            "{}: valid service config; policy {}: {} rules, {} overrides; TLS {tls}; auth {auth}; webhooks {webhooks}",
             args.file.display(),
             config
                 .policy_file
                 .as_ref()
                 .map_or("built-in".to_owned(), |p| p.display().to_string()),
-            policy.rule_count()
+            policy.rule_count(),
+            policy.override_count()
         );
     } else {
         let policy =
             Policy::parse(&text, &args.file.display().to_string()).map_err(ConfigError::from)?;
         println!(
-            "{}: valid policy: {} rules",
+            "{}: valid policy: {} rules, {} overrides; version {}",
             args.file.display(),
-            policy.rule_count()
+            policy.rule_count(),
+            policy.override_count(),
+            policy.version()
         );
     }
     Ok(())

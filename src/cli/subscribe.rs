@@ -18,8 +18,11 @@ pub struct SubscribeArgs {
     #[command(flatten)]
     pub connect: super::ConnectArgs,
     /// Categories to receive (comma-separated) [default: declined,rejected_unwanted].
-    #[arg(long, value_delimiter = ',')]
+    #[arg(long, value_delimiter = ',', conflicts_with = "all_categories")]
     pub categories: Vec<Category>,
+    /// Receive every category (the whole log, e.g. for `policy diff`).
+    #[arg(long)]
+    pub all_categories: bool,
     /// Only these effective SIP codes (comma-separated).
     #[arg(long, value_delimiter = ',')]
     pub sip_codes: Vec<i32>,
@@ -71,7 +74,11 @@ pub async fn run(args: SubscribeArgs) -> Result<(), CliError> {
     loop {
         let request = pb::SubscribeOutcomesRequest {
             tenant: args.tenant.clone(),
-            categories: args.categories.iter().map(|c| i32::from(*c)).collect(),
+            categories: if args.all_categories {
+                Category::ALL.iter().map(|c| i32::from(*c)).collect()
+            } else {
+                args.categories.iter().map(|c| i32::from(*c)).collect()
+            },
             sip_codes: args.sip_codes.clone(),
             destinations: args.destinations.clone(),
             labels: args.labels.iter().cloned().collect(),
@@ -192,6 +199,14 @@ fn event_json(e: &pb::OutcomeEvent) -> serde_json::Value {
                     .map(|t| humantime::format_rfc3339_millis(t).to_string())
             ),
         );
+        // Everything classification reads, so that `policy diff` can replay the line.
+        let sip = outcome.sip.clone().unwrap_or_default();
+        let provider = outcome.provider.clone().unwrap_or_default();
+        let time = |t: &Option<prost_types::Timestamp>| {
+            t.as_ref()
+                .and_then(system_time)
+                .map(|t| humantime::format_rfc3339_millis(t).to_string())
+        };
         map.insert(
             "outcome".into(),
             json!({
@@ -199,7 +214,16 @@ fn event_json(e: &pb::OutcomeEvent) -> serde_json::Value {
                 "attempt": outcome.attempt,
                 "from": outcome.from,
                 "to": outcome.to,
-                "sip_code": outcome.sip.as_ref().and_then(|s| s.code),
+                "sip_code": sip.code,
+                "reason_phrase": sip.reason_phrase,
+                "reason_header": sip.reason_header,
+                "retry_after_header": sip.retry_after_header,
+                "raw_sip_response": (!outcome.raw_sip_response.is_empty())
+                    .then(|| String::from_utf8_lossy(&outcome.raw_sip_response).into_owned()),
+                "provider": provider.name,
+                "provider_cause": provider.cause,
+                "started_at": time(&outcome.started_at),
+                "ended_at": time(&outcome.ended_at),
                 "labels": outcome.labels,
             }),
         );

@@ -120,8 +120,9 @@ impl MemoryStore {
         u32::try_from(self.inner.limits.history_window.as_secs()).unwrap_or(u32::MAX)
     }
 
-    /// [`Store::record`], the window counted back from `now`.
-    fn record_at(
+    /// [`Store::record`], the window counted back from `now`: the clock of a replay
+    /// (`call-outcome policy diff` replays events on their own time).
+    pub fn record_at(
         &self,
         tenant: &str,
         destination: &str,
