@@ -15,7 +15,7 @@ use crate::classify::{
     LabelMatch, Override, OverrideConditions, OverrideEffect, Overrides, ReasonPattern,
 };
 use crate::domain::{Action, Alternative};
-use crate::domain::{Category, Fault, Retryable};
+use crate::domain::{Category, Retryable, UnknownName};
 use crate::sip::CodePattern;
 use serde::Deserialize;
 use std::collections::{BTreeMap, HashMap};
@@ -267,21 +267,27 @@ impl Compiler<'_> {
         Ok(list.get_ref())
     }
 
+    /// A member of one of the domain's vocabularies (`what` names it in the error).
+    fn member<T>(&self, name: &Spanned<String>, what: &str) -> Result<T>
+    where
+        T: FromStr<Err = UnknownName>,
+    {
+        T::from_str(name.get_ref()).map_err(|e| {
+            self.error(
+                name.span(),
+                format!(
+                    "unknown {what} `{}`; expected one of: {}",
+                    e.name,
+                    e.expected.join(", ")
+                ),
+            )
+        })
+    }
+
     fn categories(&self, list: &Spanned<Vec<Spanned<String>>>, key: &str) -> Result<Vec<Category>> {
         self.non_empty(list, key, "category")?
             .iter()
-            .map(|name| {
-                Category::from_str(name.get_ref()).map_err(|e| {
-                    self.error(
-                        name.span(),
-                        format!(
-                            "unknown category `{}`; expected one of: {}",
-                            e.name,
-                            e.expected.join(", ")
-                        ),
-                    )
-                })
-            })
+            .map(|name| self.member(name, "category"))
             .collect()
     }
 
@@ -538,21 +544,12 @@ impl Compiler<'_> {
         }
         if let Some(list) = &raw.fault {
             for name in self.non_empty(list, "fault", "fault")? {
-                c.faults.push(Fault::from_str(name.get_ref()).map_err(|e| {
-                    self.error(
-                        name.span(),
-                        format!(
-                            "unknown fault `{}`; expected one of: {}",
-                            e.name,
-                            e.expected.join(", ")
-                        ),
-                    )
-                })?);
+                c.faults.push(self.member(name, "fault")?);
             }
         }
         if let Some(list) = &raw.retryable {
             for name in self.non_empty(list, "retryable", "retryability")? {
-                c.retryables.push(self.retryable(name)?);
+                c.retryables.push(self.member(name, "retryable")?);
             }
         }
         if let Some(recent) = &raw.recent {
@@ -645,19 +642,6 @@ impl Compiler<'_> {
             .collect())
     }
 
-    fn retryable(&self, name: &Spanned<String>) -> Result<Retryable> {
-        Retryable::from_str(name.get_ref()).map_err(|e| {
-            self.error(
-                name.span(),
-                format!(
-                    "unknown retryable `{}`; expected one of: {}",
-                    e.name,
-                    e.expected.join(", ")
-                ),
-            )
-        })
-    }
-
     fn name(&self, name: &Spanned<String>, what: &str) -> Result<()> {
         let valid = !name.get_ref().is_empty()
             && name
@@ -720,39 +704,17 @@ impl Compiler<'_> {
             category: raw
                 .category
                 .as_ref()
-                .map(|name| {
-                    Category::from_str(name.get_ref()).map_err(|e| {
-                        self.error(
-                            name.span(),
-                            format!(
-                                "unknown category `{}`; expected one of: {}",
-                                e.name,
-                                e.expected.join(", ")
-                            ),
-                        )
-                    })
-                })
+                .map(|name| self.member(name, "category"))
                 .transpose()?,
             fault: raw
                 .fault
                 .as_ref()
-                .map(|name| {
-                    Fault::from_str(name.get_ref()).map_err(|e| {
-                        self.error(
-                            name.span(),
-                            format!(
-                                "unknown fault `{}`; expected one of: {}",
-                                e.name,
-                                e.expected.join(", ")
-                            ),
-                        )
-                    })
-                })
+                .map(|name| self.member(name, "fault"))
                 .transpose()?,
             retryable: raw
                 .retryable
                 .as_ref()
-                .map(|name| self.retryable(name))
+                .map(|name| self.member(name, "retryable"))
                 .transpose()?,
             summary: match &raw.summary {
                 Some(text) if text.get_ref().trim().is_empty() => {
