@@ -65,8 +65,11 @@ if [ -n "$SERVE_PID" ]; then
   SERVE_PID=
 fi
 
-step "buf lint (STANDARD) and buf breaking (against the previous commit, when there is one)"
+step "buf lint (STANDARD), the API reference in docs/api.md, buf breaking (against the previous commit)"
 buf lint
+PROTO_IMAGE=$(mktemp --suffix=.json)
+buf build -o "$PROTO_IMAGE"
+.ci/proto_doc.py "$PROTO_IMAGE" check docs/api.md && rm -f "$PROTO_IMAGE"
 if git rev-parse --verify -q HEAD~1 >/dev/null; then
   buf breaking --against '.git#ref=HEAD~1'
 else

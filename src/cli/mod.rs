@@ -191,6 +191,9 @@ pub struct ReportArgs {
 pub struct CheckConfigArgs {
     /// Policy file or service config file (TOML).
     pub file: PathBuf,
+    /// Print one JSON object (what was checked and what it holds) instead of a line.
+    #[arg(long)]
+    pub json: bool,
 }
 
 pub(crate) fn parse_label(s: &str) -> Result<(String, String), String> {
@@ -535,26 +538,84 @@ fn check_config(args: CheckConfigArgs) -> Result<(), CliError> {
                 format!("{} routes on {addr}", routes.len())
             }
         };
-        println!(
-            "{}: valid service config; policy {}: {} rules, {} overrides; TLS {tls}; auth {auth}; webhooks {webhooks}",
-            args.file.display(),
-            config
-                .policy_file
-                .as_ref()
-                .map_or("built-in".to_owned(), |p| p.display().to_string()),
-            policy.rule_count(),
-            policy.override_count()
-        );
+        let policy_file = config
+            .policy_file
+            .as_ref()
+            .map_or("built-in".to_owned(), |p| p.display().to_string());
+        if args.json {
+            output::print_json(&serde_json::json!({
+                "file": args.file.display().to_string(),
+                "kind": "service_config",
+                "policy": {
+                    "file": policy_file,
+                    "rules": policy.rule_count(),
+                    "overrides": policy.override_count(),
+                    "version": policy.version(),
+                },
+                "tls": tls,
+                "auth": auth,
+                "webhooks": webhooks,
+            }));
+        } else {
+            println!(
+                "{}: valid service config; policy {policy_file}: {} rules, {} overrides; TLS {tls}; auth {auth}; webhooks {webhooks}",
+                args.file.display(),
+                policy.rule_count(),
+                policy.override_count()
+            );
+        }
     } else {
         let policy =
             Policy::parse(&text, &args.file.display().to_string()).map_err(ConfigError::from)?;
-        println!(
-            "{}: valid policy: {} rules, {} overrides; version {}",
-            args.file.display(),
-            policy.rule_count(),
-            policy.override_count(),
-            policy.version()
-        );
+        if args.json {
+            output::print_json(&serde_json::json!({
+                "file": args.file.display().to_string(),
+                "kind": "policy",
+                "rules": policy.rule_count(),
+                "overrides": policy.override_count(),
+                "version": policy.version(),
+            }));
+        } else {
+            println!(
+                "{}: valid policy: {} rules, {} overrides; version {}",
+                args.file.display(),
+                policy.rule_count(),
+                policy.override_count(),
+                policy.version()
+            );
+        }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Cli;
+    use clap::Parser;
+
+    /// #19 item 4: every command that prints results takes the same `--json` flag.
+    #[test]
+    fn every_printing_command_takes_json() {
+        for args in [
+            &["classify", "--sip-code", "603", "--json"][..],
+            &[
+                "report",
+                "--call-id",
+                "c",
+                "--to",
+                "+15550100123",
+                "--sip-code",
+                "603",
+                "--json",
+            ],
+            &["subscribe", "--json"],
+            &["check-config", "examples/policy.toml", "--json"],
+            &["policy", "diff", "--from", "a", "--to", "b", "f", "--json"],
+        ] {
+            let argv = std::iter::once("call-outcome").chain(args.iter().copied());
+            if let Err(e) = Cli::try_parse_from(argv) {
+                panic!("{args:?}: {e}");
+            }
+        }
+    }
 }

@@ -47,6 +47,10 @@ pub struct SubscribeArgs {
     /// Print heartbeats as JSON lines too.
     #[arg(long)]
     pub heartbeats: bool,
+    /// One JSON line per event: what `subscribe` always prints; accepted like the other
+    /// commands' `--json`, so scripts can pass it to every command.
+    #[arg(long)]
+    pub json: bool,
     #[command(flatten)]
     pub token: super::TokenArgs,
 }
