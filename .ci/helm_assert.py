@@ -9,6 +9,7 @@ Usage:
 Prints `ok - ...` per check; exits 1 on the first failure with `FAIL: ...`.
 Needs PyYAML (installed with kubernetes-validate in .tools/venv by .ci/tools.sh).
 """
+import json
 import pathlib
 import re
 import sys
@@ -314,6 +315,26 @@ def case_metrics(docs, dep, pod, c, config):
     check(set(sm["spec"].keys()) <= {"namespaceSelector", "selector", "endpoints"}
           and set(ep[0].keys()) <= {"port", "path", "scheme", "interval", "scrapeTimeout"},
           "ServiceMonitor has only known fields (no CRD schema offline)")
+    check(config.get("metrics", {}).get("carrier_label") == "carrier"
+          and config["metrics"].get("carrier_values") == ["carrier-a", "carrier-b"],
+          "config.metrics renders [metrics] carrier_label and carrier_values")
+    rule = one(docs, "PrometheusRule")
+    alerts = [r["alert"] for g in rule["spec"]["groups"] for r in g["rules"]]
+    check(rule["apiVersion"] == "monitoring.coreos.com/v1" and rule["metadata"]["labels"].get("release") == "kube-prometheus-stack",
+          "PrometheusRule monitoring.coreos.com/v1 with the extra labels")
+    check(set(alerts) == {"CallOutcomeDeclineRateHigh", "CallOutcomeRouteRetryAfterStorm", "CallOutcomeBackendErrors",
+                          "CallOutcomeLoadShedding", "CallOutcomeSubscriberGaps", "CallOutcomeWebhookSignatureFailures",
+                          "CallOutcomePolicyReloadRejected"}, f"PrometheusRule has the service's 7 alerts ({len(alerts)})")
+    exprs = [r["expr"] for g in rule["spec"]["groups"] for r in g["rules"]]
+    check(all('namespace="telephony"' in e for e in exprs), "every alert expression uses the release's selector")
+    check("by (carrier)" in exprs[0], "the decline alert is per carrier label")
+    dashboards = [d for d in of_kind(docs, "ConfigMap") if d["metadata"].get("labels", {}).get("grafana_dashboard") == "1"]
+    check(len(dashboards) == 1 and all(k.endswith(".json") for k in dashboards[0]["data"]),
+          "one dashboard ConfigMap with the sidecar label and a .json key")
+    board = json.loads(next(iter(dashboards[0]["data"].values())))
+    check(board["uid"] == "call-outcome" and len(board["panels"]) >= 10
+          and "__CARRIER__" not in json.dumps(board) and "by (carrier)" in json.dumps(board),
+          "the dashboard is valid JSON with its panels, per carrier label")
     np = one(docs, "NetworkPolicy")["spec"]
     admin_rule = next(r for r in np["ingress"] if r["ports"][0]["port"] == "admin")
     check({"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}} in admin_rule["from"],

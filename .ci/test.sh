@@ -15,7 +15,7 @@ export CARGO_INCREMENTAL=0
 step() { printf '\n==> %s\n' "$*"; }
 
 step "tools"
-TOOLS=$(.ci/tools.sh buf grpcurl nats_server helm kubernetes_validate grpcio grpc_js webhook_sdks openssl curl)
+TOOLS=$(.ci/tools.sh buf grpcurl nats_server helm kubernetes_validate grpcio grpc_js webhook_sdks openssl curl prometheus)
 # The NATS backend tests start their own nats-server from here.
 export NATS_SERVER_BIN="$TOOLS/bin/nats-server"
 export PATH="$TOOLS/bin:$PATH"
@@ -88,5 +88,8 @@ step "helm chart: lint, render, kubernetes-validate, assertions"
 step "benchmark harness smoke test (dev profile; checks results, times nothing)"
 cargo test --locked --bench micro -- --test
 cargo test --locked --bench loadgen -- smoke --server-bin target/debug/call-outcome
+
+step "alerts and dashboard: promtool, then a real Prometheus scraping the real binary"
+.ci/prometheus-test.sh target/debug/call-outcome
 
 step "all tests passed"

@@ -142,7 +142,23 @@ install_debian_command() { # install_debian_command <command>
 install_openssl() { install_debian_command openssl; }
 install_curl() { install_debian_command curl; }
 
+# Prometheus and promtool from Debian's package `prometheus`, unpacked into .tools (not
+# installed: no service, no user). The version is the one Debian ships; a machine whose
+# package lists are empty gets them updated first.
+install_prometheus() {
+  [ -x "$TOOLS/bin/prometheus" ] && [ -x "$TOOLS/bin/promtool" ] && return 0
+  log "installing prometheus and promtool (Debian package prometheus, unpacked into .tools)"
+  local dir; dir=$(mktemp -d "$TOOLS/tmp/prometheus.XXXX")
+  local sudo=; [ "$(id -u)" = 0 ] || sudo=sudo
+  (cd "$dir" && { apt-get download prometheus >/dev/null 2>&1 \
+    || { $sudo apt-get update -qq && apt-get download prometheus >/dev/null 2>&1; }; })
+  dpkg-deb -x "$dir"/prometheus_*.deb "$dir/x"
+  install -m 0755 "$dir/x/usr/bin/prometheus" "$TOOLS/bin/prometheus"
+  install -m 0755 "$dir/x/usr/bin/promtool" "$TOOLS/bin/promtool"
+  rm -rf "$dir"
+}
+
 tools=("$@")
-[ ${#tools[@]} -gt 0 ] || tools=(buf grpcurl nats_server helm kubernetes_validate grpcio grpc_js webhook_sdks openssl curl)
+[ ${#tools[@]} -gt 0 ] || tools=(buf grpcurl nats_server helm kubernetes_validate grpcio grpc_js webhook_sdks openssl curl prometheus)
 for t in "${tools[@]}"; do "install_$t"; done
 echo "$TOOLS"

@@ -13,7 +13,7 @@
 //! the RPC span that carries the trace id of every log line.
 
 use crate::domain::{Action, Decision};
-use crate::domain::{Category, Classification};
+use crate::domain::{Category, Classification, RetryAfterScope};
 use crate::events::EventLog;
 use opentelemetry::KeyValue;
 use opentelemetry::metrics::{
@@ -227,7 +227,7 @@ const LATENCY_BUCKETS: &[f64] = &[
 pub struct Metrics {
     provider: SdkMeterProvider,
     /// Collected through callbacks; kept so the registrations live as long as the metrics.
-    _observed: ([ObservableCounter<u64>; 8], ObservableGauge<u64>),
+    _observed: ([ObservableCounter<u64>; 9], ObservableGauge<u64>),
     registry: prometheus::Registry,
     /// The per-report counters live in atomics read by observable instruments at
     /// collection: an SDK counter `add` hashes its attribute set and takes a lock on
@@ -243,6 +243,16 @@ impl std::fmt::Debug for Metrics {
         f.debug_struct("Metrics").finish_non_exhaustive()
     }
 }
+
+/// The `(component, kind)` pairs of `calloutcome_backend_errors_total`, exported at 0
+/// from the start (see `api::pipeline_error` for where each is counted).
+const BACKEND_ERROR_KINDS: &[(&str, &str)] = &[
+    ("store", "unavailable"),
+    ("store", "in_progress"),
+    ("store", "backend"),
+    ("events", "unavailable"),
+    ("events", "backend"),
+];
 
 /// `[metrics]`: per-carrier visibility. The outcome label `carrier_label` (e.g.
 /// `carrier`) becomes a label of `calloutcome_outcomes_total` with the same name; its
@@ -421,11 +431,42 @@ impl Metrics {
             .with_callback(move |o| o.observe(counters.duplicates.load(Ordering::Relaxed), &[]))
             .build();
         let counters = Arc::clone(&hot);
+        let retry_after = meter
+            .u64_observable_counter("calloutcome_retry_after")
+            .with_description(
+                "Recorded outcomes whose valid Retry-After applied, by scope: callee (the callee asks for time) or route (a server or route is unavailable: many at once is a storm).",
+            )
+            .with_callback(move |o| {
+                for (scope, count) in [
+                    ("callee", &counters.retry_after_callee),
+                    ("route", &counters.retry_after_route),
+                ] {
+                    o.observe(count.load(Ordering::Relaxed), &[KeyValue::new("scope", scope)]);
+                }
+            })
+            .build();
+        let counters = Arc::clone(&hot);
         let suppressions = meter
             .u64_observable_counter("calloutcome_suppressions")
             .with_description("Reports whose destination the policy suppressed.")
             .with_callback(move |o| o.observe(counters.suppressions.load(Ordering::Relaxed), &[]))
             .build();
+
+        let backend_errors = meter
+            .u64_counter("calloutcome_backend_errors")
+            .with_description("Store or event-log failures, by backend component and kind.")
+            .build();
+        // Every series an alert watches exists from the start, at 0, so that a rate over
+        // it is 0 rather than absent (Prometheus' "avoid missing metrics").
+        for (component, kind) in BACKEND_ERROR_KINDS {
+            backend_errors.add(
+                0,
+                &[
+                    KeyValue::new("component", *component),
+                    KeyValue::new("kind", *kind),
+                ],
+            );
+        }
 
         Ok(Metrics {
             hot,
@@ -433,10 +474,7 @@ impl Metrics {
                 .u64_counter("calloutcome_invalid_requests")
                 .with_description("Requests rejected with INVALID_ARGUMENT, by RPC method.")
                 .build(),
-            backend_errors: meter
-                .u64_counter("calloutcome_backend_errors")
-                .with_description("Store or event-log failures, by backend component and kind.")
-                .build(),
+            backend_errors,
             rpc_duration: meter
                 .f64_histogram("calloutcome_rpc_duration")
                 .with_unit("s")
@@ -457,6 +495,7 @@ impl Metrics {
                     decisions,
                     duplicates,
                     suppressions,
+                    retry_after,
                 ],
                 active,
             ),
@@ -491,6 +530,15 @@ impl Metrics {
         let slot = carrier * OUTCOME_SLOTS + outcome_slot(classification, decision);
         if let Some(counter) = hot.outcomes.get(slot) {
             counter.fetch_add(1, Ordering::Relaxed);
+        }
+        match classification.retry_after.map(|ra| ra.scope) {
+            Some(RetryAfterScope::Callee) => {
+                hot.retry_after_callee.fetch_add(1, Ordering::Relaxed);
+            }
+            Some(RetryAfterScope::Route) => {
+                hot.retry_after_route.fetch_add(1, Ordering::Relaxed);
+            }
+            None => {}
         }
         self.decision(decision);
         if decision.suppressed {
@@ -599,6 +647,8 @@ struct HotCounters {
     decisions: parking_lot::RwLock<HashMap<String, Box<[AtomicU64]>, foldhash::fast::RandomState>>,
     duplicates: AtomicU64,
     suppressions: AtomicU64,
+    retry_after_callee: AtomicU64,
+    retry_after_route: AtomicU64,
 }
 
 impl HotCounters {
@@ -614,6 +664,8 @@ impl HotCounters {
             decisions: parking_lot::RwLock::default(),
             duplicates: AtomicU64::new(0),
             suppressions: AtomicU64::new(0),
+            retry_after_callee: AtomicU64::new(0),
+            retry_after_route: AtomicU64::new(0),
         }
     }
 }

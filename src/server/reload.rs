@@ -44,13 +44,18 @@ impl PolicyMetrics {
     pub fn new(metrics: &Metrics, pipeline: &Pipeline) -> PolicyMetrics {
         let meter = metrics.meter();
         let live = pipeline.clone();
+        let reloads = meter
+            .u64_counter("calloutcome_policy_reloads")
+            .with_description(
+                "Policy reloads by result: applied (a new version is live), unchanged (the same text), rejected (invalid; the previous policy stays).",
+            )
+            .build();
+        // At 0 from the start, so that an alert on rejections sees 0, not nothing.
+        for result in ["applied", "unchanged", "rejected"] {
+            reloads.add(0, &[KeyValue::new("result", result)]);
+        }
         PolicyMetrics {
-            reloads: meter
-                .u64_counter("calloutcome_policy_reloads")
-                .with_description(
-                    "Policy reloads by result: applied (a new version is live), unchanged (the same text), rejected (invalid; the previous policy stays).",
-                )
-                .build(),
+            reloads,
             _info: meter
                 .u64_observable_gauge("calloutcome_policy_info")
                 .with_description("The live handling policy: `version` is what decisions carry as policy_version (the first 12 hex digits of the SHA-256 of the policy file).")

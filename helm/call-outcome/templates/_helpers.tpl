@@ -166,3 +166,13 @@ Guards against settings that cannot work together.
 {{- printf "https://%s" .Values.webhooks.ingress.host -}}
 {{- end -}}
 {{- end }}
+
+{{/*
+A PromQL label-matcher block from the release's selector and one more matcher, either
+of which may be empty: (list "namespace=\"x\"" "scope=\"route\"") -> {namespace="x",scope="route"}.
+*/}}
+{{- define "call-outcome.matchers" -}}
+{{- $parts := list -}}
+{{- range . }}{{ if . }}{{ $parts = append $parts . }}{{ end }}{{ end -}}
+{{- if $parts }}{{ printf "{%s}" (join "," $parts) }}{{ end -}}
+{{- end }}
