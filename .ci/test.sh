@@ -15,7 +15,7 @@ export CARGO_INCREMENTAL=0
 step() { printf '\n==> %s\n' "$*"; }
 
 step "tools"
-TOOLS=$(.ci/tools.sh buf grpcurl nats_server helm kubernetes_validate grpcio grpc_js webhook_sdks openssl curl prometheus)
+TOOLS=$(.ci/tools.sh buf grpcurl nats_server helm kubernetes_validate grpcio grpc_js webhook_sdks openssl curl prometheus client_gen clients)
 # The NATS backend tests start their own nats-server from here.
 export NATS_SERVER_BIN="$TOOLS/bin/nats-server"
 export PATH="$TOOLS/bin:$PATH"
@@ -65,16 +65,22 @@ if [ -n "$SERVE_PID" ]; then
   SERVE_PID=
 fi
 
-step "buf lint (STANDARD), the API reference in docs/api.md, buf breaking (against the previous commit)"
+step "buf lint (STANDARD), the API reference in docs/api.md, buf breaking, the generated clients"
 buf lint
 PROTO_IMAGE=$(mktemp --suffix=.json)
 buf build -o "$PROTO_IMAGE"
 .ci/proto_doc.py "$PROTO_IMAGE" check docs/api.md && rm -f "$PROTO_IMAGE"
-if git rev-parse --verify -q HEAD~1 >/dev/null; then
+# Against the last release (a v* tag) when there is one, else the previous commit.
+if release=$(git describe --tags --abbrev=0 --match 'v*' 2>/dev/null); then
+  echo "buf breaking against release $release"
+  buf breaking --against ".git#tag=$release"
+elif git rev-parse --verify -q HEAD~1 >/dev/null; then
+  echo "no release tag in this clone: buf breaking against the previous commit"
   buf breaking --against '.git#ref=HEAD~1'
 else
   echo "no previous commit in this clone: nothing to compare the contract with"
 fi
+clients/generate.sh --check
 
 step "smoke test: the binary with grpcurl"
 .ci/smoke.sh target/debug/call-outcome

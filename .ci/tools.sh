@@ -19,6 +19,11 @@ GRPCIO_VERSION=1.76.0
 # The providers' own SDKs sign the webhook test callbacks (tests/clients/webhook_sdks.py).
 TWILIO_VERSION=9.13.0 PLIVO_VERSION=4.63.0 PYJWT_VERSION=2.15.1 CRYPTOGRAPHY_VERSION=50.0.2
 GRPC_JS_VERSION=1.14.1
+# The generated clients: Protobuf-ES and Connect (TypeScript), protobuf and the
+# google.rpc protos for grpcio's rich errors (Python).
+PROTOBUF_ES_VERSION=2.17.0
+PROTOBUF_PY_VERSION=6.33.6
+GOOGLEAPIS_PROTOS_VERSION=1.72.0
 PROTO_LOADER_VERSION=0.8.0
 
 log() { echo "[tools] $*" >&2; }
@@ -130,6 +135,37 @@ install_grpc_js() {
     "@grpc/grpc-js@$GRPC_JS_VERSION" "@grpc/proto-loader@$PROTO_LOADER_VERSION" >/dev/null)
 }
 
+# The generated clients (clients/): @bufbuild/protoc-gen-es for `buf generate`, in
+# .tools/es.
+install_client_gen() {
+  [ -x "$TOOLS/es/node_modules/.bin/protoc-gen-es" ] && return 0
+  log "installing @bufbuild/protoc-gen-es $PROTOBUF_ES_VERSION (npm) into .tools/es"
+  mkdir -p "$TOOLS/es"
+  (cd "$TOOLS/es" && npm install --silent --no-audit --no-fund --prefix . \
+    "@bufbuild/protoc-gen-es@$PROTOBUF_ES_VERSION" "@bufbuild/protobuf@$PROTOBUF_ES_VERSION" >/dev/null)
+}
+
+# The clients as their users install them: `pip install ./clients/python` into
+# .tools/client-venv (.tools/bin/client-python), and the npm package of
+# clients/typescript (packed, then installed with its dependencies) into
+# .tools/ts-client. The packages themselves are reinstalled every time, so the tests
+# always run the clients in this tree.
+install_clients() {
+  if [ ! -x "$TOOLS/bin/client-python" ]; then
+    install_venv client "grpcio==$GRPCIO_VERSION" "grpcio-status==$GRPCIO_VERSION" \
+      "protobuf==$PROTOBUF_PY_VERSION" "googleapis-common-protos==$GOOGLEAPIS_PROTOS_VERSION"
+  fi
+  # From a copy: a build leaves build/ and *.egg-info beside the sources.
+  local dir; dir=$(mktemp -d "$TOOLS/tmp/clients.XXXX")
+  cp -r clients/python "$dir/python"
+  "$TOOLS/client-venv/bin/python" -m pip install --quiet --disable-pip-version-check \
+    --force-reinstall --no-deps "$dir/python"
+  (cd clients/typescript && npm pack --silent --pack-destination "$dir" >/dev/null)
+  mkdir -p "$TOOLS/ts-client"
+  (cd "$TOOLS/ts-client" && npm install --silent --no-audit --no-fund --prefix . "$dir"/*.tgz >/dev/null)
+  rm -rf "$dir"
+}
+
 # A command from Debian's package of the same name, when the machine lacks it.
 install_debian_command() { # install_debian_command <command>
   command -v "$1" >/dev/null && return 0
@@ -159,6 +195,6 @@ install_prometheus() {
 }
 
 tools=("$@")
-[ ${#tools[@]} -gt 0 ] || tools=(buf grpcurl nats_server helm kubernetes_validate grpcio grpc_js webhook_sdks openssl curl prometheus)
+[ ${#tools[@]} -gt 0 ] || tools=(buf grpcurl nats_server helm kubernetes_validate grpcio grpc_js webhook_sdks openssl curl prometheus client_gen clients)
 for t in "${tools[@]}"; do "install_$t"; done
 echo "$TOOLS"

@@ -1,8 +1,9 @@
 //! Stock clients of other languages against the real server, where their own behaviour
 //! matters: grpcio (Python) and @grpc/grpc-js (Node), with default options (#15); the
-//! providers' SDKs signing webhook callbacks (#17). The scripts live in `tests/clients/`;
-//! `.ci/tools.sh grpcio grpc_js webhook_sdks` installs the clients into `.tools/` (the
-//! test command does). A missing client fails the test, never skips.
+//! providers' SDKs signing webhook callbacks (#17); the generated clients of `clients/`
+//! as their users install them (#19). The scripts live in `tests/clients/`;
+//! `.ci/tools.sh grpcio grpc_js webhook_sdks clients` installs the clients into `.tools/`
+//! (the test command does). A missing client fails the test, never skips.
 
 mod common;
 
@@ -17,7 +18,7 @@ fn tool(path: &str) -> PathBuf {
     let p = root().join(path);
     assert!(
         p.exists(),
-        "{} is missing: run `.ci/tools.sh grpcio grpc_js webhook_sdks` (the test command does)",
+        "{} is missing: run `.ci/tools.sh grpcio grpc_js webhook_sdks clients` (the test command does)",
         p.display()
     );
     p
@@ -64,6 +65,44 @@ async fn grpc_js_reads_a_bounded_invalid_argument() {
         .arg(server.addr.to_string())
         .arg(proto_dir());
     tokio::task::spawn_blocking(move || run(command, "grpc-js"))
+        .await
+        .expect("join");
+    server.stop().await.expect("clean stop");
+}
+
+/// #19: `pip install ./clients/python`, then Classify, a report and its duplicate, an
+/// INVALID_ARGUMENT decoded by grpcio's rich-error support, and a resumed subscription.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_generated_python_client() {
+    let python = tool(".tools/bin/client-python");
+    let server = common::start().await;
+    let mut command = Command::new(python);
+    command
+        .arg(root().join("tests/clients/python_client_check.py"))
+        .arg(server.addr.to_string());
+    tokio::task::spawn_blocking(move || run(command, "python client"))
+        .await
+        .expect("join");
+    server.stop().await.expect("clean stop");
+}
+
+/// #19: the npm package of `clients/typescript` (Protobuf-ES over Connect's gRPC
+/// transport), with the same checks; BadRequest through `ConnectError.findDetails`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_generated_typescript_client() {
+    let installed = tool(".tools/ts-client/node_modules/@call-outcome/client");
+    // Node resolves the package from the script's folder: run a copy beside the install.
+    let folder = installed
+        .ancestors()
+        .nth(3)
+        .expect("the install's folder")
+        .to_owned();
+    let script = folder.join("ts_client_check.mjs");
+    std::fs::copy(root().join("tests/clients/ts_client_check.mjs"), &script).expect("copy");
+    let server = common::start().await;
+    let mut command = Command::new("node");
+    command.arg(&script).arg(server.addr.to_string());
+    tokio::task::spawn_blocking(move || run(command, "typescript client"))
         .await
         .expect("join");
     server.stop().await.expect("clean stop");

@@ -1,0 +1,1 @@
+"""call-outcome's gRPC client: `calloutcome.v1` holds the code generated from its proto."""
