@@ -108,6 +108,23 @@ async fn the_generated_typescript_client() {
     server.stop().await.expect("clean stop");
 }
 
+/// #19: examples/sms-fallback on the generated client, against the real binary through
+/// a restart of the subscriber and of the server: one message per decline whose
+/// decision suggests SMS, none for the rest, the server's new log reported as a gap; and
+/// its HTTP sender's request to an SMS API.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sms_fallback_example_sends_each_message_once() {
+    let python = tool(".tools/bin/client-python");
+    let mut command = Command::new(python);
+    command
+        .arg(root().join("tests/clients/sms_fallback_check.py"))
+        .arg(env!("CARGO_BIN_EXE_call-outcome"))
+        .arg(root().join("examples/sms-fallback/sms_fallback.py"));
+    tokio::task::spawn_blocking(move || run(command, "sms fallback"))
+        .await
+        .expect("join");
+}
+
 /// The providers' own SDKs sign the callbacks (twilio-python's `RequestValidator`,
 /// plivo-python's V3 signature, PyJWT for Vonage, cryptography's Ed25519 for Telnyx):
 /// the listener accepts what they sign and refuses what was changed afterwards.
