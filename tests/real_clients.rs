@@ -35,6 +35,43 @@ fn run(mut command: Command, what: &str) {
     );
 }
 
+/// `call-outcome serve` itself (the binary users run), on a free loopback port.
+struct Binary {
+    child: std::process::Child,
+    addr: std::net::SocketAddr,
+}
+
+impl Binary {
+    fn start() -> Binary {
+        // A free port: bound at 0, released, handed to the binary.
+        let addr = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port");
+        let child = Command::new(env!("CARGO_BIN_EXE_call-outcome"))
+            .args(["serve", "--listen", &addr.to_string(), "--admin-listen", ""])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("serve starts");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while std::net::TcpStream::connect(addr).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "serve never listened on {addr}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        Binary { child, addr }
+    }
+}
+
+impl Drop for Binary {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 fn proto_dir() -> String {
     root().join("proto").display().to_string()
 }
@@ -70,24 +107,25 @@ async fn grpc_js_reads_a_bounded_invalid_argument() {
     server.stop().await.expect("clean stop");
 }
 
-/// #19: `pip install ./clients/python`, then Classify, a report and its duplicate, an
+/// #19: `pip install ./clients/python` against the binary, then Classify, a report and its duplicate, an
 /// INVALID_ARGUMENT decoded by grpcio's rich-error support, and a resumed subscription.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_generated_python_client() {
     let python = tool(".tools/bin/client-python");
-    let server = common::start().await;
-    let mut command = Command::new(python);
-    command
-        .arg(root().join("tests/clients/python_client_check.py"))
-        .arg(server.addr.to_string());
-    tokio::task::spawn_blocking(move || run(command, "python client"))
-        .await
-        .expect("join");
-    server.stop().await.expect("clean stop");
+    tokio::task::spawn_blocking(move || {
+        let server = Binary::start();
+        let mut command = Command::new(python);
+        command
+            .arg(root().join("tests/clients/python_client_check.py"))
+            .arg(server.addr.to_string());
+        run(command, "python client");
+    })
+    .await
+    .expect("join");
 }
 
 /// #19: the npm package of `clients/typescript` (Protobuf-ES over Connect's gRPC
-/// transport), with the same checks; BadRequest through `ConnectError.findDetails`.
+/// transport) against the binary, with the same checks; BadRequest through `ConnectError.findDetails`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_generated_typescript_client() {
     let installed = tool(".tools/ts-client/node_modules/@call-outcome/client");
@@ -99,13 +137,14 @@ async fn the_generated_typescript_client() {
         .to_owned();
     let script = folder.join("ts_client_check.mjs");
     std::fs::copy(root().join("tests/clients/ts_client_check.mjs"), &script).expect("copy");
-    let server = common::start().await;
-    let mut command = Command::new("node");
-    command.arg(&script).arg(server.addr.to_string());
-    tokio::task::spawn_blocking(move || run(command, "typescript client"))
-        .await
-        .expect("join");
-    server.stop().await.expect("clean stop");
+    tokio::task::spawn_blocking(move || {
+        let server = Binary::start();
+        let mut command = Command::new("node");
+        command.arg(&script).arg(server.addr.to_string());
+        run(command, "typescript client");
+    })
+    .await
+    .expect("join");
 }
 
 /// #19: examples/sms-fallback on the generated client, against the real binary through
