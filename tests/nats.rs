@@ -950,3 +950,43 @@ async fn a_webhook_is_answered_503_without_nats_and_its_retry_records_one_event(
     assert_eq!(ids, ["wh-1", "sentinel"]);
     server.stop().await.expect("clean stop");
 }
+
+/// #20, measured first: the requests one report makes of NATS. `/varz` `in_msgs` counts
+/// every message the server received; with one replica, no subscriber and no other
+/// client, the difference over a batch of new reports (distinct destinations, so each
+/// history key is new and each claim is won) divided by the batch is the requests per
+/// report, each a sequential round trip on today's report path. The assertion pins the
+/// figure, so a change that removes round trips says so here (docs/performance.md).
+#[tokio::test]
+async fn the_requests_one_report_makes_of_nats_are_counted() {
+    let nats = NatsServer::start().await;
+    let (server, mut client) = replica(&nats).await;
+    // Warm up: buckets and the stream exist, the connection has settled.
+    send(&mut client, "warm-up").await;
+    const REPORTS: u64 = 20;
+    let before = nats.messages_in().await;
+    for n in 0..REPORTS {
+        let response = client
+            .report_outcome(report(outcome(
+                &format!("rt-{n}"),
+                1,
+                &format!("+1555010{n:04}"),
+                DECLINE,
+            )))
+            .await
+            .expect("report acknowledged")
+            .into_inner();
+        assert!(!response.duplicate);
+    }
+    let after = nats.messages_in().await;
+    let per_report = (after - before) as f64 / REPORTS as f64;
+    eprintln!("NATS requests per ReportOutcome: {per_report}");
+    // The claim creates the key (1; it read it first before #20: 2), the history is read
+    // and written (2), the event is published and acknowledged (1), the result is a
+    // compare-and-set at the claim's revision (1; a read and a write before: 2).
+    assert_eq!(
+        per_report, 5.0,
+        "requests per report changed: update docs/performance.md and this figure"
+    );
+    server.stop().await.expect("clean stop");
+}

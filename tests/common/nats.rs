@@ -16,6 +16,8 @@ use tokio::time::Instant;
 pub struct NatsServer {
     binary: PathBuf,
     pub port: u16,
+    /// The HTTP monitoring port (`/connz`, `/varz`): what the server itself counts.
+    pub monitor_port: u16,
     store: tempfile::TempDir,
     child: Option<Child>,
 }
@@ -47,6 +49,7 @@ impl NatsServer {
         let mut server = NatsServer {
             binary: binary(),
             port: free_port(),
+            monitor_port: free_port(),
             store: tempfile::tempdir().expect("store dir"),
             child: None,
         };
@@ -63,6 +66,8 @@ impl NatsServer {
         let child = Command::new(&self.binary)
             .args(["-js", "-a", "127.0.0.1", "-p"])
             .arg(self.port.to_string())
+            .arg("-m")
+            .arg(self.monitor_port.to_string())
             .arg("-sd")
             .arg(self.store.path())
             .stdin(Stdio::null())
@@ -103,6 +108,28 @@ impl NatsServer {
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    /// Messages the server received from its clients so far (`/varz` `in_msgs`): every
+    /// KV operation and JetStream publish is one request, so a difference over N reports
+    /// divided by N is the requests (round trips) per report.
+    pub async fn messages_in(&self) -> u64 {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", self.monitor_port))
+            .await
+            .expect("monitoring port");
+        stream
+            .write_all(b"GET /varz HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+            .await
+            .expect("request /varz");
+        let mut response = String::new();
+        stream
+            .read_to_string(&mut response)
+            .await
+            .expect("read /varz");
+        let body = response.split("\r\n\r\n").nth(1).expect("a body");
+        let varz: serde_json::Value = serde_json::from_str(body).expect("varz JSON");
+        varz["in_msgs"].as_u64().expect("in_msgs")
     }
 
     /// Kills the server (SIGKILL) and waits for it to exit.
