@@ -196,6 +196,17 @@ pub(crate) struct Subject<'a> {
 }
 
 impl OverrideConditions {
+    /// No condition at all: such an override would rewrite every outcome.
+    pub fn is_empty(&self) -> bool {
+        self.tenants.is_empty()
+            && self.providers.is_empty()
+            && self.labels.is_empty()
+            && self.sip_codes.is_empty()
+            && self.q850_causes.is_empty()
+            && self.provider_causes.is_empty()
+            && self.reason_phrase.is_none()
+    }
+
     /// True when every condition holds. The regular expression runs last.
     fn matches(&self, s: &Subject<'_>) -> bool {
         (self.sip_codes.is_empty()

@@ -258,14 +258,14 @@ impl Replay {
 
 /// What a decision is judged by: behaviour, not wording (the explanation is left out;
 /// the message to the user is in).
-fn behaviour(c: &Classification, d: &Decision) -> impl PartialEq {
+fn behaviour<'a>(c: &Classification, d: &'a Decision) -> impl PartialEq + 'a {
     (
         (c.category, c.fault, c.retryable),
-        (d.rule.clone(), d.action),
+        (d.rule.as_str(), d.action),
         (
             d.notify_user,
-            d.user_message.clone(),
-            d.alternatives.clone(),
+            d.user_message.as_str(),
+            d.alternatives.as_slice(),
         ),
         (d.alert_operator, d.suppressed, d.avoid_route_seconds),
         d.retry.as_ref().map(|r| (r.delay_seconds, r.max_attempts)),

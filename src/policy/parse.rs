@@ -684,14 +684,7 @@ impl Compiler<'_> {
             )?,
             reason_phrase,
         };
-        let has_condition = !(when.tenants.is_empty()
-            && when.providers.is_empty()
-            && when.labels.is_empty()
-            && when.sip_codes.is_empty()
-            && when.q850_causes.is_empty()
-            && when.provider_causes.is_empty()
-            && when.reason_phrase.is_none());
-        if !has_condition {
+        if when.is_empty() {
             return Err(self.error(
                 raw.name.span(),
                 format!(

@@ -222,36 +222,27 @@ impl NatsStore {
         let k = Self::report_key(key);
         let deadline = Instant::now() + self.limits.in_flight_wait;
         let pending = || encode(&ReportValue::Pending { since_ms: now_ms() });
-        // Most reports are new: try to create the marker first (one round trip), and read
-        // only when the key exists. `create` is atomic, so two replicas cannot both win.
-        let mut first = true;
+        // Most reports are new: create the marker first (one round trip) and read only
+        // when the key exists. `create` is atomic, so two replicas cannot both win.
+        let mut try_create = true;
         loop {
-            let existing = if first {
-                first = false;
+            if try_create {
                 match buckets.reports.create(&k, pending()?).await {
                     Ok(revision) => {
                         self.claimed.lock().insert(k, revision);
                         return Ok(Claim::New);
                     }
-                    Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => {
-                        Self::live(&buckets.reports, &k).await?
-                    }
+                    // Claimed before us (or in between): read what is there.
+                    Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => {}
                     Err(e) => return Err(unavailable(e)),
                 }
-            } else {
-                Self::live(&buckets.reports, &k).await?
+            }
+            let Some(entry) = Self::live(&buckets.reports, &k).await? else {
+                // Released or expired since: try to claim it again.
+                try_create = true;
+                continue;
             };
-            let Some(entry) = existing else {
-                match buckets.reports.create(&k, pending()?).await {
-                    Ok(revision) => {
-                        self.claimed.lock().insert(k, revision);
-                        return Ok(Claim::New);
-                    }
-                    // Another replica claimed it in between: read again.
-                    Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => continue,
-                    Err(e) => return Err(unavailable(e)),
-                }
-            };
+            try_create = false;
             let since_ms = match serde_json::from_slice::<ReportValue>(&entry.value) {
                 Ok(ReportValue::Done { report }) => return Ok(Claim::Done(Arc::from(report))),
                 Ok(ReportValue::Pending { since_ms }) => since_ms,
