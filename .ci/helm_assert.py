@@ -344,6 +344,11 @@ def case_metrics(docs, dep, pod, c, config):
 def case_values_ha(docs, dep, pod, c, config):
     check(dep["spec"].get("replicas") == 3, "values-ha: 3 replicas")
     check(config.get("backend") == "nats" and config["nats"]["replicas"] == 3, "values-ha: NATS with 3 stream replicas")
+    urls = config["nats"]["url"].split(",")
+    check(len(urls) == 3 and all(u.startswith("nats://nats-") and u.endswith(".nats-headless.nats.svc.cluster.local:4222") for u in urls),
+          "values-ha: every node of the NATS chart's three-node cluster")
+    check(config["nats"].get("request_timeout") == "5s" and config["nats"].get("duplicate_window") == "2m",
+          "values-ha: the settings that matter in a failover rendered")
     check(one(docs, "PodDisruptionBudget")["spec"].get("maxUnavailable") == 1, "values-ha: PDB")
     keys = {t["topologyKey"] for t in pod["topologySpreadConstraints"]}
     check(keys == {"topology.kubernetes.io/zone", "kubernetes.io/hostname"}, "values-ha: spread over zones and nodes")

@@ -16,7 +16,12 @@
 //! - `webhooks`: signed Telnyx (Ed25519) and Twilio (HMAC-SHA1) call-status callbacks
 //!   over HTTP/2 to the webhook listener, each a new terminal outcome, against
 //!   `ReportOutcome` on the same service in the same run: accepted webhooks/s and p99.
-//! - `all`: the four above. `smoke`: tiny counts, checks correctness only (CI).
+//! - `nats`: `ReportOutcome` on the JetStream backend against the memory backend, in
+//!   one run of alternating rounds: one replica on one nats-server, two replicas on it
+//!   with the load split across both, and one replica on a three-node cluster with the
+//!   stream and buckets at 1 and at 3 replicas (nats-server from `NATS_SERVER_BIN` or
+//!   `.tools/bin/nats-server`; the servers share core 0 with the service).
+//! - `all`: the first four above. `smoke`: tiny counts, checks correctness only (CI).
 //!
 //! Servers run as child processes pinned to core 0 (`taskset -c 0`), the client on core 1
 //! (`sched_setaffinity`); `--no-pin` disables both. Only loopback targets are accepted
@@ -49,7 +54,7 @@ use tonic::{Request, Response, Status};
 type AnyResult<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
 
 const USAGE: &str = "\
-usage: cargo bench --bench loadgen -- <unary|fanout|memory|h2load|webhooks|all|smoke> [options]
+usage: cargo bench --bench loadgen -- <unary|fanout|memory|h2load|webhooks|nats|all|smoke> [options]
   --server-bin PATH        call-outcome binary [target/release/call-outcome]
   --server-args 'ARGS'     extra `serve` arguments, e.g. '--config bench.toml'
   --target ADDR            measure an already running service instead of a child
@@ -205,6 +210,7 @@ fn main() -> std::process::ExitCode {
     let result = runtime.block_on(async {
         match args.command.as_str() {
             "unary" => unary(&args).await.map(drop),
+            "nats" => nats(&args).await.map(drop),
             "fanout" => fanout(&args).await.map(drop),
             "memory" => memory(&args).await.map(drop),
             "h2load" => h2load(&args).await,
@@ -303,6 +309,15 @@ impl Server {
                     .into());
                 }
                 let mut rest = vec!["serve".into(), "--listen".into(), addr.to_string()];
+                // No admin listener unless asked for: never the default 9090, which a
+                // service running beside the benchmark (or a second replica) holds.
+                if !args
+                    .server_args
+                    .iter()
+                    .any(|a| a.starts_with("--admin-listen"))
+                {
+                    rest.extend(["--admin-listen".into(), String::new()]);
+                }
                 rest.extend(args.server_args.iter().cloned());
                 (args.server_bin.clone(), rest)
             }
@@ -328,7 +343,11 @@ impl Server {
             .args(&rest)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::null());
+            .stderr(if std::env::var_os("LOADGEN_SERVER_LOGS").is_some() {
+                Stdio::inherit()
+            } else {
+                Stdio::null()
+            });
         for (k, v) in env {
             command.env(k, v);
         }
@@ -920,6 +939,301 @@ async fn unary(args: &Args) -> AnyResult<Vec<UnarySummary>> {
         summaries.push(summary);
     }
     Ok(summaries)
+}
+
+// ---------------------------------------------------------------------------------------
+// The JetStream backend: one replica, two replicas, a three-node cluster at R1 and R3.
+
+/// A `nats-server` child with JetStream and its own store folder (killed on drop).
+struct NatsNode {
+    child: std::process::Child,
+    port: u16,
+    _store: tempfile::TempDir,
+}
+
+impl Drop for NatsNode {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn nats_server_bin() -> AnyResult<PathBuf> {
+    let path = std::env::var_os("NATS_SERVER_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(".tools/bin/nats-server"));
+    if path.is_file() {
+        Ok(path)
+    } else {
+        Err(format!(
+            "nats-server not found at {}: run `.ci/tools.sh nats_server` or set NATS_SERVER_BIN",
+            path.display()
+        )
+        .into())
+    }
+}
+
+/// Starts `count` nats-servers (a cluster over routes when more than one), pinned to
+/// core 0 beside the service, and waits until JetStream answers on each.
+async fn start_nats(args: &Args, count: usize) -> AnyResult<Vec<NatsNode>> {
+    let bin = nats_server_bin()?;
+    let route_ports: Vec<u16> = (0..count).map(|_| free_port()).collect::<Result<_, _>>()?;
+    let routes = route_ports
+        .iter()
+        .map(|p| format!("nats://127.0.0.1:{p}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    let pin = args.pin && cores() >= 2 && on_path("taskset");
+    let mut nodes = Vec::new();
+    for (i, route_port) in route_ports.iter().enumerate() {
+        let port = free_port()?;
+        let store = tempfile::tempdir()?;
+        let mut command = if pin {
+            let mut c = Command::new("taskset");
+            c.args(["-c", "0"]).arg(&bin);
+            c
+        } else {
+            Command::new(&bin)
+        };
+        command
+            .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
+            .arg(store.path());
+        if count > 1 {
+            command.args([
+                "-n",
+                &format!("n{i}"),
+                "--cluster_name",
+                "loadgen",
+                "--cluster",
+                &format!("nats://127.0.0.1:{route_port}"),
+                "--routes",
+                &routes,
+            ]);
+        }
+        let child = command
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()?;
+        nodes.push(NatsNode {
+            child,
+            port,
+            _store: store,
+        });
+    }
+    for node in &nodes {
+        let url = format!("nats://127.0.0.1:{}", node.port);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let ready = async {
+                let client = async_nats::connect(&url).await.ok()?;
+                async_nats::jetstream::new(client)
+                    .query_account()
+                    .await
+                    .ok()
+            };
+            if tokio::time::timeout(Duration::from_secs(2), ready)
+                .await
+                .ok()
+                .flatten()
+                .is_some()
+            {
+                break;
+            }
+            if Instant::now() > deadline {
+                return Err(format!("nats-server on {url} not ready within 30 s").into());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    Ok(nodes)
+}
+
+fn nats_urls(nodes: &[NatsNode]) -> String {
+    nodes
+        .iter()
+        .map(|n| format!("nats://127.0.0.1:{}", n.port))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// One measured setup of the `nats` command: its service replicas (the load is split
+/// across them) and what keeps them alive.
+struct NatsSetup {
+    name: &'static str,
+    replicas: Vec<Server>,
+    rps: f64,
+    hist: Histogram<u64>,
+    errors: u64,
+}
+
+/// A service replica on `urls` with the stream and buckets at `replicas`, under names
+/// of `setup`'s own (a stream's replica count is fixed once it exists).
+async fn nats_replica(args: &Args, urls: &str, replicas: usize, setup: &str) -> AnyResult<Server> {
+    let replicas = replicas.to_string();
+    let stream = format!("LOADGEN_{setup}");
+    let history = format!("loadgen_{setup}_history");
+    let reports = format!("loadgen_{setup}_reports");
+    let subjects = format!("loadgen_{setup}");
+    // The backend and URL as flags: they win over a CALL_OUTCOME_NATS_URL in the
+    // environment (the docs runner sets one).
+    let mut with_nats = args.clone();
+    with_nats.server_args.extend([
+        "--backend".into(),
+        "nats".into(),
+        "--nats-url".into(),
+        urls.into(),
+    ]);
+    Server::start(
+        Kind::Service,
+        &with_nats,
+        &[
+            ("CALL_OUTCOME_NATS__REPLICAS", &replicas),
+            ("CALL_OUTCOME_NATS__STREAM", &stream),
+            ("CALL_OUTCOME_NATS__HISTORY_BUCKET", &history),
+            ("CALL_OUTCOME_NATS__REPORTS_BUCKET", &reports),
+            ("CALL_OUTCOME_NATS__SUBJECT_PREFIX", &subjects),
+        ],
+    )
+    .await
+}
+
+/// `ReportOutcome` at `--connections` x `--in-flight` in all, split evenly across the
+/// replicas of a setup (one or two: each gets one connection and its share of the
+/// requests in flight), each report new.
+async fn split_run(setup: &NatsSetup, in_flight: usize, bound: Bound) -> AnyResult<UnaryRun> {
+    let share = (in_flight / setup.replicas.len()).max(1);
+    let run = |replica| unary_run(replica, Rpc::Report, 1, share, bound, true);
+    match setup.replicas.as_slice() {
+        [one] => run(one).await,
+        [a, b] => {
+            let (a, b) = tokio::join!(run(a), run(b));
+            let (mut total, b) = (a?, b?);
+            total.hist.add(&b.hist)?;
+            total.ok += b.ok;
+            total.errors += b.errors;
+            total.elapsed = total.elapsed.max(b.elapsed);
+            total.first_error = total.first_error.or(b.first_error);
+            Ok(total)
+        }
+        _ => Err("a setup has one or two replicas".into()),
+    }
+}
+
+/// The five setups of the `nats` command, started; the nats-servers live as long as
+/// the returned nodes.
+async fn nats_setups(args: &Args) -> AnyResult<(Vec<NatsSetup>, Vec<NatsNode>)> {
+    let single = start_nats(args, 1).await?;
+    let cluster = start_nats(args, 3).await?;
+    let one = nats_urls(&single);
+    let three = nats_urls(&cluster);
+    let setup = |name, replicas| NatsSetup {
+        name,
+        replicas,
+        rps: 0.0,
+        hist: new_hist(),
+        errors: 0,
+    };
+    let setups = vec![
+        setup(
+            "memory backend",
+            vec![Server::start(Kind::Service, args, &[]).await?],
+        ),
+        setup(
+            "1 replica, 1 nats-server",
+            vec![nats_replica(args, &one, 1, "single").await?],
+        ),
+        setup(
+            "2 replicas, 1 nats-server",
+            vec![
+                nats_replica(args, &one, 1, "shared").await?,
+                nats_replica(args, &one, 1, "shared").await?,
+            ],
+        ),
+        setup(
+            "1 replica, 3-node cluster, R1",
+            vec![nats_replica(args, &three, 1, "r1").await?],
+        ),
+        setup(
+            "1 replica, 3-node cluster, R3",
+            vec![nats_replica(args, &three, 3, "r3").await?],
+        ),
+    ];
+    // Each replica's first report creates the tenant's stream (on a cluster a replicated
+    // stream takes a while to place): done before anything is measured.
+    for setup in &setups {
+        for replica in &setup.replicas {
+            let mut client = CallOutcomeServiceClient::new(connect(replica.addr).await?);
+            let deadline = Instant::now() + Duration::from_secs(60);
+            let mut seq = 0;
+            while let Err(status) = client
+                .report_outcome(report_request(salt(), seq, true))
+                .await
+            {
+                if Instant::now() > deadline {
+                    return Err(format!("{}: no report acknowledged: {status}", setup.name).into());
+                }
+                seq += 1;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+    Ok((setups, single.into_iter().chain(cluster).collect()))
+}
+
+async fn nats(args: &Args) -> AnyResult<Vec<(String, f64, f64)>> {
+    let (mut setups, nodes) = nats_setups(args).await?;
+    let in_flight = args.connections * args.in_flight;
+    println!(
+        "nats: ReportOutcome, {in_flight} in flight in all (split across a setup's replicas), \
+         {} s per run after {} s warm-up, {} round(s); service and nats-servers on core 0, \
+         client on core 1: {}",
+        args.duration.as_secs_f64(),
+        args.warmup.as_secs_f64(),
+        args.rounds,
+        args.pin && cores() >= 2
+    );
+    for round in 1..=args.rounds {
+        for setup in &mut setups {
+            if !args.warmup.is_zero() {
+                split_run(setup, in_flight, Bound::For(args.warmup)).await?;
+            }
+            let run = split_run(setup, in_flight, Bound::For(args.duration)).await?;
+            println!(
+                "{:<30} round {round}: {:>8.0} req/s  p50 {:>6.3} ms  p99 {:>6.3} ms  err {}{}",
+                setup.name,
+                run.rps(),
+                ms(run.hist.value_at_quantile(0.5)),
+                ms(run.hist.value_at_quantile(0.99)),
+                run.errors,
+                run.first_error
+                    .as_deref()
+                    .map_or(String::new(), |e| format!(" (first: {e})")),
+            );
+            setup.rps += run.rps();
+            setup.hist.add(&run.hist)?;
+            setup.errors += run.errors;
+        }
+    }
+    let memory_rps = setups[0].rps / args.rounds as f64;
+    let mut summary = Vec::new();
+    for setup in &setups {
+        let rps = setup.rps / args.rounds as f64;
+        let p99 = ms(setup.hist.value_at_quantile(0.99));
+        println!(
+            "== {:<30} {:>8.0} req/s  p99 {:>6.3} ms  {:.2}x memory  errors {}",
+            setup.name,
+            rps,
+            p99,
+            rps / memory_rps,
+            setup.errors
+        );
+        summary.push((setup.name.to_owned(), rps, p99));
+    }
+    // The services before the nats-servers they use.
+    drop(setups);
+    drop(nodes);
+    Ok(summary)
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1790,6 +2104,23 @@ async fn smoke(args: &Args) -> AnyResult<()> {
         if run.published != 20 || run.lost() != 0 || run.gaps != 0 {
             return Err(format!("{} fan-out lost events", kind.name()).into());
         }
+    }
+    {
+        let (setups, nodes) = nats_setups(args).await?;
+        for setup in &setups {
+            let run = split_run(setup, 8, Bound::Count(100)).await?;
+            let wanted = 100 * setup.replicas.len() as u64;
+            println!("nats {}: {} ok of {wanted}", setup.name, run.ok);
+            if run.ok != wanted || run.errors != 0 {
+                return Err(format!(
+                    "nats {}: {} ok of {wanted}, first error {:?}",
+                    setup.name, run.ok, run.first_error
+                )
+                .into());
+            }
+        }
+        drop(setups);
+        drop(nodes);
     }
     let small = Args {
         idle_subscribers: 20,

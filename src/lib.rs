@@ -38,7 +38,7 @@ pub mod fuzzing;
 
 pub use api::convert::timestamp;
 pub use api::subscribe::{RESUME_TOKEN_METADATA, SubscriptionConfig};
-pub use nats::{NatsConfig, NatsConnection};
+pub use nats::{NatsCondition, NatsConfig, NatsConnection};
 pub use providers::callback::{Params as CallbackParams, WebhookProvider};
 pub use telemetry::{LogFormat, OtlpSettings, init as init_telemetry};
 pub use tls::serve::ReloadStatus;

@@ -55,6 +55,10 @@ pub struct NatsConfig {
     pub request_timeout: Duration,
     /// NATS credentials file (JWT + nkey seed), when the server requires one.
     pub credentials_file: Option<PathBuf>,
+    /// How often readiness asks JetStream whether the KV buckets exist and have a
+    /// leader (a quorum of their replicas); a lost connection is seen at once.
+    #[serde(with = "humantime_serde")]
+    pub health_interval: Duration,
 }
 
 impl Default for NatsConfig {
@@ -72,6 +76,7 @@ impl Default for NatsConfig {
             connect_timeout: Duration::from_secs(5),
             request_timeout: Duration::from_secs(5),
             credentials_file: None,
+            health_interval: Duration::from_secs(1),
         }
     }
 }
@@ -99,9 +104,7 @@ impl NatsConfig {
                 self.subject_prefix
             ));
         }
-        if self.url.trim().is_empty() {
-            return Err("nats.url: must not be empty".into());
-        }
+        self.server_addrs()?;
         if !(1..=5).contains(&self.replicas) {
             return Err("nats.replicas: must be 1 to 5".into());
         }
@@ -111,12 +114,35 @@ impl NatsConfig {
         if self.duplicate_window > self.max_age {
             return Err("nats.duplicate_window: must not exceed nats.max_age".into());
         }
+        if self.health_interval < Duration::from_millis(100) {
+            return Err("nats.health_interval: must be at least 100ms".into());
+        }
         if self.request_timeout.is_zero() || self.connect_timeout.is_zero() {
             return Err(
                 "nats.request_timeout and nats.connect_timeout: must be more than zero".into(),
             );
         }
         Ok(())
+    }
+
+    /// The servers of `url`: one URL, or several separated by commas (the seeds of a
+    /// cluster; the client learns the other members from the servers themselves).
+    pub fn server_addrs(&self) -> Result<Vec<async_nats::ServerAddr>, String> {
+        let urls: Vec<&str> = self
+            .url
+            .split(',')
+            .map(str::trim)
+            .filter(|u| !u.is_empty())
+            .collect();
+        if urls.is_empty() {
+            return Err("nats.url: must not be empty".into());
+        }
+        urls.into_iter()
+            .map(|url| {
+                url.parse::<async_nats::ServerAddr>()
+                    .map_err(|e| format!("nats.url: `{url}` is not a NATS server URL: {e}"))
+            })
+            .collect()
     }
 
     /// Subjects of every tenant's events (the one stream of versions before per-tenant
@@ -157,23 +183,102 @@ pub enum NatsError {
     Connect { url: String, message: String },
     #[error("nats: cannot set up {what}: {message}")]
     Setup { what: String, message: String },
+    /// A stream of an earlier layout is in the way: an operator must act.
+    #[error("nats: cannot use stream {stream}: {message}")]
+    Layout { stream: String, message: String },
 }
 
-/// A connected client, its JetStream context and whether the server is reachable now.
+/// Why the JetStream backend cannot serve right now: what readiness and gRPC health
+/// report, in the words an operator needs to act on it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NatsCondition {
+    /// Connected, JetStream answers and both KV buckets have a leader.
+    Ready,
+    /// No connection to any of the servers (the client keeps trying all of them).
+    NotConnected,
+    /// Connected, but JetStream does not answer: not enabled on the server, or no
+    /// answer in time.
+    NoJetStream(String),
+    /// The cluster has no JetStream meta leader: fewer than a quorum of its servers are
+    /// up, so nothing can be created or changed.
+    NoMetaQuorum,
+    /// A bucket's stream cannot commit a write: it has no leader (an election, or
+    /// fewer than a quorum of its replicas up), or its leader hears from too few
+    /// followers.
+    NoQuorum {
+        stream: String,
+        leader: bool,
+        up: usize,
+        replicas: usize,
+    },
+    /// A bucket's stream does not exist (deleted behind the service's back); it is
+    /// created again, and readiness returns once that succeeded.
+    StreamMissing(String),
+}
+
+impl std::fmt::Display for NatsCondition {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            NatsCondition::Ready => f.write_str("ready"),
+            NatsCondition::NotConnected => f.write_str("no connection to NATS"),
+            NatsCondition::NoJetStream(why) => write!(f, "JetStream unavailable: {why}"),
+            NatsCondition::NoMetaQuorum => f.write_str(
+                "no JetStream quorum: the cluster has no meta leader (fewer than a quorum of \
+                 its servers are up)",
+            ),
+            NatsCondition::NoQuorum {
+                stream,
+                leader,
+                up,
+                replicas,
+            } => {
+                let quorum = replicas / 2 + 1;
+                if *leader {
+                    write!(
+                        f,
+                        "no JetStream quorum for stream {stream}: {up} of {replicas} replicas \
+                         up, {quorum} needed"
+                    )
+                } else {
+                    write!(
+                        f,
+                        "stream {stream} has no leader: {up} of {replicas} replicas up, \
+                         a quorum of {quorum} needed to elect one"
+                    )
+                }
+            }
+            NatsCondition::StreamMissing(stream) => {
+                write!(f, "stream {stream} missing (being created again)")
+            }
+        }
+    }
+}
+
+/// A KV bucket the health check looks after: its stream must exist and have a leader.
+#[derive(Debug, Clone)]
+struct WatchedBucket {
+    bucket: String,
+    ttl: Duration,
+}
+
+/// A connected client, its JetStream context and whether the backend can serve now.
 #[derive(Debug, Clone)]
 pub struct NatsConnection {
     pub client: async_nats::Client,
     pub jetstream: jetstream::Context,
     pub config: NatsConfig,
     connected: watch::Receiver<bool>,
+    condition: watch::Receiver<NatsCondition>,
+    watched: std::sync::Arc<parking_lot::Mutex<Vec<WatchedBucket>>>,
 }
 
 impl NatsConnection {
     /// Starts connecting and returns at once: a replica started before NATS (a Helm
     /// rollout that starts both together) serves, reports not-ready and keeps
     /// connecting with backoff, instead of exiting. The client keeps reconnecting
-    /// forever; [`NatsConnection::connected`] follows it. Only a bad URL or credentials
-    /// file fails here.
+    /// forever, to any server of `nats.url` or that the cluster announced;
+    /// [`NatsConnection::condition`] follows it and JetStream. Only a bad URL or
+    /// credentials file fails here.
     pub async fn connect(config: &NatsConfig) -> Result<NatsConnection, NatsError> {
         let (tx, rx) = watch::channel(false);
         let tx = std::sync::Arc::new(tx);
@@ -220,8 +325,14 @@ impl NatsConnection {
                 }
             });
         // Returns at once (`retry_on_initial_connect`); only a malformed URL fails.
+        let servers = config
+            .server_addrs()
+            .map_err(|message| NatsError::Connect {
+                url: config.url.clone(),
+                message,
+            })?;
         let client = options
-            .connect(&config.url)
+            .connect(servers)
             .await
             .map_err(|e| NatsError::Connect {
                 url: config.url.clone(),
@@ -238,12 +349,60 @@ impl NatsConnection {
         if client.connection_state() == async_nats::connection::State::Connected {
             tx.send_replace(true);
         }
+        let (condition_tx, condition) = watch::channel(if *rx.borrow() {
+            NatsCondition::Ready
+        } else {
+            NatsCondition::NotConnected
+        });
+        let watched = std::sync::Arc::default();
+        let monitor = HealthMonitor {
+            jetstream: jetstream.clone(),
+            config: config.clone(),
+            connected: rx.clone(),
+            watched: std::sync::Arc::clone(&watched),
+        };
+        tokio::spawn(monitor.run(condition_tx));
         Ok(NatsConnection {
             client,
             jetstream,
             config: config.clone(),
             connected: rx,
+            condition,
+            watched,
         })
+    }
+
+    /// Follows what keeps the backend from serving ([`NatsCondition::Ready`] when
+    /// nothing does): the connection at once, JetStream every `nats.health_interval`.
+    pub fn condition(&self) -> watch::Receiver<NatsCondition> {
+        self.condition.clone()
+    }
+
+    /// Why a request must be refused before it is sent: no connection, or a quorum
+    /// known to be lost (a write could not commit, so the caller is told at once
+    /// instead of after `nats.request_timeout`). Other conditions let requests try.
+    pub fn refusal(&self) -> Option<String> {
+        if !self.is_connected() {
+            return Some(NatsCondition::NotConnected.to_string());
+        }
+        match &*self.condition.borrow() {
+            c @ (NatsCondition::NoQuorum { .. } | NatsCondition::NoMetaQuorum) => {
+                Some(c.to_string())
+            }
+            _ => None,
+        }
+    }
+
+    /// Why the backend cannot serve now, or `None` when it can.
+    pub fn not_ready(&self) -> Option<String> {
+        // The connection is seen at once, before the health task updates the condition.
+        if !self.is_connected() {
+            return Some(NatsCondition::NotConnected.to_string());
+        }
+        match &*self.condition.borrow() {
+            NatsCondition::Ready => None,
+            other => Some(other.to_string()),
+        }
     }
 
     /// Whether the client is connected right now.
@@ -284,8 +443,8 @@ impl NatsConnection {
                     .map(|i| i.config.subjects.clone())
                     .unwrap_or_default();
                 if subjects.contains(&c.events_wildcard()) {
-                    return Err(NatsError::Setup {
-                        what: format!("stream {}", c.stream),
+                    return Err(NatsError::Layout {
+                        stream: c.stream.clone(),
                         message: format!(
                             "it holds every tenant's events (the layout before per-tenant streams); \
                              events now live in one stream per tenant ({}-<tenant>). Delete it once \
@@ -334,27 +493,189 @@ impl NatsConnection {
             })
     }
 
-    /// Creates a KV bucket (or updates its TTL) and returns it.
+    /// Creates a KV bucket (or updates its TTL) and returns it. From then on the
+    /// health check looks after it: readiness requires its stream to exist and to have
+    /// a leader, and a bucket deleted behind the service's back is created again.
     pub async fn ensure_bucket(
         &self,
         bucket: &str,
         ttl: Duration,
     ) -> Result<jetstream::kv::Store, NatsError> {
-        self.jetstream
-            .create_or_update_key_value(jetstream::kv::Config {
+        let store = create_bucket(&self.jetstream, &self.config, bucket, ttl).await?;
+        let mut watched = self.watched.lock();
+        if !watched.iter().any(|w| w.bucket == bucket) {
+            watched.push(WatchedBucket {
                 bucket: bucket.to_owned(),
-                history: 1,
-                max_age: ttl,
-                storage: jetstream::stream::StorageType::File,
-                num_replicas: self.config.replicas,
-                ..Default::default()
-            })
-            .await
-            .map_err(|e| NatsError::Setup {
-                what: format!("KV bucket {bucket}"),
-                message: e.to_string(),
-            })
+                ttl,
+            });
+        }
+        Ok(store)
     }
+}
+
+async fn create_bucket(
+    jetstream: &jetstream::Context,
+    config: &NatsConfig,
+    bucket: &str,
+    ttl: Duration,
+) -> Result<jetstream::kv::Store, NatsError> {
+    jetstream
+        .create_or_update_key_value(jetstream::kv::Config {
+            bucket: bucket.to_owned(),
+            history: 1,
+            max_age: ttl,
+            storage: jetstream::stream::StorageType::File,
+            num_replicas: config.replicas,
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| NatsError::Setup {
+            what: format!("KV bucket {bucket}"),
+            message: e.to_string(),
+        })
+}
+
+/// The task behind [`NatsConnection::condition`]. It ends when the last
+/// [`NatsConnection`] is dropped.
+struct HealthMonitor {
+    jetstream: jetstream::Context,
+    config: NatsConfig,
+    connected: watch::Receiver<bool>,
+    watched: std::sync::Arc<parking_lot::Mutex<Vec<WatchedBucket>>>,
+}
+
+impl HealthMonitor {
+    async fn run(mut self, condition: watch::Sender<NatsCondition>) {
+        let mut since = tokio::time::Instant::now();
+        loop {
+            let now = if *self.connected.borrow_and_update() {
+                self.probe().await
+            } else {
+                NatsCondition::NotConnected
+            };
+            // Receivers wake only on a change.
+            let mut before = None;
+            condition.send_if_modified(|current| {
+                if *current == now {
+                    return false;
+                }
+                before = Some(std::mem::replace(current, now.clone()));
+                true
+            });
+            if before.is_some() {
+                // Said once per change, with how long the previous state lasted.
+                let lasted = since.elapsed();
+                since = tokio::time::Instant::now();
+                match &now {
+                    NatsCondition::Ready => {
+                        tracing::info!(not_ready_for = ?lasted, "nats: ready");
+                    }
+                    other => tracing::warn!(reason = %other, "nats: not ready"),
+                }
+            }
+            tokio::select! {
+                () = condition.closed() => break,
+                changed = self.connected.changed() => if changed.is_err() { break },
+                () = tokio::time::sleep(self.config.health_interval) => {}
+            }
+        }
+    }
+
+    /// Asks JetStream (each request bounded by `nats.request_timeout`): every watched
+    /// bucket's stream exists and has a quorum, then the account answers.
+    async fn probe(&self) -> NatsCondition {
+        let timeout = self.config.request_timeout;
+        let watched = self.watched.lock().clone();
+        for WatchedBucket { bucket, ttl } in watched {
+            let stream = format!("KV_{bucket}");
+            match tokio::time::timeout(timeout, self.jetstream.get_stream(&stream)).await {
+                Err(_) => {
+                    return NatsCondition::NoJetStream(format!(
+                        "no answer about stream {stream} within {timeout:?} (its leader is down \
+                         or being elected)"
+                    ));
+                }
+                Ok(Err(e)) if is_stream_not_found(&e) => {
+                    if let Err(e) = create_bucket(&self.jetstream, &self.config, &bucket, ttl).await
+                    {
+                        tracing::warn!(error = %e, "nats: cannot create a missing bucket again");
+                    } else {
+                        tracing::warn!(%stream, "nats: bucket was missing and is created again");
+                    }
+                    return NatsCondition::StreamMissing(stream);
+                }
+                Ok(Err(e)) => {
+                    return match e.kind() {
+                        jetstream::context::GetStreamErrorKind::JetStream(err)
+                            if err.error_code() == jetstream::ErrorCode::CLUSTER_NOT_AVAILABLE =>
+                        {
+                            NatsCondition::NoMetaQuorum
+                        }
+                        jetstream::context::GetStreamErrorKind::Request => {
+                            NatsCondition::NoJetStream(format!(
+                                "no answer about stream {stream} within {timeout:?} (its leader \
+                                 is down or being elected)"
+                            ))
+                        }
+                        _ => NatsCondition::NoJetStream(e.to_string()),
+                    };
+                }
+                Ok(Ok(found)) => {
+                    if let Some(cluster) = &found.cached_info().cluster
+                        && let Some(up) = replicas_up(cluster, self.config.replicas)
+                    {
+                        return NatsCondition::NoQuorum {
+                            stream,
+                            leader: cluster.leader.is_some(),
+                            up,
+                            replicas: self.config.replicas,
+                        };
+                    }
+                }
+            }
+        }
+        // Last: the buckets' streams answer without the meta leader, so a lost
+        // quorum is seen there first; this one asks the meta leader.
+        match tokio::time::timeout(timeout, self.jetstream.query_account()).await {
+            Err(_) => return NatsCondition::NoJetStream("no answer in time".into()),
+            Ok(Err(e)) => {
+                return match e.kind() {
+                    jetstream::context::AccountErrorKind::JetStream(err)
+                        if err.error_code() == jetstream::ErrorCode::CLUSTER_NOT_AVAILABLE =>
+                    {
+                        NatsCondition::NoMetaQuorum
+                    }
+                    _ => NatsCondition::NoJetStream(e.to_string()),
+                };
+            }
+            Ok(Ok(_)) => {}
+        }
+        NatsCondition::Ready
+    }
+}
+
+/// A follower heard from within this long counts as up. The leader hears from its
+/// followers every second; a killed one is silent, and the leader itself steps down only
+/// after about ten seconds without a quorum (while its writes can no longer commit).
+const PEER_SILENCE: Duration = Duration::from_secs(3);
+
+/// `Some(replicas up)` when a replicated stream has no quorum: no leader, or a leader
+/// that hears from too few followers. `None` when it has one (a single server's streams
+/// always do).
+fn replicas_up(cluster: &jetstream::stream::ClusterInfo, replicas: usize) -> Option<usize> {
+    let quorum = replicas / 2 + 1;
+    let followers_up = cluster
+        .replicas
+        .iter()
+        // `active` is zero for a peer never heard from (as a leaderless group reports
+        // its dead members).
+        .filter(|p| !p.offline && (p.current || (!p.active.is_zero() && p.active <= PEER_SILENCE)))
+        .count();
+    let up = match cluster.leader {
+        Some(_) => followers_up + 1,
+        None => followers_up,
+    };
+    (up < quorum || cluster.leader.is_none()).then_some(up)
 }
 
 /// Whether a `get_stream` failed because the stream does not exist.
@@ -408,6 +729,22 @@ mod tests {
     #[test]
     fn config_is_validated() {
         assert_eq!(NatsConfig::default().validate(), Ok(()));
+        let cluster = NatsConfig {
+            url: "nats://a:4222, nats://b:4222,nats://c:4222".into(),
+            ..NatsConfig::default()
+        };
+        assert_eq!(cluster.validate(), Ok(()));
+        assert_eq!(cluster.server_addrs().map(|a| a.len()), Ok(3));
+        let bad = NatsConfig {
+            url: "nats://a:4222,nats://b:x".into(),
+            ..NatsConfig::default()
+        };
+        assert!(bad.validate().unwrap_err().contains("`nats://b:x`"));
+        let bad = NatsConfig {
+            url: " , ".into(),
+            ..NatsConfig::default()
+        };
+        assert!(bad.validate().unwrap_err().contains("must not be empty"));
         let bad = NatsConfig {
             stream: "has.dot".into(),
             ..NatsConfig::default()

@@ -358,7 +358,19 @@ impl Pipeline {
 
     /// Whether every backend can serve requests.
     pub async fn ready(&self) -> bool {
-        self.store.ready().await && self.events.ready().await
+        self.readiness().await.is_ok()
+    }
+
+    /// `Err` with the reason when a backend cannot serve requests (both share one
+    /// connection on NATS, so the same reason is said once).
+    pub async fn readiness(&self) -> Result<(), String> {
+        let store = self.store.not_ready().await;
+        let events = self.events.not_ready().await;
+        match (store, events) {
+            (None, None) => Ok(()),
+            (Some(a), Some(b)) if a != b => Err(format!("{a}; {b}")),
+            (Some(reason), _) | (None, Some(reason)) => Err(reason),
+        }
     }
 }
 

@@ -20,7 +20,7 @@ use call_outcome::server::RunningServer;
 use call_outcome::store::Store;
 use call_outcome::store::nats::NatsStore;
 use common::{client, outcome, report};
-use nats_server::NatsServer;
+use nats_server::{NatsServer, wait_health};
 use pb::subscribe_outcomes_response::Kind;
 use std::collections::HashSet;
 use std::time::{Duration, SystemTime};
@@ -128,44 +128,6 @@ async fn final_token(stream: &mut Events) -> String {
             }
             None => panic!("stream ended without a final status"),
         }
-    }
-}
-
-async fn health(server: &RunningServer) -> i32 {
-    let channel = match Channel::from_shared(server.url())
-        .expect("url")
-        .connect()
-        .await
-    {
-        Ok(c) => c,
-        Err(_) => return -1,
-    };
-    let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
-    match health
-        .check(tonic_health::pb::HealthCheckRequest {
-            service: String::new(),
-        })
-        .await
-    {
-        Ok(r) => r.into_inner().status,
-        Err(_) => -1,
-    }
-}
-
-/// Polls gRPC health until it reports `status` (bounded).
-async fn wait_health(server: &RunningServer, status: tonic_health::ServingStatus) {
-    let want = match status {
-        tonic_health::ServingStatus::Serving => 1,
-        tonic_health::ServingStatus::NotServing => 2,
-        tonic_health::ServingStatus::Unknown => 0,
-    };
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while health(server).await != want {
-        assert!(
-            Instant::now() < deadline,
-            "health did not become {status:?} within 30 s"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
@@ -433,6 +395,10 @@ async fn pipeline_readiness_follows_nats() {
     assert!(pipeline.ready().await);
     nats.kill();
     wait_ready(&pipeline, false).await;
+    assert_eq!(
+        pipeline.readiness().await,
+        Err("no connection to NATS".to_owned())
+    );
     nats.restart().await;
     wait_ready(&pipeline, true).await;
     // And it works again without being rebuilt.
@@ -442,6 +408,50 @@ async fn pipeline_readiness_follows_nats() {
         .await
         .expect("head after reconnect");
     assert_eq!(head.sequence, 0);
+}
+
+/// A bucket deleted behind the service's back: readiness says which stream is missing,
+/// the bucket is created again, and reports are acknowledged with no restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_bucket_is_reported_missing_and_created_again() {
+    let nats = NatsServer::start().await;
+    let call_outcome::server::backends::Backends {
+        pipeline,
+        nats: connection,
+    } = call_outcome::server::backends::build(&nats.config())
+        .await
+        .expect("nats backends");
+    let connection = connection.expect("a nats connection");
+    let mut condition = connection.condition();
+    assert!(pipeline.ready().await);
+    connection
+        .jetstream
+        .delete_key_value("call_outcome_reports")
+        .await
+        .expect("bucket deleted");
+    let missing = tokio::time::timeout(
+        Duration::from_secs(30),
+        condition.wait_for(|c| matches!(c, call_outcome::NatsCondition::StreamMissing(_))),
+    )
+    .await
+    .expect("seen missing within 30 s")
+    .expect("condition")
+    .to_string();
+    assert_eq!(
+        missing,
+        "stream KV_call_outcome_reports missing (being created again)"
+    );
+    wait_ready(&pipeline, true).await;
+    let key = call_outcome::store::ReportKey {
+        tenant: "acme".into(),
+        call_id: "after-delete".into(),
+        attempt: 1,
+        delivery: None,
+    };
+    assert!(matches!(
+        pipeline.store().claim(&key).await,
+        Ok(call_outcome::store::Claim::New)
+    ));
 }
 
 /// Reports `call_id` until it is acknowledged, across outages (bounded).
@@ -960,7 +970,11 @@ async fn a_webhook_is_answered_503_without_nats_and_its_retry_records_one_event(
 #[tokio::test]
 async fn the_requests_one_report_makes_of_nats_are_counted() {
     let nats = NatsServer::start().await;
-    let (server, mut client) = replica(&nats).await;
+    let mut config = nats.config();
+    // The readiness probe's requests would be counted with the reports'.
+    config.nats.health_interval = Duration::from_secs(3600);
+    let server = RunningServer::start(config).await.expect("replica starts");
+    let mut client = client(&server).await;
     // Warm up: buckets and the stream exist, the connection has settled.
     send(&mut client, "warm-up").await;
     const REPORTS: u64 = 20;

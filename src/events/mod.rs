@@ -243,9 +243,9 @@ pub trait EventLog: Send + Sync + 'static {
         false
     }
 
-    /// Whether the backend can serve requests (readiness).
-    async fn ready(&self) -> bool {
-        true
+    /// Why the backend cannot serve requests now (readiness), or `None` when it can.
+    async fn not_ready(&self) -> Option<String> {
+        None
     }
 }
 

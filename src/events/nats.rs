@@ -96,8 +96,16 @@ impl NatsEventLog {
     pub async fn open(connection: NatsConnection) -> Result<Self, NatsError> {
         let checked = tokio::sync::OnceCell::new();
         if connection.is_connected() {
-            connection.check_no_shared_stream().await?;
-            let _ = checked.set(());
+            match connection.check_no_shared_stream().await {
+                Ok(()) => {
+                    let _ = checked.set(());
+                }
+                // Only a layout an operator must fix stops the replica; JetStream not
+                // answering yet (a cluster still electing its leader) is checked again
+                // on first use, as when NATS is not up at all.
+                Err(e @ NatsError::Layout { .. }) => return Err(e),
+                Err(e) => tracing::warn!(error = %e, "nats: streams not checked yet"),
+            }
         }
         Ok(NatsEventLog {
             inner: Arc::new(Inner {
@@ -148,7 +156,8 @@ impl NatsEventLog {
         )
         .await
         .map_err(|_| unavailable("no answer to the stream creation in time"))?
-        .map_err(unavailable)?;
+        // Already says `nats: cannot set up ...`.
+        .map_err(|e| EventError::Unavailable(e.to_string()))?;
         self.inner.streams.lock().insert(tenant.to_owned());
         Ok(())
     }
@@ -430,17 +439,20 @@ impl EventLog for NatsEventLog {
         &self.inner.counters
     }
 
-    async fn ready(&self) -> bool {
-        self.checked().await.is_ok()
+    async fn not_ready(&self) -> Option<String> {
+        // The shared condition first, so that the store and the log say the same.
+        if let Some(reason) = self.inner.connection.not_ready() {
+            return Some(reason);
+        }
+        self.checked().await.err().map(|e| e.to_string())
     }
 }
 
-/// `Unavailable` when the client is not connected: callers fail fast instead of
+/// `Unavailable` when not connected or a quorum is lost: callers fail fast instead of
 /// queueing a request behind a dead connection.
 fn check_events(connection: &NatsConnection) -> Result<(), EventError> {
-    if connection.is_connected() {
-        Ok(())
-    } else {
-        Err(EventError::Unavailable("not connected to NATS".into()))
+    match connection.refusal() {
+        None => Ok(()),
+        Some(reason) => Err(EventError::Unavailable(format!("nats: {reason}"))),
     }
 }

@@ -51,11 +51,18 @@ pub fn router(
                 let shutting_down = shutting_down.clone();
                 async move {
                     if shutting_down.is_cancelled() {
-                        (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n")
-                    } else if pipeline.ready().await {
-                        (StatusCode::OK, "ready\n")
+                        (
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            "shutting down\n".to_owned(),
+                        )
                     } else {
-                        (StatusCode::SERVICE_UNAVAILABLE, "backend unavailable\n")
+                        match pipeline.readiness().await {
+                            Ok(()) => (StatusCode::OK, "ready\n".to_owned()),
+                            Err(reason) => (
+                                StatusCode::SERVICE_UNAVAILABLE,
+                                format!("backend unavailable: {reason}\n"),
+                            ),
+                        }
                     }
                 }
             }),

@@ -69,17 +69,18 @@ struct Listeners {
     webhooks: Option<TcpListener>,
 }
 
-/// Follows the NATS connection: gRPC health is SERVING only while it is up.
+/// Follows the NATS backend: gRPC health is SERVING only while it can serve (connected,
+/// JetStream answering, the buckets with a leader); `/readyz` says why not.
 fn follow_nats(
     health: tonic_health::server::HealthReporter,
     connection: &NatsConnection,
     shutdown: &Shutdown,
 ) {
-    let mut connected = connection.connected();
+    let mut condition = connection.condition();
     let stop = shutdown.streams.clone();
     shutdown.tasks.spawn(async move {
         loop {
-            let status = if *connected.borrow_and_update() {
+            let status = if *condition.borrow_and_update() == crate::nats::NatsCondition::Ready {
                 tonic_health::ServingStatus::Serving
             } else {
                 tonic_health::ServingStatus::NotServing
@@ -89,7 +90,7 @@ fn follow_nats(
             // Stops at the drain, so that a reconnect cannot flip health back on.
             tokio::select! {
                 () = stop.cancelled() => break,
-                changed = connected.changed() => if changed.is_err() { break },
+                changed = condition.changed() => if changed.is_err() { break },
             }
         }
     });

@@ -122,7 +122,8 @@ impl NatsStore {
                 tokio::time::timeout(config.request_timeout, setup)
                     .await
                     .map_err(|_| unavailable("no answer creating the KV buckets in time"))?
-                    .map_err(unavailable)
+                    // Already says `nats: cannot set up ...`.
+                    .map_err(|e| StoreError::Unavailable(e.to_string()))
             })
             .await
     }
@@ -484,8 +485,12 @@ impl Store for NatsStore {
         )
     }
 
-    async fn ready(&self) -> bool {
-        self.buckets().await.is_ok()
+    async fn not_ready(&self) -> Option<String> {
+        // The shared condition first, so that the store and the log say the same.
+        if let Some(reason) = self.connection.not_ready() {
+            return Some(reason);
+        }
+        self.buckets().await.err().map(|e| e.to_string())
     }
 }
 
@@ -494,12 +499,11 @@ fn lost() -> StoreError {
     StoreError::Unavailable("the connection to NATS was lost".into())
 }
 
-/// `Unavailable` when the client is not connected: callers fail fast instead of
+/// `Unavailable` when not connected or a quorum is lost: callers fail fast instead of
 /// queueing a request behind a dead connection.
 fn check_store(connection: &NatsConnection) -> Result<(), StoreError> {
-    if connection.is_connected() {
-        Ok(())
-    } else {
-        Err(StoreError::Unavailable("not connected to NATS".into()))
+    match connection.refusal() {
+        None => Ok(()),
+        Some(reason) => Err(StoreError::Unavailable(format!("nats: {reason}"))),
     }
 }

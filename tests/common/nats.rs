@@ -7,6 +7,7 @@
 use call_outcome::NatsConfig;
 use call_outcome::SubscriptionConfig;
 use call_outcome::config::{Backend, Config};
+use call_outcome::server::RunningServer;
 use call_outcome::store::StoreLimits;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -20,6 +21,8 @@ pub struct NatsServer {
     pub monitor_port: u16,
     store: tempfile::TempDir,
     child: Option<Child>,
+    /// Arguments that make it a node of a cluster (empty for a single server).
+    cluster_args: Vec<String>,
 }
 
 fn binary() -> PathBuf {
@@ -52,6 +55,7 @@ impl NatsServer {
             monitor_port: free_port(),
             store: tempfile::tempdir().expect("store dir"),
             child: None,
+            cluster_args: Vec::new(),
         };
         server.spawn();
         server.wait_ready().await;
@@ -70,6 +74,7 @@ impl NatsServer {
             .arg(self.monitor_port.to_string())
             .arg("-sd")
             .arg(self.store.path())
+            .args(&self.cluster_args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -114,22 +119,49 @@ impl NatsServer {
     /// KV operation and JetStream publish is one request, so a difference over N reports
     /// divided by N is the requests (round trips) per report.
     pub async fn messages_in(&self) -> u64 {
+        let varz = self.monitor("/varz").await.expect("varz");
+        varz["in_msgs"].as_u64().expect("in_msgs")
+    }
+
+    /// A JSON page of the server's monitoring port (`None` while it does not answer).
+    pub async fn monitor(&self, path: &str) -> Option<serde_json::Value> {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", self.monitor_port))
             .await
-            .expect("monitoring port");
+            .ok()?;
         stream
-            .write_all(b"GET /varz HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+            .write_all(format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").as_bytes())
             .await
-            .expect("request /varz");
+            .ok()?;
         let mut response = String::new();
-        stream
-            .read_to_string(&mut response)
+        stream.read_to_string(&mut response).await.ok()?;
+        let body = response.split("\r\n\r\n").nth(1)?;
+        serde_json::from_str(body).ok()
+    }
+
+    /// This server's own copy of each stream it holds (`/jsz`): name -> last sequence.
+    pub async fn local_streams(&self) -> std::collections::BTreeMap<String, u64> {
+        let jsz = self
+            .monitor("/jsz?accounts=true&streams=true")
             .await
-            .expect("read /varz");
-        let body = response.split("\r\n\r\n").nth(1).expect("a body");
-        let varz: serde_json::Value = serde_json::from_str(body).expect("varz JSON");
-        varz["in_msgs"].as_u64().expect("in_msgs")
+            .unwrap_or_default();
+        let mut out = std::collections::BTreeMap::new();
+        for account in jsz["account_details"].as_array().into_iter().flatten() {
+            for stream in account["stream_detail"].as_array().into_iter().flatten() {
+                if let (Some(name), Some(last)) = (
+                    stream["name"].as_str(),
+                    stream["state"]["last_seq"].as_u64(),
+                ) {
+                    out.insert(name.to_owned(), last);
+                }
+            }
+        }
+        out
+    }
+
+    /// Whether the process is running (not killed by the test).
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
     }
 
     /// Kills the server (SIGKILL) and waits for it to exit.
@@ -163,6 +195,13 @@ impl NatsServer {
         self.wait_ready().await;
     }
 
+    /// Starts it again without waiting: a cluster node alone answers nothing until it
+    /// finds a quorum.
+    pub fn start_again(&mut self) {
+        self.kill();
+        self.spawn();
+    }
+
     /// A service config on this server's JetStream.
     pub fn config(&self) -> Config {
         let defaults = Config::default();
@@ -174,6 +213,7 @@ impl NatsServer {
                 url: self.url(),
                 request_timeout: Duration::from_secs(2),
                 connect_timeout: Duration::from_secs(5),
+                health_interval: Duration::from_millis(200),
                 ..NatsConfig::default()
             },
             subscriptions: SubscriptionConfig {
@@ -193,5 +233,182 @@ impl NatsServer {
 impl Drop for NatsServer {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+pub async fn health(server: &RunningServer) -> i32 {
+    let channel = match tonic::transport::Channel::from_shared(server.url())
+        .expect("url")
+        .connect()
+        .await
+    {
+        Ok(c) => c,
+        Err(_) => return -1,
+    };
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+    match health
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+    {
+        Ok(r) => r.into_inner().status,
+        Err(_) => -1,
+    }
+}
+
+/// Polls gRPC health until it reports `status` (bounded).
+pub async fn wait_health(server: &RunningServer, status: tonic_health::ServingStatus) {
+    let want = match status {
+        tonic_health::ServingStatus::Serving => 1,
+        tonic_health::ServingStatus::NotServing => 2,
+        tonic_health::ServingStatus::Unknown => 0,
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while health(server).await != want {
+        assert!(
+            Instant::now() < deadline,
+            "health did not become {status:?} within 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Three `nats-server` nodes clustered over routes on 127.0.0.1, JetStream on each: the
+/// shape of the official NATS Helm chart with JetStream. Nodes are `n1`..`n3`.
+pub struct NatsCluster {
+    pub nodes: Vec<NatsServer>,
+}
+
+impl NatsCluster {
+    pub async fn start() -> NatsCluster {
+        let binary = binary();
+        let route_ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+        let routes = route_ports
+            .iter()
+            .map(|p| format!("nats://127.0.0.1:{p}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut nodes: Vec<NatsServer> = route_ports
+            .iter()
+            .enumerate()
+            .map(|(i, route_port)| NatsServer {
+                binary: binary.clone(),
+                port: free_port(),
+                monitor_port: free_port(),
+                store: tempfile::tempdir().expect("store dir"),
+                child: None,
+                cluster_args: vec![
+                    "-n".into(),
+                    format!("n{}", i + 1),
+                    "--cluster_name".into(),
+                    "call-outcome-test".into(),
+                    "--cluster".into(),
+                    format!("nats://127.0.0.1:{route_port}"),
+                    "--routes".into(),
+                    routes.clone(),
+                ],
+            })
+            .collect();
+        for node in &mut nodes {
+            node.spawn();
+        }
+        // JetStream answers on a node once the cluster elected its meta leader.
+        for node in &nodes {
+            node.wait_ready().await;
+        }
+        NatsCluster { nodes }
+    }
+
+    /// Every node's client URL, comma separated (what `nats.url` takes).
+    pub fn urls(&self) -> String {
+        self.nodes
+            .iter()
+            .map(NatsServer::url)
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// The node named `name` (`n1`..`n3`).
+    pub fn index_of(name: &str) -> usize {
+        name.trim_start_matches('n')
+            .parse::<usize>()
+            .expect("node name")
+            .checked_sub(1)
+            .expect("n1..n3")
+    }
+
+    /// A JetStream client on every running node.
+    pub async fn jetstream(&self) -> async_nats::jetstream::Context {
+        let urls: Vec<String> = self
+            .nodes
+            .iter()
+            .filter(|n| n.is_running())
+            .map(NatsServer::url)
+            .collect();
+        let client = async_nats::ConnectOptions::new()
+            .connection_timeout(Duration::from_secs(2))
+            .connect(urls)
+            .await
+            .expect("a client on the cluster");
+        async_nats::jetstream::new(client)
+    }
+
+    /// The stream's cluster state as its leader reports it: `Some(leader)` once it has
+    /// a leader; `None` while there is none or nothing answers.
+    pub async fn stream_cluster(
+        &self,
+        jetstream: &async_nats::jetstream::Context,
+        stream: &str,
+    ) -> Option<async_nats::jetstream::stream::ClusterInfo> {
+        let attempt = async {
+            let mut found = jetstream.get_stream(stream).await.ok()?;
+            let info = found.info().await.ok()?;
+            info.cluster.clone()
+        };
+        tokio::time::timeout(Duration::from_secs(2), attempt)
+            .await
+            .ok()
+            .flatten()
+    }
+
+    /// Waits until each stream has a leader and every other replica is current (the
+    /// cluster is whole again), bounded; returns each stream's leader.
+    pub async fn wait_whole(&self, streams: &[&str]) -> Vec<String> {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let jetstream = self.jetstream().await;
+        loop {
+            let mut leaders = Vec::new();
+            for stream in streams {
+                match self.stream_cluster(&jetstream, stream).await {
+                    Some(c)
+                        if c.leader.is_some()
+                            && c.replicas.len() == self.nodes.len() - 1
+                            && c.replicas.iter().all(|p| p.current && !p.offline) =>
+                    {
+                        leaders.push(c.leader.unwrap_or_default());
+                    }
+                    _ => break,
+                }
+            }
+            if leaders.len() == streams.len() {
+                return leaders;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "streams {streams:?} not whole within 60 s"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// A service config on the whole cluster: every URL, the stream and buckets
+    /// replicated on all three nodes.
+    pub fn config(&self) -> Config {
+        let mut config = self.nodes[0].config();
+        config.nats.url = self.urls();
+        config.nats.replicas = 3;
+        config.nats.health_interval = Duration::from_millis(200);
+        config
     }
 }
