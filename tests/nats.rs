@@ -9,7 +9,6 @@ mod common;
 mod nats_server;
 
 use call_outcome::NatsConnection;
-use call_outcome::RESUME_TOKEN_METADATA;
 use call_outcome::domain::Category;
 use call_outcome::domain::HistoryEntry;
 use call_outcome::domain::Outcome;
@@ -20,7 +19,7 @@ use call_outcome::server::RunningServer;
 use call_outcome::store::Store;
 use call_outcome::store::nats::NatsStore;
 use common::{client, outcome, report};
-use nats_server::{NatsServer, wait_health};
+use nats_server::{NatsServer, backends, final_status_token, wait_health};
 use pb::subscribe_outcomes_response::Kind;
 use std::collections::HashSet;
 use std::time::{Duration, SystemTime};
@@ -118,13 +117,7 @@ async fn final_token(stream: &mut Events) -> String {
             Some(Ok(_)) => continue,
             Some(Err(status)) => {
                 assert_eq!(status.code(), Code::Unavailable, "{status:?}");
-                return status
-                    .metadata()
-                    .get(RESUME_TOKEN_METADATA)
-                    .expect("final status carries the resume token")
-                    .to_str()
-                    .expect("ascii token")
-                    .to_owned();
+                return final_status_token(&status);
             }
             None => panic!("stream ended without a final status"),
         }
@@ -311,12 +304,7 @@ async fn concurrent_replicas_never_lose_a_history_update() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_retried_publish_of_one_report_is_stored_once() {
     let nats = NatsServer::start().await;
-    let call_outcome::server::backends::Backends {
-        pipeline,
-        nats: _connection,
-    } = call_outcome::server::backends::build(&nats.config())
-        .await
-        .expect("nats backends");
+    let (pipeline, _connection) = backends(&nats).await;
     let outcome = Outcome {
         call_id: "msg-id".into(),
         attempt: Some(1),
@@ -385,13 +373,7 @@ async fn wait_ready(pipeline: &call_outcome::pipeline::Pipeline, want: bool) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pipeline_readiness_follows_nats() {
     let mut nats = NatsServer::start().await;
-    let call_outcome::server::backends::Backends {
-        pipeline,
-        nats: connection,
-    } = call_outcome::server::backends::build(&nats.config())
-        .await
-        .expect("nats backends");
-    assert!(connection.is_some());
+    let (pipeline, _connection) = backends(&nats).await;
     assert!(pipeline.ready().await);
     nats.kill();
     wait_ready(&pipeline, false).await;
@@ -415,13 +397,7 @@ async fn pipeline_readiness_follows_nats() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_deleted_bucket_is_reported_missing_and_created_again() {
     let nats = NatsServer::start().await;
-    let call_outcome::server::backends::Backends {
-        pipeline,
-        nats: connection,
-    } = call_outcome::server::backends::build(&nats.config())
-        .await
-        .expect("nats backends");
-    let connection = connection.expect("a nats connection");
+    let (pipeline, connection) = backends(&nats).await;
     let mut condition = connection.condition();
     assert!(pipeline.ready().await);
     connection
@@ -534,15 +510,7 @@ async fn a_nats_restart_loses_no_acknowledged_report_and_replicas_recover() {
                         Some(Err(status)) => {
                             assert_eq!(status.code(), Code::Unavailable, "{status:?}");
                             ended += 1;
-                            token = Some(
-                                status
-                                    .metadata()
-                                    .get(RESUME_TOKEN_METADATA)
-                                    .expect("final token")
-                                    .to_str()
-                                    .expect("ascii")
-                                    .to_owned(),
-                            );
+                            token = Some(final_status_token(&status));
                             break;
                         }
                         None => break,

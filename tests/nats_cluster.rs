@@ -18,12 +18,11 @@ mod common;
 #[path = "common/nats.rs"]
 mod nats_server;
 
-use call_outcome::RESUME_TOKEN_METADATA;
 use call_outcome::proto as pb;
 use call_outcome::proto::call_outcome_service_client::CallOutcomeServiceClient;
 use call_outcome::server::RunningServer;
 use common::{client, get, outcome, report};
-use nats_server::{NatsCluster, wait_health};
+use nats_server::{NatsCluster, final_status_token, wait_health};
 use pb::subscribe_outcomes_response::Kind;
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
@@ -200,15 +199,7 @@ fn subscriber(
                     Some(Err(status)) => {
                         assert_eq!(status.code(), Code::Unavailable, "{status:?}");
                         resumed += 1;
-                        token = Some(
-                            status
-                                .metadata()
-                                .get(RESUME_TOKEN_METADATA)
-                                .expect("final status carries the resume token")
-                                .to_str()
-                                .expect("ascii")
-                                .to_owned(),
-                        );
+                        token = Some(final_status_token(&status));
                         which ^= 1;
                         break;
                     }

@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 use call_outcome::NatsConfig;
+use call_outcome::NatsConnection;
 use call_outcome::SubscriptionConfig;
 use call_outcome::config::{Backend, Config};
 use call_outcome::server::RunningServer;
@@ -272,6 +273,25 @@ pub async fn wait_health(server: &RunningServer, status: tonic_health::ServingSt
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// The resume token a stream's final `UNAVAILABLE` status carries.
+pub fn final_status_token(status: &tonic::Status) -> String {
+    status
+        .metadata()
+        .get(call_outcome::RESUME_TOKEN_METADATA)
+        .expect("final status carries the resume token")
+        .to_str()
+        .expect("ascii token")
+        .to_owned()
+}
+
+/// The pipeline and connection of one replica on `server`, without a gRPC server.
+pub async fn backends(server: &NatsServer) -> (call_outcome::pipeline::Pipeline, NatsConnection) {
+    let built = call_outcome::server::backends::build(&server.config())
+        .await
+        .expect("nats backends");
+    (built.pipeline, built.nats.expect("a nats connection"))
 }
 
 /// Three `nats-server` nodes clustered over routes on 127.0.0.1, JetStream on each: the
