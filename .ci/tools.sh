@@ -176,6 +176,14 @@ install_debian_command() { # install_debian_command <command>
 # The TLS smoke and chart checks make throwaway certificates with the openssl CLI; the
 # docs' commands read the admin listener with curl. Debian images usually ship both.
 install_openssl() { install_debian_command openssl; }
+# h2load for the benchmark's cross-check (`loadgen -- h2load`, docs/performance.md); not
+# in the default list: the test command does not time anything.
+install_h2load() {
+  command -v h2load >/dev/null && return 0
+  log "installing h2load (Debian package nghttp2-client)"
+  local sudo=; [ "$(id -u)" = 0 ] || sudo=sudo
+  $sudo apt-get update -qq && $sudo apt-get install -y -qq nghttp2-client >/dev/null
+}
 install_curl() { install_debian_command curl; }
 
 # Prometheus and promtool from Debian's package `prometheus`, unpacked into .tools (not

@@ -165,6 +165,17 @@ async fn a_duplicate_sent_to_both_replicas_is_recorded_once() {
     let again = send(&mut cb, "dup-1").await;
     assert!(again.duplicate);
     assert_eq!(again.event_id, ra.event_id);
+    // Byte for byte the first response (stored in KV by one replica, read back by the
+    // other), but for the duplicate flag.
+    let first = if ra.duplicate { rb } else { ra.clone() };
+    let first_again = pb::ReportOutcomeResponse {
+        duplicate: true,
+        ..first
+    };
+    assert_eq!(
+        prost::Message::encode_to_vec(&again),
+        prost::Message::encode_to_vec(&first_again)
+    );
 
     let mut stream = subscribe(&mut ca, oldest()).await;
     let e = next_event(&mut stream).await;
