@@ -254,6 +254,12 @@ impl std::fmt::Display for NatsCondition {
     }
 }
 
+/// Sets the connection flag, waking its followers only on a change (a repeated
+/// `Connected` event must not make the health task ask JetStream again).
+fn set_connected(tx: &watch::Sender<bool>, up: bool) {
+    tx.send_if_modified(|current| std::mem::replace(current, up) != up);
+}
+
 /// A KV bucket the health check looks after: its stream must exist and have a leader.
 #[derive(Debug, Clone)]
 struct WatchedBucket {
@@ -309,11 +315,11 @@ impl NatsConnection {
                     match event {
                         async_nats::Event::Connected => {
                             tracing::info!("nats: connected");
-                            tx.send_replace(true);
+                            set_connected(&tx, true);
                         }
                         async_nats::Event::Disconnected | async_nats::Event::Closed => {
                             tracing::warn!(%event, "nats: connection lost");
-                            tx.send_replace(false);
+                            set_connected(&tx, false);
                         }
                         async_nats::Event::ClientError(e) => {
                             // Also the failed attempts of the first connection: say why
@@ -347,7 +353,7 @@ impl NatsConnection {
             .build(client.clone());
         // The first Connected event may still be on its way to the callback.
         if client.connection_state() == async_nats::connection::State::Connected {
-            tx.send_replace(true);
+            set_connected(&tx, true);
         }
         let (condition_tx, condition) = watch::channel(if *rx.borrow() {
             NatsCondition::Ready
