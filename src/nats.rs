@@ -214,6 +214,9 @@ pub enum NatsCondition {
     /// A bucket's stream does not exist (deleted behind the service's back); it is
     /// created again, and readiness returns once that succeeded.
     StreamMissing(String),
+    /// A bucket cannot be created: NATS refuses its configuration (e.g. `nats.replicas`
+    /// above the number of servers). Stays until the configuration or NATS changes.
+    SetupRefused(String),
 }
 
 impl std::fmt::Display for NatsCondition {
@@ -250,6 +253,7 @@ impl std::fmt::Display for NatsCondition {
             NatsCondition::StreamMissing(stream) => {
                 write!(f, "stream {stream} missing (being created again)")
             }
+            NatsCondition::SetupRefused(why) => f.write_str(why),
         }
     }
 }
@@ -499,15 +503,23 @@ impl NatsConnection {
             })
     }
 
-    /// Creates a KV bucket (or updates its TTL) and returns it. From then on the
-    /// health check looks after it: readiness requires its stream to exist and to have
-    /// a leader, and a bucket deleted behind the service's back is created again.
+    /// Creates a KV bucket (or updates its TTL) and returns it, and has the health check
+    /// look after it (see [`NatsConnection::watch_bucket`]).
     pub async fn ensure_bucket(
         &self,
         bucket: &str,
         ttl: Duration,
     ) -> Result<jetstream::kv::Store, NatsError> {
-        let store = create_bucket(&self.jetstream, &self.config, bucket, ttl).await?;
+        let store = create_bucket(&self.jetstream, &self.config, bucket, ttl).await;
+        self.watch_bucket(bucket, ttl);
+        store
+    }
+
+    /// From now on readiness requires the bucket's stream to exist and to have a leader
+    /// with a quorum; a bucket that does not exist (deleted behind the service's back,
+    /// or never created because NATS refused it) is created by the health check, and
+    /// while that fails readiness says why.
+    pub fn watch_bucket(&self, bucket: &str, ttl: Duration) {
         let mut watched = self.watched.lock();
         if !watched.iter().any(|w| w.bucket == bucket) {
             watched.push(WatchedBucket {
@@ -515,7 +527,6 @@ impl NatsConnection {
                 ttl,
             });
         }
-        Ok(store)
     }
 }
 
@@ -602,13 +613,11 @@ impl HealthMonitor {
                     ));
                 }
                 Ok(Err(e)) if is_stream_not_found(&e) => {
-                    if let Err(e) = create_bucket(&self.jetstream, &self.config, &bucket, ttl).await
-                    {
-                        tracing::warn!(error = %e, "nats: cannot create a missing bucket again");
-                    } else {
-                        tracing::warn!(%stream, "nats: bucket was missing and is created again");
-                    }
-                    return NatsCondition::StreamMissing(stream);
+                    // Said by the change of condition (logged once by `run`).
+                    return match create_bucket(&self.jetstream, &self.config, &bucket, ttl).await {
+                        Ok(_) => NatsCondition::StreamMissing(stream),
+                        Err(e) => NatsCondition::SetupRefused(e.to_string()),
+                    };
                 }
                 Ok(Err(e)) => {
                     return match e.kind() {

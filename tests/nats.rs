@@ -403,6 +403,31 @@ async fn pipeline_readiness_follows_nats() {
     assert_eq!(head.sequence, 0);
 }
 
+/// `nats.replicas` above what NATS can place (3 on a single server): the replica starts,
+/// but gRPC health (what the chart's readiness probe asks) is NOT_SERVING and `/readyz`
+/// says what NATS refused, instead of a replica that looks ready and fails every report.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_nats_cannot_place_keep_the_replica_not_ready_with_the_reason() {
+    let nats = NatsServer::start().await;
+    let mut config = nats.config();
+    config.nats.replicas = 3;
+    let server = RunningServer::start(config).await.expect("replica starts");
+    wait_health(&server, tonic_health::ServingStatus::NotServing).await;
+    let (status, body) = common::get(server.admin_addr.expect("admin"), "/readyz").await;
+    assert_eq!(status, 503);
+    assert!(
+        body.contains("replicas > 1 not supported in non-clustered mode"),
+        "{body}"
+    );
+    let mut c = client(&server).await;
+    let refused = c
+        .report_outcome(report(outcome("r3", 1, TO, DECLINE)))
+        .await
+        .expect_err("no bucket, no acknowledgement");
+    assert_eq!(refused.code(), Code::Unavailable);
+    server.stop().await.expect("clean stop");
+}
+
 /// A bucket deleted behind the service's back: readiness says which stream is missing,
 /// the bucket is created again, and reports are acknowledged with no restart.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

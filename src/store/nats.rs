@@ -100,6 +100,15 @@ impl NatsStore {
         if store.connection.is_connected() {
             let _ = store.buckets().await;
         }
+        // Also when that failed or NATS is not up yet: readiness then says why, and the
+        // health check creates the buckets once NATS accepts them.
+        let config = &store.connection.config;
+        store
+            .connection
+            .watch_bucket(&config.reports_bucket, store.limits.idempotency_ttl);
+        store
+            .connection
+            .watch_bucket(&config.history_bucket, store.limits.history_window);
         Ok(store)
     }
 
