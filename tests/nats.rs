@@ -19,7 +19,7 @@ use call_outcome::server::RunningServer;
 use call_outcome::store::Store;
 use call_outcome::store::nats::NatsStore;
 use common::{client, outcome, report};
-use nats_server::{NatsServer, backends, final_status_token, wait_health};
+use nats_server::{NatsServer, backends, final_status_token, until_acknowledged, wait_health};
 use pb::subscribe_outcomes_response::Kind;
 use std::collections::HashSet;
 use std::time::{Duration, SystemTime};
@@ -468,26 +468,7 @@ async fn a_deleted_bucket_is_reported_missing_and_created_again() {
 
 /// Reports `call_id` until it is acknowledged, across outages (bounded).
 async fn send_until_acknowledged(client: &mut Client, call_id: &str) {
-    let deadline = Instant::now() + Duration::from_secs(90);
-    loop {
-        match client
-            .report_outcome(report(outcome(call_id, 1, TO, DECLINE)))
-            .await
-        {
-            Ok(_) => return,
-            Err(status) => {
-                assert!(
-                    matches!(status.code(), Code::Unavailable | Code::Aborted),
-                    "{status:?}"
-                );
-                assert!(
-                    Instant::now() < deadline,
-                    "{call_id} not acknowledged within 90 s: {status:?}"
-                );
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        }
-    }
+    until_acknowledged(client, call_id, TO, Duration::from_secs(90)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

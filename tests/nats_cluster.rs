@@ -61,32 +61,9 @@ async fn readyz(server: &RunningServer) -> (u16, String) {
     get(server.admin_addr.expect("admin listener"), "/readyz").await
 }
 
-/// Reports `call_id` until acknowledged, the way a client retries: every refusal must
-/// be `UNAVAILABLE` (or `ABORTED` while its own earlier attempt is still claimed).
-/// Returns the number of refusals.
+/// Reports `call_id` until acknowledged (see [`nats_server::until_acknowledged`]).
 async fn until_acknowledged(client: &mut Client, call_id: &str, to: &str) -> usize {
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let mut refused = 0;
-    loop {
-        match client
-            .report_outcome(report(outcome(call_id, 1, to, DECLINE)))
-            .await
-        {
-            Ok(_) => return refused,
-            Err(status) => {
-                assert!(
-                    matches!(status.code(), Code::Unavailable | Code::Aborted),
-                    "{call_id}: a refusal must be UNAVAILABLE, got {status:?}"
-                );
-                assert!(
-                    Instant::now() < deadline,
-                    "{call_id} not acknowledged within 120 s: {status:?}"
-                );
-                refused += 1;
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        }
-    }
+    nats_server::until_acknowledged(client, call_id, to, Duration::from_secs(120)).await
 }
 
 /// What one load worker saw.

@@ -275,6 +275,56 @@ pub async fn wait_health(server: &RunningServer, status: tonic_health::ServingSt
     }
 }
 
+/// Reports `call_id` (a 603 to `to`) until acknowledged, the way a client retries:
+/// every refusal must be `UNAVAILABLE` (or `ABORTED` while its own earlier attempt is
+/// still claimed); bounded by `within`. Returns the number of refusals.
+pub async fn until_acknowledged(
+    client: &mut call_outcome::proto::call_outcome_service_client::CallOutcomeServiceClient<
+        tonic::transport::Channel,
+    >,
+    call_id: &str,
+    to: &str,
+    within: Duration,
+) -> usize {
+    let deadline = Instant::now() + within;
+    let mut refused = 0;
+    loop {
+        match client
+            .report_outcome(call_outcome::proto::ReportOutcomeRequest {
+                outcome: Some(call_outcome::proto::CallOutcome {
+                    call_id: call_id.into(),
+                    attempt: 1,
+                    to: to.into(),
+                    sip: Some(call_outcome::proto::SipResponse {
+                        code: Some(603),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }),
+                tenant: String::new(),
+            })
+            .await
+        {
+            Ok(_) => return refused,
+            Err(status) => {
+                assert!(
+                    matches!(
+                        status.code(),
+                        tonic::Code::Unavailable | tonic::Code::Aborted
+                    ),
+                    "{call_id}: a refusal must be UNAVAILABLE, got {status:?}"
+                );
+                assert!(
+                    Instant::now() < deadline,
+                    "{call_id} not acknowledged within {within:?}: {status:?}"
+                );
+                refused += 1;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
 /// The resume token a stream's final `UNAVAILABLE` status carries.
 pub fn final_status_token(status: &tonic::Status) -> String {
     status
