@@ -41,7 +41,7 @@ const EVENTS: &str = "CALL_OUTCOMES-default";
 const STREAMS: [&str; 3] = [EVENTS, "KV_call_outcome_reports", "KV_call_outcome_history"];
 /// 603 Decline: a decline event, delivered by the default filter.
 const DECLINE: i32 = 603;
-/// The bound on a replica serving again after the stream leader dies (measured ~3-6 s
+/// The bound on a replica serving again after the stream leader dies (measured 6-7 s
 /// on a 2-core machine: the election, then the client's next request).
 const RECOVERY_BOUND: Duration = Duration::from_secs(30);
 
