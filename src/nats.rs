@@ -392,27 +392,27 @@ impl NatsConnection {
     /// known to be lost (a write could not commit, so the caller is told at once
     /// instead of after `nats.request_timeout`). Other conditions let requests try.
     pub fn refusal(&self) -> Option<String> {
-        if !self.is_connected() {
-            return Some(NatsCondition::NotConnected.to_string());
-        }
-        match &*self.condition.borrow() {
-            c @ (NatsCondition::NoQuorum { .. } | NatsCondition::NoMetaQuorum) => {
-                Some(c.to_string())
-            }
-            _ => None,
-        }
+        self.reason_if(|c| {
+            matches!(
+                c,
+                NatsCondition::NoQuorum { .. } | NatsCondition::NoMetaQuorum
+            )
+        })
     }
 
     /// Why the backend cannot serve now, or `None` when it can.
     pub fn not_ready(&self) -> Option<String> {
-        // The connection is seen at once, before the health task updates the condition.
+        self.reason_if(|c| *c != NatsCondition::Ready)
+    }
+
+    /// The reason when not connected (seen at once, before the health task updates the
+    /// condition) or when the condition is one that `stops`.
+    fn reason_if(&self, stops: impl Fn(&NatsCondition) -> bool) -> Option<String> {
         if !self.is_connected() {
             return Some(NatsCondition::NotConnected.to_string());
         }
-        match &*self.condition.borrow() {
-            NatsCondition::Ready => None,
-            other => Some(other.to_string()),
-        }
+        let condition = self.condition.borrow();
+        stops(&condition).then(|| condition.to_string())
     }
 
     /// Whether the client is connected right now.
@@ -602,16 +602,17 @@ impl HealthMonitor {
     /// bucket's stream exists and has a quorum, then the account answers.
     async fn probe(&self) -> NatsCondition {
         let timeout = self.config.request_timeout;
+        let no_answer = |stream: &str| {
+            NatsCondition::NoJetStream(format!(
+                "no answer about stream {stream} within {timeout:?} (its leader is down or \
+                 being elected)"
+            ))
+        };
         let watched = self.watched.lock().clone();
         for WatchedBucket { bucket, ttl } in watched {
             let stream = format!("KV_{bucket}");
             match tokio::time::timeout(timeout, self.jetstream.get_stream(&stream)).await {
-                Err(_) => {
-                    return NatsCondition::NoJetStream(format!(
-                        "no answer about stream {stream} within {timeout:?} (its leader is down \
-                         or being elected)"
-                    ));
-                }
+                Err(_) => return no_answer(&stream),
                 Ok(Err(e)) if is_stream_not_found(&e) => {
                     // Said by the change of condition (logged once by `run`).
                     return match create_bucket(&self.jetstream, &self.config, &bucket, ttl).await {
@@ -626,12 +627,7 @@ impl HealthMonitor {
                         {
                             NatsCondition::NoMetaQuorum
                         }
-                        jetstream::context::GetStreamErrorKind::Request => {
-                            NatsCondition::NoJetStream(format!(
-                                "no answer about stream {stream} within {timeout:?} (its leader \
-                                 is down or being elected)"
-                            ))
-                        }
+                        jetstream::context::GetStreamErrorKind::Request => no_answer(&stream),
                         _ => NatsCondition::NoJetStream(e.to_string()),
                     };
                 }
