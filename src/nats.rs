@@ -211,6 +211,15 @@ pub enum NatsCondition {
         up: usize,
         replicas: usize,
     },
+    /// Just after the client lost its server and moved to another: the stream's leader
+    /// has not yet heard from enough followers since (its view from before may include
+    /// servers that died with the one the client was on). Requests are not refused: the
+    /// quorum is not known to be lost. Lasts at most [`PEER_SILENCE`].
+    Confirming {
+        stream: String,
+        heard: usize,
+        replicas: usize,
+    },
     /// A bucket's stream does not exist (deleted behind the service's back); it is
     /// created again, and readiness returns once that succeeded.
     StreamMissing(String),
@@ -249,6 +258,18 @@ impl std::fmt::Display for NatsCondition {
                          a quorum of {quorum} needed to elect one"
                     )
                 }
+            }
+            NatsCondition::Confirming {
+                stream,
+                heard,
+                replicas,
+            } => {
+                let majority = replicas / 2 + 1;
+                write!(
+                    f,
+                    "reconnected to another server: stream {stream} has heard from {heard} of \
+                     {replicas} replicas since, waiting for {majority}"
+                )
             }
             NatsCondition::StreamMissing(stream) => {
                 write!(f, "stream {stream} missing (being created again)")
@@ -293,6 +314,8 @@ impl NatsConnection {
         let (tx, rx) = watch::channel(false);
         let tx = std::sync::Arc::new(tx);
         let events_tx = std::sync::Arc::clone(&tx);
+        let lost_at: LostAt = std::sync::Arc::default();
+        let events_lost_at = std::sync::Arc::clone(&lost_at);
         let mut options = match &config.credentials_file {
             Some(path) => async_nats::ConnectOptions::with_credentials_file(path)
                 .await
@@ -315,6 +338,7 @@ impl NatsConnection {
             })
             .event_callback(move |event| {
                 let tx = std::sync::Arc::clone(&events_tx);
+                let lost_at = std::sync::Arc::clone(&events_lost_at);
                 async move {
                     match event {
                         async_nats::Event::Connected => {
@@ -323,6 +347,10 @@ impl NatsConnection {
                         }
                         async_nats::Event::Disconnected | async_nats::Event::Closed => {
                             tracing::warn!(%event, "nats: connection lost");
+                            // Kept apart from the flag: a reconnect within
+                            // milliseconds may flip it back before the health task
+                            // looks, and the loss must still be seen.
+                            *lost_at.lock() = Some(std::time::Instant::now());
                             set_connected(&tx, false);
                         }
                         async_nats::Event::ClientError(e) => {
@@ -369,6 +397,7 @@ impl NatsConnection {
             jetstream: jetstream.clone(),
             config: config.clone(),
             connected: rx.clone(),
+            lost_at,
             watched: std::sync::Arc::clone(&watched),
         };
         tokio::spawn(monitor.run(condition_tx));
@@ -558,8 +587,12 @@ struct HealthMonitor {
     jetstream: jetstream::Context,
     config: NatsConfig,
     connected: watch::Receiver<bool>,
+    lost_at: LostAt,
     watched: std::sync::Arc<parking_lot::Mutex<Vec<WatchedBucket>>>,
 }
+
+/// When the client last lost its connection.
+type LostAt = std::sync::Arc<parking_lot::Mutex<Option<std::time::Instant>>>;
 
 impl HealthMonitor {
     async fn run(mut self, condition: watch::Sender<NatsCondition>) {
@@ -632,14 +665,25 @@ impl HealthMonitor {
                     };
                 }
                 Ok(Ok(found)) => {
+                    let since_loss = (*self.lost_at.lock()).map(|at| at.elapsed());
+                    let replicas = self.config.replicas;
                     if let Some(cluster) = &found.cached_info().cluster
-                        && let Some(up) = replicas_up(cluster, self.config.replicas)
+                        && let Some(up) = replicas_up(cluster, replicas, None)
                     {
                         return NatsCondition::NoQuorum {
                             stream,
                             leader: cluster.leader.is_some(),
                             up,
-                            replicas: self.config.replicas,
+                            replicas,
+                        };
+                    }
+                    if let Some(cluster) = &found.cached_info().cluster
+                        && let Some(heard) = replicas_up(cluster, replicas, since_loss)
+                    {
+                        return NatsCondition::Confirming {
+                            stream,
+                            heard,
+                            replicas,
                         };
                     }
                 }
@@ -666,21 +710,45 @@ impl HealthMonitor {
 }
 
 /// A follower heard from within this long counts as up. The leader hears from its
-/// followers every second; a killed one is silent, and the leader itself steps down only
-/// after about ten seconds without a quorum (while its writes can no longer commit).
+/// followers every second even when idle (measured: never more than 1.7 s apart); a
+/// killed one is silent, yet NATS calls it current, and the leader itself steps down,
+/// only after ten seconds without a quorum (while its writes can no longer commit).
 const PEER_SILENCE: Duration = Duration::from_secs(3);
 
 /// `Some(replicas up)` when a replicated stream has no quorum: no leader, or a leader
 /// that hears from too few followers. `None` when it has one (a single server's streams
 /// always do).
-fn replicas_up(cluster: &jetstream::stream::ClusterInfo, replicas: usize) -> Option<usize> {
+///
+/// `since_loss` is how long ago this client last lost its connection. Within
+/// [`PEER_SILENCE`] of a loss, only a follower heard from since counts: the node the
+/// client was on may have died with others, and the node it moved to still calls them
+/// current (the leader learns of their death only after their silence). Live followers
+/// are heard from within a second.
+fn replicas_up(
+    cluster: &jetstream::stream::ClusterInfo,
+    replicas: usize,
+    since_loss: Option<Duration>,
+) -> Option<usize> {
     let quorum = replicas / 2 + 1;
+    let heard_within = since_loss
+        .filter(|since| *since < PEER_SILENCE)
+        .unwrap_or(PEER_SILENCE);
+    let just_moved = heard_within < PEER_SILENCE;
     let followers_up = cluster
         .replicas
         .iter()
-        // `active` is zero for a peer never heard from (as a leaderless group reports
-        // its dead members).
-        .filter(|p| !p.offline && (p.current || (!p.active.is_zero() && p.active <= PEER_SILENCE)))
+        .filter(|p| {
+            if p.offline {
+                false
+            } else if p.active.is_zero() {
+                // Not heard from since this leader was elected (a leaderless group also
+                // reports its dead members so): a current one voted for it.
+                p.current && !just_moved
+            } else {
+                // Not `current`: NATS keeps a silent follower current for ten seconds.
+                p.active <= heard_within
+            }
+        })
         .count();
     let up = match cluster.leader {
         Some(_) => followers_up + 1,
@@ -721,6 +789,69 @@ pub fn key_token(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A stream's cluster info as NATS sends it: `leader`, and per follower
+    /// `(current, milliseconds since heard from)`.
+    fn cluster(leader: Option<&str>, followers: &[(bool, u64)]) -> jetstream::stream::ClusterInfo {
+        let replicas: Vec<_> = followers
+            .iter()
+            .enumerate()
+            .map(|(i, (current, ms))| {
+                serde_json::json!({"name": format!("n{i}"), "current": current, "active": ms * 1_000_000})
+            })
+            .collect();
+        serde_json::from_value(serde_json::json!({
+            "name": "c", "leader": leader, "replicas": replicas
+        }))
+        .expect("cluster info")
+    }
+
+    #[test]
+    fn a_quorum_needs_a_leader_and_enough_followers_heard_from() {
+        let secs = Duration::from_secs;
+        // Healthy: both followers heard from within the second.
+        assert_eq!(
+            replicas_up(&cluster(Some("n"), &[(true, 400), (true, 900)]), 3, None),
+            None
+        );
+        // A single server's stream: no followers, a quorum of one.
+        assert_eq!(replicas_up(&cluster(Some("n"), &[]), 1, None), None);
+        // No leader: never a quorum, whatever the followers say.
+        assert_eq!(
+            replicas_up(&cluster(None, &[(true, 100), (true, 100)]), 3, None),
+            Some(2)
+        );
+        // Both followers silent for longer than PEER_SILENCE: lost, though NATS still
+        // calls them current (it does for ten seconds).
+        let silent = cluster(Some("n"), &[(true, 5000), (true, 5000)]);
+        assert_eq!(replicas_up(&silent, 3, None), Some(1));
+        // A leader just elected has heard from nobody yet: its current followers voted.
+        let elected = cluster(Some("n"), &[(true, 0), (false, 0)]);
+        assert_eq!(replicas_up(&elected, 3, None), None);
+        let alone = cluster(Some("n"), &[(false, 0), (false, 0)]);
+        assert_eq!(replicas_up(&alone, 3, None), Some(1));
+        // One follower left: still a quorum of two.
+        assert_eq!(
+            replicas_up(&cluster(Some("n"), &[(true, 300), (false, 5000)]), 3, None),
+            None
+        );
+        // Just after this client lost its node: the node it moved to still calls the
+        // dead followers current, heard from 1.2 s ago, before the loss (0.2 s ago).
+        let dead = cluster(Some("n"), &[(true, 1200), (true, 1150)]);
+        assert_eq!(replicas_up(&dead, 3, None), None);
+        assert_eq!(
+            replicas_up(&dead, 3, Some(Duration::from_millis(200))),
+            Some(1)
+        );
+        // A follower heard from since the loss counts: the cluster lost only that node.
+        let moved = cluster(Some("n"), &[(true, 100), (true, 1150)]);
+        assert_eq!(
+            replicas_up(&moved, 3, Some(Duration::from_millis(200))),
+            None
+        );
+        // A loss long ago changes nothing.
+        assert_eq!(replicas_up(&dead, 3, Some(secs(60))), None);
+    }
 
     #[test]
     fn tenant_tokens_are_single_tokens_and_distinct() {

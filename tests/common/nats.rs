@@ -472,6 +472,51 @@ impl NatsCluster {
         }
     }
 
+    /// The node that leads the JetStream meta group (from `/jsz` of a running node).
+    pub async fn meta_leader(&self) -> String {
+        for node in self.nodes.iter().filter(|n| n.is_running()) {
+            if let Some(jsz) = node.monitor("/jsz").await
+                && let Some(leader) = jsz["meta_cluster"]["leader"].as_str()
+            {
+                return leader.to_owned();
+            }
+        }
+        panic!("no node names a meta leader");
+    }
+
+    /// Moves the leadership of each stream to the node `name` (NATS 2.11+ takes a
+    /// preferred node in a step-down request), then waits until the cluster is whole.
+    pub async fn lead_on(&self, streams: &[&str], name: &str) {
+        let jetstream = self.jetstream().await;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        for stream in streams {
+            loop {
+                let leader = self
+                    .stream_cluster(&jetstream, stream)
+                    .await
+                    .and_then(|c| c.leader);
+                if leader.as_deref() == Some(name) {
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "{stream} not led by {name} within 60 s (leader {leader:?})"
+                );
+                if leader.is_some() {
+                    let body = serde_json::json!({"placement": {"preferred": name}});
+                    let subject = format!("$JS.API.STREAM.LEADER.STEPDOWN.{stream}");
+                    // The answer is not needed: the loop checks the leader again.
+                    let _ = jetstream
+                        .client()
+                        .request(subject, body.to_string().into())
+                        .await;
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+        self.wait_whole(streams).await;
+    }
+
     /// A service config on the whole cluster: every URL, the stream and buckets
     /// replicated on all three nodes.
     pub fn config(&self) -> Config {
