@@ -25,6 +25,7 @@ pub mod store;
 // Inside the crate only; what callers need of them is re-exported below.
 mod admission;
 mod api;
+mod compact;
 mod nats;
 mod providers;
 mod quota;

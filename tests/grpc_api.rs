@@ -213,6 +213,51 @@ async fn raw_sip_responses_are_parsed() {
     assert_eq!(bad.field_violations[0].field, "outcome.raw_sip_response");
 }
 
+/// A duplicate's response is the first one byte for byte (but for `duplicate`), for
+/// results the server kept as they were (the first ones) and for those it kept
+/// compressed (after it learnt its dictionary from the first 128 KB of results).
+#[tokio::test]
+async fn a_duplicate_gets_the_first_response_byte_for_byte_kept_raw_or_compressed() {
+    use prost::Message;
+    let server = start().await;
+    let mut client = client(&server).await;
+    let codes = [486, 603, 480, 503, 404, 487, 408, 600, 302, 484];
+    let sent: Vec<_> = (0..800)
+        .map(|i| {
+            let mut o = outcome(
+                &format!("bytes-{i}"),
+                1 + i % 3,
+                &format!("+1555010{:04}", i),
+                codes[i as usize % codes.len()],
+            );
+            if i % 7 == 3 {
+                o.labels.insert("campaign".into(), format!("spring-{i}"));
+            }
+            report(o)
+        })
+        .collect();
+    let mut firsts = Vec::new();
+    for request in &sent {
+        let first = client
+            .report_outcome(request.clone())
+            .await
+            .expect("first")
+            .into_inner();
+        assert!(!first.duplicate);
+        firsts.push(first.encode_to_vec());
+    }
+    for (request, first) in sent.iter().zip(&firsts) {
+        let mut again = client
+            .report_outcome(request.clone())
+            .await
+            .expect("again")
+            .into_inner();
+        assert!(again.duplicate);
+        again.duplicate = false;
+        assert_eq!(&again.encode_to_vec(), first);
+    }
+}
+
 #[tokio::test]
 async fn a_repeated_report_returns_the_first_response_marked_duplicate() {
     let server = start().await;

@@ -17,6 +17,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("tls", 1),
     ("nats", 1),
     ("step", 1),
+    ("compact", 1),
     // Protocol and provider knowledge (pure).
     ("sip", 2),
     ("providers", 3),

@@ -65,14 +65,32 @@ pub(super) fn to_nanos(at: SystemTime) -> u64 {
 pub(super) struct Shard {
     pub(super) table: HashTable<Destination>,
     /// Logical clock: unique per access, so LRU eviction removes exactly what it must.
-    pub(super) clock: u64,
+    /// 32 bits keep a destination's slot small; at the end of the range the ticks are
+    /// renumbered in their order (see [`Shard::tick`]).
+    pub(super) clock: u32,
     pub(super) next_idle_sweep: u32,
 }
 
 impl Shard {
-    pub(super) fn tick(&mut self) -> u64 {
+    pub(super) fn tick(&mut self) -> u32 {
+        if self.clock == u32::MAX {
+            self.renumber();
+        }
         self.clock += 1;
         self.clock
+    }
+
+    /// Gives the destinations ticks 1..=n in their present order (after 4 billion
+    /// accesses to one shard: rare, and O(n log n) once).
+    pub(super) fn renumber(&mut self) {
+        let mut ticks: Vec<u32> = self.table.iter().map(|slot| slot.tick).collect();
+        ticks.sort_unstable();
+        for slot in self.table.iter_mut() {
+            // Ticks are unique: the position is the new tick.
+            let rank = ticks.partition_point(|t| *t < slot.tick);
+            slot.tick = u32::try_from(rank + 1).unwrap_or(u32::MAX);
+        }
+        self.clock = u32::try_from(ticks.len()).unwrap_or(u32::MAX);
     }
 
     /// Drops destinations idle for a whole window, at most every quarter window.
@@ -103,7 +121,7 @@ impl Shard {
         let keep = (cap - cap / 8).max(1);
         // At least one goes: len >= cap >= keep.
         let evict = (self.table.len() + 1).saturating_sub(keep).max(1);
-        let mut ticks: Vec<u64> = self.table.iter().map(|slot| slot.tick).collect();
+        let mut ticks: Vec<u32> = self.table.iter().map(|slot| slot.tick).collect();
         if evict >= ticks.len() {
             self.table.clear();
             return true;
@@ -115,7 +133,7 @@ impl Shard {
 }
 
 /// One destination: its key and entries in a single allocation,
-/// `u16 key length, key, entries` (oldest first), each entry [`ROW`] bytes:
+/// `u16 key length, u16 entries, u16 oldest slot, key, slots`, each slot [`ROW`] bytes:
 /// `u64 at (ns since epoch), u64 report id, u32 attempt, u16 sip code, u8 flags`.
 /// Flags: bits 0–6 the category's index in [`Category::ALL`], bit 7 "has a SIP code".
 ///
@@ -125,19 +143,23 @@ impl Shard {
 /// Keeping the hash rather than the call id makes every entry the same size, so an
 /// entry is appended (or the oldest dropped) in place, with no decoding or copy of
 /// the others.
+///
+/// The slot in the hash table is 24 bytes (a table at its usual load holds about twice
+/// as many slots as destinations, so each byte here counts twice): the counts live in
+/// the buffer, and the hash is computed again from the key when the table grows.
 pub(super) struct Destination {
-    pub(super) hash: u64,
-    /// `u16 key length, key, rows`: the rows form a ring of `capacity()` slots, of
-    /// which `len` are used, the oldest at slot `head`. When full, a new entry takes the
-    /// oldest's slot (nothing is shifted); until then the ring grows by doubling (an
-    /// exact fit would copy the whole history on every append).
+    /// The slots form a ring of `capacity()`, of which `len()` are used, the oldest at
+    /// slot `head()`. When full, a new entry takes the oldest's slot (nothing is
+    /// shifted); until then the ring grows by doubling (an exact fit would copy the
+    /// whole history on every append).
     pub(super) buf: Box<[u8]>,
-    pub(super) tick: u64,
+    pub(super) tick: u32,
     /// Seconds since the store started.
     pub(super) touched: u32,
-    pub(super) len: u16,
-    pub(super) head: u16,
 }
+
+/// Bytes before the key: its length, the number of entries, the oldest's slot.
+const HEADER: usize = 6;
 
 pub(super) const ROW: usize = 8 + 8 + 4 + 2 + 1;
 /// Where a row keeps its report id and attempt.
@@ -145,34 +167,52 @@ pub(super) const ROW_ID_AND_ATTEMPT: std::ops::Range<usize> = 8..20;
 pub(super) const HAS_CODE: u8 = 0x80;
 
 impl Destination {
-    pub(super) fn new(hash: u64, key: &[u8], row: Row, tick: u64, touched: u32) -> Self {
-        let mut buf = Vec::with_capacity(2 + key.len() + ROW);
+    pub(super) fn new(key: &[u8], row: Row, tick: u32, touched: u32) -> Self {
+        let mut buf = Vec::with_capacity(HEADER + key.len() + ROW);
         // The key's length was checked against u16 by `HistoryKey::new`.
         buf.extend_from_slice(&(key.len() as u16).to_le_bytes());
+        buf.extend_from_slice(&1u16.to_le_bytes());
+        buf.extend_from_slice(&0u16.to_le_bytes());
         buf.extend_from_slice(key);
         buf.extend_from_slice(&row.encode());
         Destination {
-            hash,
             buf: buf.into_boxed_slice(),
             tick,
             touched,
-            len: 1,
-            head: 0,
+        }
+    }
+
+    /// The header's `n`-th u16.
+    fn header(&self, n: usize) -> u16 {
+        self.buf
+            .get(2 * n..2 * n + 2)
+            .and_then(|b| b.first_chunk::<2>())
+            .map_or(0, |b| u16::from_le_bytes(*b))
+    }
+
+    fn set_header(&mut self, n: usize, value: u16) {
+        if let Some(b) = self.buf.get_mut(2 * n..2 * n + 2) {
+            b.copy_from_slice(&value.to_le_bytes());
         }
     }
 
     pub(super) fn key_len(&self) -> usize {
-        self.buf
-            .first_chunk::<2>()
-            .map_or(0, |b| usize::from(u16::from_le_bytes(*b)))
+        usize::from(self.header(0))
+    }
+
+    /// The slot of the oldest entry.
+    fn head(&self) -> u16 {
+        self.header(2)
     }
 
     pub(super) fn key(&self) -> &[u8] {
-        self.buf.get(2..2 + self.key_len()).unwrap_or_default()
+        self.buf
+            .get(HEADER..HEADER + self.key_len())
+            .unwrap_or_default()
     }
 
     pub(super) fn slots(&self) -> &[u8] {
-        self.buf.get(2 + self.key_len()..).unwrap_or_default()
+        self.buf.get(HEADER + self.key_len()..).unwrap_or_default()
     }
 
     /// Number of row slots.
@@ -182,7 +222,7 @@ impl Destination {
 
     /// Number of entries.
     pub(super) fn len(&self) -> usize {
-        usize::from(self.len)
+        usize::from(self.header(1))
     }
 
     /// The row in slot `slot`.
@@ -198,7 +238,7 @@ impl Destination {
         if i >= self.len() || capacity == 0 {
             return None;
         }
-        self.slot((usize::from(self.head) + i) % capacity)
+        self.slot((usize::from(self.head()) + i) % capacity)
     }
 
     /// The encoded entries, oldest first, as the ring's two runs of whole rows: from
@@ -206,7 +246,7 @@ impl Destination {
     /// indexing the ring costs no division, nor a branch per entry.)
     pub(super) fn runs(&self) -> [&[u8]; 2] {
         let slots = self.slots();
-        let head = usize::from(self.head);
+        let head = usize::from(self.head());
         let len = self.len();
         let capacity = slots.len() / ROW;
         let first = len.min(capacity.saturating_sub(head));
@@ -243,7 +283,7 @@ impl Destination {
 
     /// Replaces the entries with `rows` (oldest first), in a buffer of `capacity` slots.
     pub(super) fn rewrite(&mut self, rows: &[Row], capacity: usize) {
-        let head = 2 + self.key_len();
+        let head = HEADER + self.key_len();
         let mut buf = Vec::with_capacity(head + capacity * ROW);
         buf.extend_from_slice(self.buf.get(..head).unwrap_or_default());
         for row in rows {
@@ -252,8 +292,8 @@ impl Destination {
         buf.resize(head + capacity * ROW, 0);
         self.buf = buf.into_boxed_slice();
         // At most `max_entries` rows, which the configuration bounds far below u16::MAX.
-        self.len = u16::try_from(rows.len()).unwrap_or(u16::MAX);
-        self.head = 0;
+        self.set_header(1, u16::try_from(rows.len()).unwrap_or(u16::MAX));
+        self.set_header(2, 0);
     }
 
     /// Adds `new` in time order: entries before `cutoff` are dropped, a retried report
@@ -277,9 +317,9 @@ impl Destination {
             // The usual case, in place.
             if len == max_entries {
                 // Full: the new entry takes the oldest's slot.
-                self.write_slot(usize::from(self.head), &new);
-                self.head =
-                    u16::try_from((usize::from(self.head) + 1) % capacity.max(1)).unwrap_or(0);
+                let head = usize::from(self.head());
+                self.write_slot(head, &new);
+                self.set_header(2, u16::try_from((head + 1) % capacity.max(1)).unwrap_or(0));
                 return;
             }
             if len == capacity {
@@ -287,9 +327,10 @@ impl Destination {
                 let grown = (capacity * 2).clamp(1, max_entries);
                 self.rewrite(&rows, grown);
             }
-            let slot = (usize::from(self.head) + len) % self.capacity().max(1);
+            let slot = (usize::from(self.head()) + len) % self.capacity().max(1);
             self.write_slot(slot, &new);
-            self.len += 1;
+            // Below max_entries, itself bounded far below u16::MAX.
+            self.set_header(1, u16::try_from(len + 1).unwrap_or(u16::MAX));
             return;
         }
         // Anything else (a late report, expiry, a retry): rebuild the list.
@@ -307,7 +348,7 @@ impl Destination {
     }
 
     pub(super) fn write_slot(&mut self, slot: usize, row: &Row) {
-        let at = 2 + self.key_len() + slot * ROW;
+        let at = HEADER + self.key_len() + slot * ROW;
         if let Some(target) = self.buf.get_mut(at..at + ROW) {
             target.copy_from_slice(&row.encode());
         }

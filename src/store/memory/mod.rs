@@ -37,6 +37,7 @@ mod reports;
 mod tests;
 
 use super::{Claim, ReportKey, Store, StoreError, StoreLimits, StoredReport};
+use crate::compact::Compactor;
 use crate::domain::{Category, HistoryEntry, HistorySnapshot};
 use crate::step::Step;
 use hashbrown::HashTable;
@@ -95,7 +96,11 @@ impl MemoryStore {
         MemoryStore {
             inner: Arc::new(Inner {
                 lease,
-                reports: ReportKeys::new(limits.max_report_keys, limits.idempotency_ttl),
+                reports: ReportKeys::new(
+                    limits.max_report_keys,
+                    limits.idempotency_ttl,
+                    limits.compact_results,
+                ),
                 limits,
                 shards,
                 shard_cap,
@@ -107,8 +112,11 @@ impl MemoryStore {
     }
 
     fn shard(&self, hash: u64) -> &Mutex<Shard> {
-        // The high bits pick the shard; the table uses the low ones.
-        &self.inner.shards[(hash >> 58) as usize % SHARDS]
+        // Bits that the table does not use: it takes the low ones for the bucket and the
+        // top seven as the tag it compares before a key (taking those here would leave
+        // each shard's table 8 tags instead of 128, and send a lookup to compare keys
+        // in other destinations' buffers).
+        &self.inner.shards[(hash >> 32) as usize % SHARDS]
     }
 
     /// Seconds since the store started: the clock of idle expiry.
@@ -148,10 +156,7 @@ impl MemoryStore {
         shard.sweep_idle(now, window);
         let tick = shard.tick();
         let mut entries = Vec::new();
-        match shard
-            .table
-            .find_mut(hash, |slot| slot.hash == hash && slot.key() == key.bytes())
-        {
+        match shard.table.find_mut(hash, |slot| slot.key() == key.bytes()) {
             Some(slot) => {
                 slot.record(new, cutoff, max_entries);
                 slot.tick = tick;
@@ -162,7 +167,7 @@ impl MemoryStore {
                     // Nothing left inside the window: forget the destination.
                     if let Ok(found) = shard
                         .table
-                        .find_entry(hash, |slot| slot.hash == hash && slot.key() == key.bytes())
+                        .find_entry(hash, |slot| slot.key() == key.bytes())
                     {
                         found.remove();
                     }
@@ -171,8 +176,11 @@ impl MemoryStore {
             None if new.at < cutoff || max_entries == 0 => {}
             None => {
                 if shard.make_room(self.inner.shard_cap, now, window) {
-                    let slot = Destination::new(hash, key.bytes(), new, tick, now);
-                    shard.table.insert_unique(hash, slot, |slot| slot.hash);
+                    let slot = Destination::new(key.bytes(), new, tick, now);
+                    let hasher = &self.inner.hasher;
+                    shard
+                        .table
+                        .insert_unique(hash, slot, |slot| hasher.hash_one(slot.key()));
                 }
                 entries.push(new.to_entry());
             }
@@ -243,10 +251,7 @@ impl MemoryStore {
         shard.sweep_idle(now, self.window_secs());
         let tick = shard.tick();
         let mut entries = Vec::new();
-        if let Some(slot) = shard
-            .table
-            .find_mut(hash, |slot| slot.hash == hash && slot.key() == key.bytes())
-        {
+        if let Some(slot) = shard.table.find_mut(hash, |slot| slot.key() == key.bytes()) {
             slot.snapshot_into(cutoff, &mut entries);
             // Reading counts as use, for idle expiry and LRU eviction alike.
             slot.tick = tick;

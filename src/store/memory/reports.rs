@@ -24,23 +24,28 @@ pub(super) enum ClaimState {
 /// completion order is both expiry order and eviction order: a queue of
 /// `(hash, completion number)` finds the oldest without storing the key twice.
 ///
-/// A completed key keeps its result serialised (postcard) right after the key, in one
-/// allocation of a few hundred bytes: it is read back only for a duplicate, and
-/// forgetting it is one `free` rather than a walk through a dozen small allocations
-/// that have long left the cache.
+/// A completed key keeps its result serialised (postcard) and packed against earlier
+/// results ([`Compactor`]: about 60 bytes instead of 300) right after the key, in one
+/// allocation: it is read back only for a duplicate, and forgetting it is one `free`
+/// rather than a walk through a dozen small allocations that have long left the cache.
 pub(super) struct ReportKeys {
     pub(super) shards: Box<[Mutex<ReportShard>]>,
     pub(super) shard_cap: usize,
     pub(super) ttl: Duration,
     pub(super) hasher: foldhash::fast::RandomState,
+    pub(super) compactor: Compactor,
+    /// The origin of the completed keys' expiry times.
+    pub(super) started: Instant,
 }
 
 #[derive(Default)]
 pub(super) struct ReportShard {
     pub(super) table: HashTable<ReportSlot>,
-    /// Completed keys in completion order: (hash, completion number, expiry).
-    pub(super) order: VecDeque<(u64, u64, Instant)>,
-    pub(super) completed: u64,
+    /// Completed keys in completion order: (hash, completion number, expiry in
+    /// seconds since the store started).
+    pub(super) order: VecDeque<(u64, u32, u32)>,
+    /// Numbers completions; wraps after 4 billion, far beyond any key still queued.
+    pub(super) completed: u32,
     /// Markers in the table; expired ones are swept when this reaches `sweep_at`.
     pub(super) in_flight: usize,
     pub(super) sweep_at: usize,
@@ -67,17 +72,24 @@ impl ReportSlot {
     }
 }
 
+/// 16 bytes: a table at its usual load holds about twice as many slots as keys, so
+/// each byte here counts twice. Completed keys are the many; the few in flight keep
+/// their marker in an allocation of its own.
 pub(super) enum SlotState {
-    /// Being processed until `expires`. Waiters subscribe to `wake` (made for the first
-    /// waiter); dropping the sender, when the state changes, wakes them.
-    InFlight {
-        expires: Instant,
-        wake: Option<watch::Sender<()>>,
-    },
+    InFlight(Box<Marker>),
+    /// `expires`: seconds since the store started (a key lives its TTL rounded up to
+    /// the second).
     Done {
-        expires: Instant,
-        number: u64,
+        expires: u32,
+        number: u32,
     },
+}
+
+/// A report in flight holds its key until `expires`. Waiters subscribe to `wake` (made
+/// for the first waiter); dropping the sender, when the state changes, wakes them.
+pub(super) struct Marker {
+    pub(super) expires: Instant,
+    pub(super) wake: Option<watch::Sender<()>>,
 }
 
 /// A report key as bytes: `u32 length of what follows, u32 attempt, u16 tenant length,
@@ -121,7 +133,7 @@ impl PackedKey {
 }
 
 impl ReportKeys {
-    pub(super) fn new(capacity: u64, ttl: Duration) -> Self {
+    pub(super) fn new(capacity: u64, ttl: Duration, compact: bool) -> Self {
         let shard_cap =
             usize::try_from(capacity.div_ceil(DONE_SHARDS as u64)).unwrap_or(usize::MAX);
         ReportKeys {
@@ -136,13 +148,32 @@ impl ReportKeys {
             shard_cap,
             ttl: ttl.min(MAX_TTL),
             hasher: foldhash::fast::RandomState::default(),
+            compactor: if compact {
+                Compactor::new()
+            } else {
+                Compactor::off()
+            },
+            started: Instant::now(),
         }
+    }
+
+    /// Whole seconds from the start to `now`.
+    pub(super) fn secs(&self, now: Instant) -> u32 {
+        let elapsed = now.saturating_duration_since(self.started).as_secs();
+        u32::try_from(elapsed).unwrap_or(u32::MAX)
+    }
+
+    /// When a key completed at `now` expires: `now + ttl` rounded up to the second.
+    fn expiry(&self, now: Instant) -> u32 {
+        let at = now.saturating_duration_since(self.started) + self.ttl;
+        let secs = at.as_secs() + u64::from(at.subsec_nanos() > 0);
+        u32::try_from(secs).unwrap_or(u32::MAX)
     }
 
     pub(super) fn locate(&self, key: &PackedKey) -> (u64, &Mutex<ReportShard>) {
         let hash = self.hasher.hash_one(key.bytes());
-        // The high bits pick the shard; the table uses the low ones.
-        (hash, &self.shards[(hash >> 57) as usize % DONE_SHARDS])
+        // Bits the table does not use (see `MemoryStore::shard`).
+        (hash, &self.shards[(hash >> 32) as usize % DONE_SHARDS])
     }
 
     pub(super) fn claim(
@@ -156,20 +187,24 @@ impl ReportKeys {
         let mut shard = shard.lock();
         let shard = &mut *shard;
         let found = shard.table.find_mut(hash, |slot| slot.is(hash, &key));
-        let marker = SlotState::InFlight {
+        let now_secs = self.secs(now);
+        let marker = SlotState::InFlight(Box::new(Marker {
             expires: now + lease,
             wake: None,
-        };
+        }));
         Ok(match found {
             Some(slot) => match &mut slot.state {
-                SlotState::Done { expires, .. } if *expires > now => {
-                    ClaimState::Done(Arc::new(decode_result(slot.result())?))
+                SlotState::Done { expires, .. } if *expires > now_secs => {
+                    ClaimState::Done(Arc::new(decode_result(&self.compactor, slot.result())?))
                 }
-                SlotState::InFlight { expires, wake } if *expires > now => {
-                    let woken = wake.get_or_insert_with(|| watch::channel(()).0).subscribe();
+                SlotState::InFlight(marker) if marker.expires > now => {
+                    let woken = marker
+                        .wake
+                        .get_or_insert_with(|| watch::channel(()).0)
+                        .subscribe();
                     ClaimState::InFlight {
                         woken,
-                        expires: *expires,
+                        expires: marker.expires,
                     }
                 }
                 state => {
@@ -240,18 +275,19 @@ impl ReportKeys {
         }
         let packed = PackedKey::new(key)?;
         // Encoded outside the lock: key and result in one exact allocation.
-        let data = encode_result(packed.bytes(), report)?;
+        let data = encode_result(&self.compactor, packed.bytes(), report)?;
         let (hash, shard) = self.locate(&packed);
         let released = {
             let mut guard = shard.lock();
             let shard = &mut *guard;
-            shard.completed += 1;
+            shard.completed = shard.completed.wrapping_add(1);
             let number = shard.completed;
-            let expires = now + self.ttl;
+            let now_secs = self.secs(now);
+            let expires = self.expiry(now);
             let done = SlotState::Done { expires, number };
             let released = match shard.table.find_mut(hash, |slot| slot.is(hash, &packed)) {
                 Some(slot) => match &slot.state {
-                    SlotState::Done { expires: first, .. } if *first > now => return Ok(()),
+                    SlotState::Done { expires: first, .. } if *first > now_secs => return Ok(()),
                     SlotState::Done { .. } => {
                         slot.state = done;
                         slot.data = data;
@@ -277,7 +313,7 @@ impl ReportKeys {
                 }
             };
             shard.order.push_back((hash, number, expires));
-            shard.evict(now, self.shard_cap);
+            shard.evict(now_secs, self.shard_cap);
             released
         };
         // Waking waiters happens here, outside the lock.
@@ -286,25 +322,29 @@ impl ReportKeys {
     }
 }
 
-/// `key` followed by the postcard encoding of `report`, in one exact allocation.
-pub(super) fn encode_result(key: &[u8], report: &StoredReport) -> Result<Box<[u8]>, StoreError> {
-    let failed = |e: postcard::Error| StoreError::Backend(format!("cannot encode a report: {e}"));
-    let size = postcard::experimental::serialized_size(report).map_err(failed)?;
-    let mut data = vec![0; key.len() + size];
-    let (head, tail) = data.split_at_mut(key.len());
-    head.copy_from_slice(key);
-    postcard::to_slice(report, tail).map_err(failed)?;
-    Ok(data.into_boxed_slice())
+/// `key` followed by `report` (postcard, packed), in one exact allocation.
+pub(super) fn encode_result(
+    compactor: &Compactor,
+    key: &[u8],
+    report: &StoredReport,
+) -> Result<Box<[u8]>, StoreError> {
+    let record = postcard::to_allocvec(report)
+        .map_err(|e| StoreError::Backend(format!("cannot encode a report: {e}")))?;
+    Ok(compactor.pack(key, &record).into_boxed_slice())
 }
 
-pub(super) fn decode_result(bytes: &[u8]) -> Result<StoredReport, StoreError> {
-    postcard::from_bytes(bytes)
-        .map_err(|e| StoreError::Backend(format!("cannot decode a stored report: {e}")))
+pub(super) fn decode_result(
+    compactor: &Compactor,
+    bytes: &[u8],
+) -> Result<StoredReport, StoreError> {
+    let failed = |e: String| StoreError::Backend(format!("cannot decode a stored report: {e}"));
+    let record = compactor.unpack(bytes).map_err(|e| failed(e.to_string()))?;
+    postcard::from_bytes(&record).map_err(|e| failed(e.to_string()))
 }
 
 impl ReportShard {
     /// Forgets completed keys that expired, then the oldest beyond `cap`.
-    pub(super) fn evict(&mut self, now: Instant, cap: usize) {
+    pub(super) fn evict(&mut self, now: u32, cap: usize) {
         while let Some(&(hash, number, expires)) = self.order.front() {
             if expires > now && self.order.len() <= cap {
                 break;
@@ -323,7 +363,7 @@ impl ReportShard {
     pub(super) fn sweep_expired_markers(&mut self, now: Instant) {
         let mut swept = 0;
         self.table.retain(|slot| match slot.state {
-            SlotState::InFlight { expires, .. } if expires <= now => {
+            SlotState::InFlight(ref marker) if marker.expires <= now => {
                 swept += 1;
                 false
             }

@@ -103,8 +103,68 @@ async fn duplicate_after_complete_is_done() {
 #[test]
 fn packed_keys_and_results_decode() {
     let packed = PackedKey::new(&key("k")).unwrap();
-    assert!(decode_result(b"\xff\xff").is_err());
+    assert!(decode_result(&Compactor::new(), b"\xff\xff").is_err());
+    assert!(decode_result(&Compactor::new(), b"\x00\xff\xff").is_err());
     assert_eq!(PackedKey::prefix(packed.bytes()), packed.bytes());
+}
+
+/// The bytes a completed key keeps for its result.
+fn kept_len(store: &MemoryStore, key: &ReportKey) -> usize {
+    let packed = PackedKey::new(key).unwrap();
+    let (hash, shard) = store.inner.reports.locate(&packed);
+    let kept = shard
+        .lock()
+        .table
+        .find(hash, |slot| slot.is(hash, &packed))
+        .map(|slot| slot.result().len());
+    kept.unwrap()
+}
+
+/// Results are kept packed once the store learnt a dictionary from the first ones,
+/// and every one comes back exactly, packed or not.
+#[tokio::test]
+async fn kept_results_are_packed_and_come_back_exactly() {
+    let store = MemoryStore::new(limits());
+    let results: Vec<_> = (0..2000)
+        .map(|i| {
+            let mut r = (*report(&format!("0193a1b2-c3d4-7e5f-8a9b-{i:012x}"))).clone();
+            r.destination = format!("+1555{i:07}");
+            Arc::new(r)
+        })
+        .collect();
+    for (i, r) in results.iter().enumerate() {
+        let k = key(&format!("call-{i}"));
+        assert_eq!(store.claim(&k).await, Ok(Claim::New));
+        store.complete(&k, r).await.unwrap();
+    }
+    assert_eq!(store.inner.reports.compactor.dictionaries(), 1);
+    for (i, r) in results.iter().enumerate() {
+        let k = key(&format!("call-{i}"));
+        assert_eq!(store.claim(&k).await, Ok(Claim::Done(Arc::clone(r))));
+    }
+    // The last one is kept in a fraction of its encoded size.
+    let kept = kept_len(&store, &key("call-1999"));
+    let encoded = postcard::to_allocvec(&*results[1999]).unwrap().len();
+    assert!(kept * 2 < encoded, "{kept} of {encoded}");
+}
+
+/// `store.compact_results = false`: results are kept as they are, and still returned.
+#[tokio::test]
+async fn results_are_kept_raw_when_compaction_is_off() {
+    let store = MemoryStore::new(StoreLimits {
+        compact_results: false,
+        ..limits()
+    });
+    for i in 0..1000 {
+        let k = key(&format!("call-{i}"));
+        store.complete(&k, &report(&format!("e{i}"))).await.unwrap();
+    }
+    assert_eq!(store.inner.reports.compactor.dictionaries(), 0);
+    let k = key("call-999");
+    assert_eq!(store.claim(&k).await, Ok(Claim::Done(report("e999"))));
+    let kept = kept_len(&store, &k);
+    let encoded = postcard::to_allocvec(&*report("e999")).unwrap().len();
+    assert_eq!(kept, 1 + encoded);
 }
 
 #[tokio::test(start_paused = true)]
@@ -643,4 +703,49 @@ async fn memory_per_destination_is_small() {
         println!("measured RSS bytes/destination: {measured}");
         assert!(measured < 180, "{measured}");
     }
+}
+
+/// At the end of the 32-bit clock, ticks are renumbered in their order: least
+/// recently used stays least recently used.
+#[test]
+fn the_lru_clock_renumbers_in_order_when_it_runs_out() {
+    let hasher = foldhash::fast::RandomState::default();
+    let mut shard = Shard::default();
+    let row = Row {
+        at: 1,
+        id: 7,
+        attempt: 1,
+        sip_code: Some(486),
+        category: Category::Busy,
+    };
+    // Used in the order c, a, b.
+    for (key, tick) in [(&b"a"[..], u32::MAX - 5), (b"b", u32::MAX - 1), (b"c", 9)] {
+        let slot = Destination::new(key, row, tick, 0);
+        shard
+            .table
+            .insert_unique(hasher.hash_one(key), slot, |s| hasher.hash_one(s.key()));
+    }
+    shard.clock = u32::MAX;
+    assert_eq!(shard.tick(), 4);
+    let mut ticks: Vec<(Vec<u8>, u32)> = shard
+        .table
+        .iter()
+        .map(|s| (s.key().to_vec(), s.tick))
+        .collect();
+    ticks.sort();
+    assert_eq!(
+        ticks,
+        [(b"a".to_vec(), 2), (b"b".to_vec(), 3), (b"c".to_vec(), 1)]
+    );
+    // The entries survived the move of the counts into the buffer.
+    let slot = shard.table.iter().next().unwrap();
+    assert_eq!(slot.len(), 1);
+    assert_eq!(slot.rows().next().map(|r| r.id), Some(7));
+}
+/// The table slots stay small: at the tables' usual load each byte of a slot is paid
+/// about twice per key or destination (docs/performance.md, memory).
+#[test]
+fn table_slots_stay_small() {
+    assert_eq!(std::mem::size_of::<ReportSlot>(), 40);
+    assert_eq!(std::mem::size_of::<Destination>(), 24);
 }
