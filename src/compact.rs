@@ -227,9 +227,12 @@ impl Compactor {
         if bytes.len() < SAMPLE_BYTES {
             return;
         }
-        let made = make_dictionary(bytes, sizes);
-        *sample = Sample::default();
+        // Trained outside the lock (tens of milliseconds, once): the other reports go on
+        // packing with the dictionary they have.
+        let (bytes, sizes) = std::mem::take(&mut *sample);
         self.learning.store(false, Ordering::Relaxed);
+        drop(sample);
+        let made = make_dictionary(&bytes, &sizes);
         if let Some(dictionary) = made {
             let mut dictionaries = self.dictionaries.write();
             if dictionaries.len() < MAX_DICTIONARIES {

@@ -254,9 +254,12 @@ fn imports_only_go_down_the_layers() {
         "domain imports {:?}",
         graph.get("domain")
     );
-    // The data backends see the vocabulary, the NATS connection and `Step` only.
+    // The data backends see the vocabulary, the NATS connection, `Step` and the record
+    // compactor only.
     for data in ["store", "events"] {
-        let allowed: BTreeSet<String> = ["domain", "nats", "step"].map(String::from).into();
+        let allowed: BTreeSet<String> = ["domain", "nats", "step", "compact"]
+            .map(String::from)
+            .into();
         let used = graph.get(data).cloned().unwrap_or_default();
         assert!(used.is_subset(&allowed), "{data} imports {used:?}");
     }
