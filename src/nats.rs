@@ -665,26 +665,24 @@ impl HealthMonitor {
                     };
                 }
                 Ok(Ok(found)) => {
-                    let since_loss = (*self.lost_at.lock()).map(|at| at.elapsed());
                     let replicas = self.config.replicas;
-                    if let Some(cluster) = &found.cached_info().cluster
-                        && let Some(up) = replicas_up(cluster, replicas, None)
-                    {
-                        return NatsCondition::NoQuorum {
-                            stream,
-                            leader: cluster.leader.is_some(),
-                            up,
-                            replicas,
-                        };
-                    }
-                    if let Some(cluster) = &found.cached_info().cluster
-                        && let Some(heard) = replicas_up(cluster, replicas, since_loss)
-                    {
-                        return NatsCondition::Confirming {
-                            stream,
-                            heard,
-                            replicas,
-                        };
+                    if let Some(cluster) = &found.cached_info().cluster {
+                        if let Some(up) = replicas_up(cluster, replicas, None) {
+                            return NatsCondition::NoQuorum {
+                                stream,
+                                leader: cluster.leader.is_some(),
+                                up,
+                                replicas,
+                            };
+                        }
+                        let since_loss = (*self.lost_at.lock()).map(|at| at.elapsed());
+                        if let Some(heard) = replicas_up(cluster, replicas, since_loss) {
+                            return NatsCondition::Confirming {
+                                stream,
+                                heard,
+                                replicas,
+                            };
+                        }
                     }
                 }
             }

@@ -117,9 +117,9 @@ const DECODED_RECENT: usize = READ_BATCH;
 
 impl Kept {
     fn new(sequence: u64, event: &NewEvent, compactor: &Compactor) -> Result<Self, EventError> {
-        let record = postcard::to_allocvec(event)
+        let data = compactor
+            .pack_value(&[], event)
             .map_err(|e| EventError::Backend(format!("cannot encode an event: {e}")))?;
-        let data = compactor.pack(&[], &record);
         Ok(Kept {
             sequence,
             recorded_at: event.recorded_at,

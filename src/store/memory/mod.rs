@@ -81,7 +81,6 @@ struct Inner {
     hasher: foldhash::fast::RandomState,
     /// Turns call ids into the report ids of history entries (see [`Destination`]).
     id_hasher: foldhash::quality::RandomState,
-    started: Instant,
 }
 
 impl MemoryStore {
@@ -106,7 +105,6 @@ impl MemoryStore {
                 shard_cap,
                 hasher: foldhash::fast::RandomState::default(),
                 id_hasher: foldhash::quality::RandomState::default(),
-                started: Instant::now(),
             }),
         }
     }
@@ -119,9 +117,10 @@ impl MemoryStore {
         &self.inner.shards[(hash >> 32) as usize % SHARDS]
     }
 
-    /// Seconds since the store started: the clock of idle expiry.
+    /// Seconds since the store started: the clock of idle expiry (and of the report
+    /// keys' expiry).
     fn now_secs(&self) -> u32 {
-        u32::try_from(self.inner.started.elapsed().as_secs()).unwrap_or(u32::MAX)
+        self.inner.reports.secs(Instant::now())
     }
 
     fn window_secs(&self) -> u32 {

@@ -34,7 +34,8 @@ pub(super) struct ReportKeys {
     pub(super) ttl: Duration,
     pub(super) hasher: foldhash::fast::RandomState,
     pub(super) compactor: Compactor,
-    /// The origin of the completed keys' expiry times.
+    /// The origin of the store's clocks in seconds (completed keys' expiry, and the
+    /// destinations' idle time).
     pub(super) started: Instant,
 }
 
@@ -328,9 +329,10 @@ pub(super) fn encode_result(
     key: &[u8],
     report: &StoredReport,
 ) -> Result<Box<[u8]>, StoreError> {
-    let record = postcard::to_allocvec(report)
+    let packed = compactor
+        .pack_value(key, report)
         .map_err(|e| StoreError::Backend(format!("cannot encode a report: {e}")))?;
-    Ok(compactor.pack(key, &record).into_boxed_slice())
+    Ok(packed.into_boxed_slice())
 }
 
 pub(super) fn decode_result(
