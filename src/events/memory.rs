@@ -11,7 +11,7 @@
 //! bumps the tenant's `watch` value: it never waits for a subscriber.
 //!
 //! The ring keeps each event serialised (postcard) and packed against earlier events
-//! ([`Compactor`]: about a quarter of the bytes) in one allocation, with the fields
+//! ([`Compactor`]: several times fewer bytes) in one allocation, with the fields
 //! that filters test first (category, SIP code) readable without decoding, instead of
 //! a dozen separate allocations that eviction would walk long after they left the
 //! cache. A subscriber decodes only the events that pass its
@@ -50,7 +50,7 @@ pub struct EventRetention {
     /// Oldest event kept.
     #[serde(with = "humantime_serde")]
     pub max_age: Duration,
-    /// Keep events compressed (about a quarter of the bytes, for some CPU on every
+    /// Keep events compressed (several times fewer bytes, for some CPU on every
     /// report). Off trades memory for throughput.
     pub compact: bool,
 }

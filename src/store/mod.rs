@@ -96,7 +96,7 @@ pub struct StoreLimits {
     /// code; a first report's marker older than 3 × this is taken over (its replica died).
     #[serde(with = "humantime_serde")]
     pub in_flight_wait: Duration,
-    /// Embedded backend: keep completed keys' results compressed (a sixth of the
+    /// Embedded backend: keep completed keys' results compressed (several times fewer
     /// bytes, for some CPU on every report). Off trades memory for throughput.
     pub compact_results: bool,
 }
