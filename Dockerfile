@@ -12,6 +12,8 @@ WORKDIR /src
 # Dependencies first, cached while only the sources change: a placeholder crate with the
 # real manifest and lock file (build.rs and proto/ are needed by the dependency build).
 COPY Cargo.toml Cargo.lock build.rs ./
+# The build's flags (Tokio's unstable API for one runtime setting).
+COPY .cargo ./.cargo
 COPY proto ./proto
 RUN mkdir -p src/policy \
  && echo 'fn main() {}' > src/main.rs \

@@ -9,6 +9,7 @@
 //! - [`connections`]: the connection loop and its hygiene, for every listener;
 //! - [`health`]: gRPC health whose watches end at shutdown;
 //! - [`reload`]: the policy's hot reload on SIGHUP and when its file changes;
+//! - [`runtime`]: the Tokio runtime's settings (the binary's and the bare benchmark's);
 //! - [`shutdown`]: signals and the owned shutdown state (tokens, tracked tasks).
 
 pub mod admin;
@@ -16,6 +17,7 @@ pub mod backends;
 pub mod connections;
 pub mod health;
 pub mod reload;
+pub mod runtime;
 pub mod shutdown;
 pub mod stack;
 
