@@ -646,9 +646,9 @@ impl CallOutcomeService for Bare {
 fn bare_server_main(listen: Option<SocketAddr>) -> AnyResult<()> {
     let listen = listen.ok_or("bare-server needs --listen")?;
     // Tokio's default runtime, not the service's (`server::runtime`, without the LIFO
-    // slot): the bare server answers `ReportOutcome` faster on the default one (58,167
-    // against 52,574 requests/s in docs/performance.md's runs), so the default is the
-    // higher limit, and the ratio is not flattered by a slower one.
+    // slot): the bare server answered `ReportOutcome` faster on the default one (56,822-
+    // 58,167 against 52,574 requests/s, docs/performance.md, "The runtime"), so the
+    // default is the higher limit, and the ratio is not flattered by a slower one.
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?

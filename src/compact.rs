@@ -129,6 +129,12 @@ impl Compactor {
         Self::default()
     }
 
+    /// A compactor that packs when `on`, else keeps every record as it is (what the
+    /// settings `store.compact_results` and `events.compact` choose).
+    pub fn packing(on: bool) -> Self {
+        if on { Self::new() } else { Self::off() }
+    }
+
     /// A compactor that keeps every record as it is (the settings that turn packing
     /// off): unpacking still works the same.
     pub fn off() -> Self {

@@ -174,11 +174,7 @@ impl MemoryEventLog {
                 epoch,
                 log: RwLock::new(Log::default()),
                 counters: EventCounters::default(),
-                compactor: if retention.compact {
-                    Compactor::new()
-                } else {
-                    Compactor::off()
-                },
+                compactor: Compactor::packing(retention.compact),
                 retention,
             }),
         }

@@ -11,8 +11,8 @@
 /// the NATS client's, woken by a request just queued. Run next, it finds one frame to
 /// send and makes one `writev` of it. Without the slot it waits its turn behind the
 /// tasks already ready, which queue theirs meanwhile, and sends them together: on one
-/// core, `ReportOutcome` +13 % and `Classify` +8 % on the memory backend, and
-/// `ReportOutcome` +30 % on NATS (docs/performance.md, "The runtime").
+/// core, `ReportOutcome` +6.8 % and `Classify` +6.4 % on the memory backend, and
+/// `ReportOutcome` +38 % on NATS (docs/performance.md, "The runtime").
 ///
 /// The setting belongs to Tokio's unstable API: it exists when the crate is built with
 /// `--cfg tokio_unstable`, which `.cargo/config.toml` sets. A build without it (a

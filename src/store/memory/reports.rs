@@ -149,11 +149,7 @@ impl ReportKeys {
             shard_cap,
             ttl: ttl.min(MAX_TTL),
             hasher: foldhash::fast::RandomState::default(),
-            compactor: if compact {
-                Compactor::new()
-            } else {
-                Compactor::off()
-            },
+            compactor: Compactor::packing(compact),
             started: Instant::now(),
         }
     }
@@ -189,10 +185,13 @@ impl ReportKeys {
         let shard = &mut *shard;
         let found = shard.table.find_mut(hash, |slot| slot.is(hash, &key));
         let now_secs = self.secs(now);
-        let marker = SlotState::InFlight(Box::new(Marker {
-            expires: now + lease,
-            wake: None,
-        }));
+        // Made only when the key is won: a duplicate allocates nothing here.
+        let marker = || {
+            SlotState::InFlight(Box::new(Marker {
+                expires: now + lease,
+                wake: None,
+            }))
+        };
         Ok(match found {
             Some(slot) => match &mut slot.state {
                 SlotState::Done { expires, .. } if *expires > now_secs => {
@@ -214,7 +213,7 @@ impl ReportKeys {
                     if matches!(state, SlotState::Done { .. }) {
                         shard.in_flight += 1;
                     }
-                    *state = marker;
+                    *state = marker();
                     ClaimState::New
                 }
             },
@@ -228,7 +227,7 @@ impl ReportKeys {
                     ReportSlot {
                         hash,
                         data: key.0.into_boxed_slice(),
-                        state: marker,
+                        state: marker(),
                     },
                     |slot| slot.hash,
                 );
