@@ -4,14 +4,20 @@
 # (which pins itself to core 1); the CPU of each process (all its threads, from
 # /proc/<pid>/task/*/stat) over the measured run, divided by the reports acknowledged.
 #
-#   benches/nats_cpu.sh [SECONDS]
+#   benches/nats_cpu.sh [SECONDS] [VAR=VALUE ...]
+#
+# The VAR=VALUE pairs go to the service's environment; SERVICE_BIN names another
+# binary (default target/release/call-outcome), e.g. one built with
+# benches/nats_bounds.patch, which its variables then switch.
 #
 # Needs `cargo build --release --bench loadgen` and nats-server (`.ci/tools.sh
 # nats_server`, or NATS_SERVER_BIN). Loopback only; free ports; everything it starts is
 # stopped on exit.
 set -euo pipefail
 secs=${1:-10}
+shift $(($# < 1 ? $# : 1))
 cd "$(dirname "$0")/.."
+service_bin=${SERVICE_BIN:-target/release/call-outcome}
 loadgen=$(ls -t target/release/deps/loadgen-* | grep -v '\.d$' | head -1)
 nats_bin=${NATS_SERVER_BIN:-.tools/bin/nats-server}
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
@@ -23,7 +29,7 @@ trap 'kill "${pids[@]}" 2>/dev/null; wait 2>/dev/null; rm -rf "$store"' EXIT
 taskset -c 0 "$nats_bin" -js -a 127.0.0.1 -p "$nats_port" -sd "$store" >/dev/null 2>&1 &
 nats_pid=$!; pids+=("$nats_pid")
 for _ in $(seq 100); do (echo >"/dev/tcp/127.0.0.1/$nats_port") 2>/dev/null && break; sleep 0.1; done
-taskset -c 0 target/release/call-outcome serve --backend nats --nats-url "nats://127.0.0.1:$nats_port" \
+env "$@" taskset -c 0 "$service_bin" serve --backend nats --nats-url "nats://127.0.0.1:$nats_port" \
   --listen "127.0.0.1:$svc_port" --admin-listen "" >/dev/null 2>&1 &
 svc_pid=$!; pids+=("$svc_pid")
 for _ in $(seq 100); do (echo >"/dev/tcp/127.0.0.1/$svc_port") 2>/dev/null && break; sleep 0.1; done

@@ -516,3 +516,25 @@ fn check_store(connection: &NatsConnection) -> Result<(), StoreError> {
         Some(reason) => Err(StoreError::Unavailable(format!("nats: {reason}"))),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    /// docs/performance.md measures what each request of a report costs with
+    /// `benches/nats_bounds.patch`, switches that skip them in a throwaway build of
+    /// this file: the patch must keep applying, or the figures cannot be reproduced.
+    #[test]
+    fn the_bounds_patch_applies_to_this_file() {
+        let root = env!("CARGO_MANIFEST_DIR");
+        let out = std::process::Command::new("git")
+            .args(["apply", "--check", "benches/nats_bounds.patch"])
+            .current_dir(root)
+            .output()
+            .expect("git runs");
+        assert!(
+            out.status.success(),
+            "benches/nats_bounds.patch no longer applies to src/store/nats.rs; refresh \
+             it: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
