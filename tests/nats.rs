@@ -312,12 +312,15 @@ async fn concurrent_replicas_never_lose_a_history_update() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_retried_publish_of_one_report_is_stored_once() {
-    let nats = NatsServer::start().await;
-    let (pipeline, _connection) = backends(&nats).await;
+/// The event a report of a 603 to [`TO`] in tenant `acme` publishes, classified by
+/// `pipeline`.
+async fn decline_event(
+    pipeline: &call_outcome::pipeline::Pipeline,
+    call_id: &str,
+    event_id: &str,
+) -> NewEvent {
     let outcome = Outcome {
-        call_id: "msg-id".into(),
+        call_id: call_id.into(),
         attempt: Some(1),
         to: TO.into(),
         sip_code: Some(603),
@@ -330,15 +333,22 @@ async fn a_retried_publish_of_one_report_is_stored_once() {
         )
         .await
         .expect("classify");
-    let event = NewEvent {
-        event_id: "first".into(),
+    NewEvent {
+        event_id: event_id.into(),
         tenant: "acme".into(),
         destination: classified.destination,
         outcome,
         classification: std::sync::Arc::new(classified.classification),
         decision: std::sync::Arc::new(classified.decision),
         recorded_at: SystemTime::now(),
-    };
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retried_publish_of_one_report_is_stored_once() {
+    let nats = NatsServer::start().await;
+    let (pipeline, _connection) = backends(&nats).await;
+    let event = decline_event(&pipeline, "msg-id", "first").await;
     let events = pipeline.events();
     let first = events.publish(event.clone()).await.expect("published");
     // The same report retried (on any replica) gets a new event id: still one event.
@@ -988,4 +998,63 @@ async fn the_requests_one_report_makes_of_nats_are_counted() {
         "requests per report changed: update docs/performance.md and this figure"
     );
     server.stop().await.expect("clean stop");
+}
+
+/// The size in bytes of the future a step boxes (a step answered at once has none).
+fn step_size<T>(step: &call_outcome::step::Step<'_, T>) -> usize {
+    match step {
+        call_outcome::step::Step::Pending(future) => std::mem::size_of_val(&**future),
+        call_outcome::step::Step::Ready(_) => 0,
+    }
+}
+
+/// Each report step on NATS is one boxed future, copied whole at every move and held
+/// for as long as the report waits on NATS. async-nats's futures are several KB; held
+/// inline they made each step ~20 KB (and `memmove` 17 % of the service's CPU on
+/// NATS), so the backends box them (src/store/nats.rs, src/events/nats.rs). This keeps
+/// it so.
+#[tokio::test]
+async fn the_report_steps_on_nats_stay_small() {
+    const LIMIT: usize = 4096;
+    let nats = NatsServer::start().await;
+    let (pipeline, _connection) = backends(&nats).await;
+    let store = pipeline.store();
+    let key = call_outcome::store::ReportKey {
+        tenant: "acme".into(),
+        call_id: "sizes".into(),
+        attempt: 1,
+        delivery: None,
+    };
+    let entry = HistoryEntry {
+        at: SystemTime::now(),
+        attempt: 1,
+        category: Category::Declined,
+        sip_code: Some(603),
+    };
+    let event = decline_event(&pipeline, "sizes", "sizes").await;
+    let report = std::sync::Arc::new(call_outcome::store::StoredReport {
+        classification: std::sync::Arc::clone(&event.classification),
+        decision: std::sync::Arc::clone(&event.decision),
+        event_id: event.event_id.clone(),
+        destination: event.destination.clone(),
+        recorded_at: event.recorded_at,
+    });
+    let sizes = [
+        ("claim", step_size(&store.claim(&key))),
+        (
+            "record",
+            step_size(&store.record("acme", &report.destination, "sizes", entry)),
+        ),
+        ("complete", step_size(&store.complete(&key, &report))),
+        ("publish", step_size(&pipeline.events().publish(event))),
+    ];
+    eprintln!("report steps on NATS, bytes: {sizes:?}");
+    for (step, size) in sizes {
+        assert!(size > 0, "{step}: a NATS step is a future");
+        assert!(
+            size <= LIMIT,
+            "{step}: its future is {size} bytes (more than {LIMIT}): an async-nats future \
+             is awaited inline; box it"
+        );
+    }
 }

@@ -10,6 +10,9 @@
 //! tenant streams it has already created (a stream deleted behind its back is created
 //! again on the next failure), and every subscription asks the server afresh.
 //!
+//! - Every async-nats future on the publishing path is boxed before it is awaited: they
+//!   are large, and inline they made the publish step ~14 KB, copied whole at each
+//!   move (as in [`crate::store::nats`]).
 //! - Publishing waits for JetStream's acknowledgement (bounded by
 //!   `nats.request_timeout`) and carries `Nats-Msg-Id = <tenant>.<attempt>.<call id>` (`<tenant>.d.<delivery>` for a callback),
 //!   so a report retried on any replica within `nats.duplicate_window` lands once.
@@ -144,8 +147,13 @@ impl NatsEventLog {
         if self.inner.streams.lock().contains(tenant) {
             return Ok(());
         }
-        self.checked().await?;
-        self.create_stream(tenant).await
+        // Boxed, as every async-nats future here: the publish's future would otherwise
+        // hold the stream creation's inline (see the module docs).
+        Box::pin(async {
+            self.checked().await?;
+            self.create_stream(tenant).await
+        })
+        .await
     }
 
     async fn create_stream(&self, tenant: &str) -> Result<(), EventError> {
@@ -207,15 +215,15 @@ impl NatsEventLog {
                 .await
             }
         };
-        let ack = match publish().await {
+        let ack = match Box::pin(publish()).await {
             Ok(Ok(ack)) => ack,
             // No stream listens on the subject: it was deleted behind our back.
             Ok(Err(e))
                 if e.kind() == async_nats::jetstream::context::PublishErrorKind::StreamNotFound =>
             {
                 self.inner.streams.lock().remove(&event.tenant);
-                self.create_stream(&event.tenant).await?;
-                publish()
+                Box::pin(self.create_stream(&event.tenant)).await?;
+                Box::pin(publish())
                     .await
                     .map_err(|_| unavailable("no publish acknowledgement in time"))?
                     .map_err(unavailable)?
@@ -233,14 +241,14 @@ impl NatsEventLog {
         // JetStream already holds this report's event (same Nats-Msg-Id): the caller must
         // be told about that one, the one subscribers get, not the copy just offered.
         let stream_name = config.tenant_stream(&event.tenant);
-        let existing = tokio::time::timeout(config.request_timeout, async {
+        let existing = Box::pin(tokio::time::timeout(config.request_timeout, async {
             let stream = connection
                 .jetstream
                 .get_stream_no_info(&stream_name)
                 .await
                 .map_err(unavailable)?;
             stream.direct_get(ack.sequence).await.map_err(unavailable)
-        })
+        }))
         .await
         .map_err(|_| unavailable("no answer reading the existing event in time"))??;
         let kept: NewEvent = serde_json::from_slice(&existing.payload).map_err(|e| {

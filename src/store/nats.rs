@@ -19,6 +19,12 @@
 //!   destination idle for a whole window; `max_entries_per_destination` and the window
 //!   bound each value. `max_destinations` and `max_report_keys` do not apply: the
 //!   buckets are bounded by age, on disk.
+//!
+//! Every async-nats future is boxed before it is awaited (`Box::pin(...).await`). They
+//! are large (the KV ones several KB), and an async fn holds each future it awaits
+//! inline, so a report's store step was ~20 KB, copied whole at each move (into
+//! `unless_lost`, into its [`Step`]'s box): `memmove` was 17 % of the service's CPU on
+//! NATS. Boxed, a step is a few hundred bytes and each client future is copied once.
 
 use super::{Claim, ReportKey, Store, StoreError, StoreLimits, StoredReport};
 use crate::domain::{HistoryEntry, HistorySnapshot};
@@ -115,6 +121,14 @@ impl NatsStore {
     /// The buckets, created once NATS answers.
     async fn buckets(&self) -> Result<&Buckets, StoreError> {
         check_store(&self.connection)?;
+        match self.buckets.get() {
+            Some(buckets) => Ok(buckets),
+            // Boxed: the creation's futures would otherwise sit in every operation's.
+            None => Box::pin(self.create_buckets()).await,
+        }
+    }
+
+    async fn create_buckets(&self) -> Result<&Buckets, StoreError> {
         self.buckets
             .get_or_try_init(|| async {
                 let connection = &self.connection;
@@ -157,7 +171,7 @@ impl NatsStore {
 
     /// The live entry of a key (a deleted or purged key reads as absent).
     async fn live(store: &kv::Store, key: &str) -> Result<Option<kv::Entry>, StoreError> {
-        let entry = store.entry(key).await.map_err(unavailable)?;
+        let entry = Box::pin(store.entry(key)).await.map_err(unavailable)?;
         Ok(entry.filter(|e| e.operation == kv::Operation::Put))
     }
 
@@ -237,7 +251,7 @@ impl NatsStore {
         let mut try_create = true;
         loop {
             if try_create {
-                match buckets.reports.create(&k, pending()?).await {
+                match Box::pin(buckets.reports.create(&k, pending()?)).await {
                     Ok(revision) => {
                         self.claimed.lock().insert(k, revision);
                         return Ok(Claim::New);
@@ -263,7 +277,7 @@ impl NatsStore {
             if age >= self.lease {
                 // The claimer died mid-report: take the key over, unless someone else
                 // did first (then the next turn reads what they wrote).
-                match buckets.reports.update(&k, pending()?, entry.revision).await {
+                match Box::pin(buckets.reports.update(&k, pending()?, entry.revision)).await {
                     Ok(revision) => {
                         self.claimed.lock().insert(k, revision);
                         return Ok(Claim::New);
@@ -277,8 +291,7 @@ impl NatsStore {
                 return Err(StoreError::InProgress);
             }
             let lease_end = now + (self.lease - age);
-            self.wait_for_change(&k, entry.revision, deadline.min(lease_end))
-                .await;
+            Box::pin(self.wait_for_change(&k, entry.revision, deadline.min(lease_end))).await;
         }
     }
 
@@ -300,10 +313,12 @@ impl NatsStore {
                 serde_json::from_slice::<ReportValue>(&entry.value),
                 Ok(ReportValue::Pending { .. })
             )
-            && let Err(e) = buckets
-                .reports
-                .delete_expect_revision(&k, Some(entry.revision))
-                .await
+            && let Err(e) = Box::pin(
+                buckets
+                    .reports
+                    .delete_expect_revision(&k, Some(entry.revision)),
+            )
+            .await
         {
             tracing::debug!(error = %e, "nats kv: claim not released; its lease will expire");
         }
@@ -322,7 +337,7 @@ impl NatsStore {
         // Our own pending marker, unchanged since the claim: one compare-and-set.
         let ours = self.claimed.lock().remove(&k);
         if let Some(revision) = ours {
-            match buckets.reports.update(&k, value.clone(), revision).await {
+            match Box::pin(buckets.reports.update(&k, value.clone(), revision)).await {
                 Ok(_) => return Ok(()),
                 // Taken over or completed by another replica: read what is there.
                 Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => {}
@@ -336,15 +351,11 @@ impl NatsStore {
                         // The first result wins.
                         return Ok(());
                     }
-                    buckets
-                        .reports
-                        .update(&k, value.clone(), entry.revision)
+                    Box::pin(buckets.reports.update(&k, value.clone(), entry.revision))
                         .await
                         .map_err(|e| e.kind() == kv::UpdateErrorKind::WrongLastRevision)
                 }
-                None => buckets
-                    .reports
-                    .create(&k, value.clone())
+                None => Box::pin(buckets.reports.create(&k, value.clone()))
                     .await
                     .map_err(|e| e.kind() == kv::CreateErrorKind::AlreadyExists),
             };
@@ -394,14 +405,10 @@ impl NatsStore {
             entries.drain(..excess);
             let value = encode(&entries)?;
             let written = match &current {
-                Some(e) => buckets
-                    .history
-                    .update(&k, value, e.revision)
+                Some(e) => Box::pin(buckets.history.update(&k, value, e.revision))
                     .await
                     .map_err(|e| e.kind() == kv::UpdateErrorKind::WrongLastRevision),
-                None => buckets
-                    .history
-                    .create(&k, value)
+                None => Box::pin(buckets.history.create(&k, value))
                     .await
                     .map_err(|e| e.kind() == kv::CreateErrorKind::AlreadyExists),
             };
