@@ -9,7 +9,7 @@
 //! - [`connections`]: the connection loop and its hygiene, for every listener;
 //! - [`health`]: gRPC health whose watches end at shutdown;
 //! - [`reload`]: the policy's hot reload on SIGHUP and when its file changes;
-//! - [`runtime`]: the Tokio runtime's settings (the binary's and the bare benchmark's);
+//! - [`runtime`]: the Tokio runtime's settings (the binary's);
 //! - [`shutdown`]: signals and the owned shutdown state (tokens, tracked tasks).
 
 pub mod admin;

@@ -1,7 +1,8 @@
 //! The Tokio runtime the service runs on.
 //!
-//! Owns the runtime's settings, so that the binary and the benchmarks' bare server run
-//! on the same one. It starts nothing itself.
+//! Owns the runtime's settings for every command of the binary. It starts nothing
+//! itself. The benchmarks' bare server deliberately stays on Tokio's default runtime,
+//! where it answers faster (benches/loadgen.rs says why).
 
 /// The multi-threaded runtime of `call-outcome serve` (and of every other command),
 /// with every driver on, and without Tokio's LIFO slot.
