@@ -8,7 +8,10 @@
 #
 # The VAR=VALUE pairs go to the service's environment; SERVICE_BIN names another
 # binary (default target/release/call-outcome), e.g. one built with
-# benches/nats_bounds.patch, which its variables then switch.
+# benches/nats_bounds.patch, which its variables then switch. WARMUP (seconds, default
+# 2) is the unmeasured load before: the pool's 10,000 histories grow by one entry per
+# 10,000 reports, so a long warm-up measures destinations with long histories (at
+# ~9,000 reports/s, 75 s fills them to the default cap of 64).
 #
 # Needs `cargo build --release --bench loadgen` and nats-server (`.ci/tools.sh
 # nats_server`, or NATS_SERVER_BIN). Loopback only; free ports; everything it starts is
@@ -39,7 +42,7 @@ ticks() { cat /proc/"$1"/task/*/stat | awk '{sub(/^.*\) /, ""); s += $12 + $13} 
 hz=$(getconf CLK_TCK)
 
 # Warm-up: buckets and the tenant's stream exist.
-"$loadgen" unary --target "127.0.0.1:$svc_port" --rpcs report --duration 2 --warmup 1 --rounds 1 >/dev/null
+"$loadgen" unary --target "127.0.0.1:$svc_port" --rpcs report --duration "${WARMUP:-2}" --warmup 1 --rounds 1 >/dev/null
 n0=$(ticks "$nats_pid") s0=$(ticks "$svc_pid")
 line=$("$loadgen" unary --target "127.0.0.1:$svc_port" --rpcs report --duration "$secs" --warmup 0 \
   --rounds 1 | grep '^service')

@@ -1000,6 +1000,119 @@ async fn the_requests_one_report_makes_of_nats_are_counted() {
     server.stop().await.expect("clean stop");
 }
 
+/// Histories are stored compact (src/store/nats.rs): a history an earlier version wrote
+/// as JSON, still in the bucket after an upgrade, is read whole, extended by the next
+/// report and written back in the compact format.
+#[tokio::test]
+async fn a_history_an_earlier_version_wrote_is_kept_and_rewritten_compact() {
+    use base64::Engine as _;
+    let nats = NatsServer::start().await;
+    let (pipeline, connection) = backends(&nats).await;
+    let store = pipeline.store();
+    // The buckets exist once the store answered.
+    let empty = store
+        .history("acme", TO, SystemTime::now())
+        .await
+        .expect("history");
+    assert!(empty.entries.is_empty());
+    let bucket = connection
+        .jetstream
+        .get_key_value(&connection.config.history_bucket)
+        .await
+        .expect("the history bucket");
+    let key = format!(
+        "acme.{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(TO)
+    );
+    let secs = |ago: u64| {
+        SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .expect("after 1970")
+            .as_secs()
+            - ago
+    };
+    // As versions before the compact format wrote it.
+    let earlier = format!(
+        r#"[{{"call_id":"old-1","at":{{"secs_since_epoch":{},"nanos_since_epoch":0}},"attempt":1,"category":"busy","sip_code":486}},{{"call_id":"old-2","at":{{"secs_since_epoch":{},"nanos_since_epoch":0}},"attempt":2,"category":"no_answer","sip_code":480}}]"#,
+        secs(120),
+        secs(60)
+    );
+    bucket
+        .put(&key, earlier.into_bytes().into())
+        .await
+        .expect("written as an earlier version did");
+    let read = store
+        .history("acme", TO, SystemTime::now())
+        .await
+        .expect("history");
+    assert_eq!(
+        read.entries
+            .iter()
+            .map(|e| (e.attempt, e.category, e.sip_code))
+            .collect::<Vec<_>>(),
+        [
+            (1, Category::Busy, Some(486)),
+            (2, Category::NoAnswer, Some(480))
+        ]
+    );
+    let recorded = store
+        .record(
+            "acme",
+            TO,
+            "new-1",
+            HistoryEntry {
+                at: SystemTime::now(),
+                attempt: 3,
+                category: Category::Declined,
+                sip_code: Some(603),
+            },
+        )
+        .await
+        .expect("recorded");
+    assert_eq!(recorded.entries.len(), 3, "the earlier entries kept");
+    assert_eq!(&recorded.entries[..2], &read.entries[..]);
+    let value = bucket
+        .get(&key)
+        .await
+        .expect("read")
+        .expect("the history exists");
+    assert_eq!(value.first(), Some(&1), "rewritten in the compact format");
+    assert_eq!(
+        store
+            .history("acme", TO, SystemTime::now())
+            .await
+            .expect("history"),
+        recorded
+    );
+    // A report of before the upgrade, retried after it, still replaces its own entry.
+    let retried = store
+        .record(
+            "acme",
+            TO,
+            "old-2",
+            HistoryEntry {
+                at: SystemTime::now(),
+                attempt: 2,
+                category: Category::Busy,
+                sip_code: Some(486),
+            },
+        )
+        .await
+        .expect("recorded");
+    assert_eq!(
+        retried
+            .entries
+            .iter()
+            .map(|e| (e.attempt, e.category))
+            .collect::<Vec<_>>(),
+        [
+            (1, Category::Busy),
+            (3, Category::Declined),
+            (2, Category::Busy)
+        ]
+    );
+}
+
 /// The size in bytes of the future a step boxes (a step answered at once has none).
 fn step_size<T>(step: &call_outcome::step::Step<'_, T>) -> usize {
     match step {

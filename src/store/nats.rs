@@ -13,12 +13,22 @@
 //!   (`3 × in_flight_wait`, at least one second: the memory store's rule) belonged to a
 //!   replica that died mid-report and is taken over by revision.
 //! - Histories (bucket `nats.history_bucket`, TTL `store.history_window`), key
-//!   `<tenant token>.<destination, base64url>`, value the JSON list of entries. Every
+//!   `<tenant token>.<destination, base64url>`, value the list of entries in the compact
+//!   format below. Every
 //!   update is read-modify-write with `update(key, value, revision)` and a retry on
 //!   conflict, so concurrent replicas never lose an entry. The bucket TTL drops a
 //!   destination idle for a whole window; `max_entries_per_destination` and the window
 //!   bound each value. `max_destinations` and `max_report_keys` do not apply: the
 //!   buckets are bounded by age, on disk.
+//!
+//! A history value is one byte `0x01`, then the entries as a postcard sequence of
+//! `(call id digest, nanoseconds since the epoch, attempt, category number, SIP code)`:
+//! ~22 bytes an entry, where the JSON of earlier versions took ~145 (a destination at
+//! the 64-entry cap was ~9 KB, read, parsed, rewritten and stored again by every report:
+//! on one nats-server that halved the reports a second). JSON values (they start with
+//! `[`) are still read, and rewritten compact by the next report; a replica of an
+//! earlier version reads a compact value as unreadable and starts that destination
+//! afresh, so replicas are not mixed across this change (docs/nats.md, Upgrading).
 //!
 //! Every async-nats future is boxed before it is awaited (`Box::pin(...).await`). They
 //! are large (the KV ones several KB), and an async fn holds each future it awaits
@@ -27,11 +37,12 @@
 //! NATS. Boxed, a step is a few hundred bytes and each client future is copied once.
 
 use super::{Claim, ReportKey, Store, StoreError, StoreLimits, StoredReport};
-use crate::domain::{HistoryEntry, HistorySnapshot};
+use crate::domain::{Category, HistoryEntry, HistorySnapshot};
 use crate::nats::{NatsConnection, NatsError, key_token, tenant_token};
 use crate::step::Step;
 use async_nats::jetstream::kv;
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -202,7 +213,7 @@ impl NatsStore {
         // A value this replica cannot read (written by a newer version, or damaged) is
         // started afresh rather than failing every report to that destination.
         entry
-            .and_then(|e| serde_json::from_slice(&e.value).ok())
+            .and_then(|e| decode_history(&e.value))
             .unwrap_or_default()
     }
 
@@ -223,14 +234,133 @@ fn now_ms() -> u64 {
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
-/// A history entry as kept in the KV bucket: with the call id of its report, so that a
-/// retried report replaces its own entry. The JSON is that of [`HistoryEntry`] plus
-/// `call_id`.
-#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+/// A history entry as kept in the KV bucket: with a digest of its report's call id, so
+/// that a retried report replaces its own entry (the first 8 bytes of the id's
+/// SHA-256: stable across replicas and versions, and a false match in one destination's
+/// 64 entries has odds of about 1 in 10^17; the memory store keeps a 64-bit hash too).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct KeptEntry {
+    call: [u8; 8],
+    entry: HistoryEntry,
+}
+
+fn call_digest(call_id: &str) -> [u8; 8] {
+    let digest = Sha256::digest(call_id.as_bytes());
+    let mut call = [0; 8];
+    call.copy_from_slice(&digest[..8]);
+    call
+}
+
+/// The first byte of a history value in the compact format (JSON starts with `[`).
+const COMPACT_HISTORY: u8 = 0x01;
+
+/// A history entry in the compact format, 22 bytes for a typical entry: postcard writes
+/// it as a tuple, the integers as varints.
+#[derive(Serialize, Deserialize)]
+struct CompactEntry {
+    call: [u8; 8],
+    at_nanos: u64,
+    attempt: u32,
+    /// [`category_code`]: fixed numbers, not the enum's order.
+    category: u8,
+    sip_code: Option<u16>,
+}
+
+/// The stored number of a category. Numbers are never reused; a new category takes the
+/// next one (this match fails to compile until it has one).
+fn category_code(category: Category) -> u8 {
+    match category {
+        Category::Answered => 1,
+        Category::Busy => 2,
+        Category::NoAnswer => 3,
+        Category::Unavailable => 4,
+        Category::Declined => 5,
+        Category::RejectedUnwanted => 6,
+        Category::InvalidNumber => 7,
+        Category::Redirect => 8,
+        Category::Canceled => 9,
+        Category::ConfigError => 10,
+        Category::NetworkError => 11,
+        Category::Other => 12,
+    }
+}
+
+impl CompactEntry {
+    fn of(kept: &KeptEntry) -> Self {
+        let entry = &kept.entry;
+        CompactEntry {
+            call: kept.call,
+            at_nanos: entry
+                .at
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)),
+            attempt: entry.attempt,
+            category: category_code(entry.category),
+            sip_code: entry.sip_code,
+        }
+    }
+
+    /// `None` for a category this version does not know (a newer replica's).
+    fn kept(self) -> Option<KeptEntry> {
+        let category = *Category::ALL
+            .iter()
+            .find(|c| category_code(**c) == self.category)?;
+        Some(KeptEntry {
+            call: self.call,
+            entry: HistoryEntry {
+                at: SystemTime::UNIX_EPOCH + Duration::from_nanos(self.at_nanos),
+                attempt: self.attempt,
+                category,
+                sip_code: self.sip_code,
+            },
+        })
+    }
+}
+
+/// An entry as versions before the compact format wrote it: the JSON of
+/// [`HistoryEntry`] plus `call_id`.
+#[derive(Deserialize)]
+struct JsonEntry {
     call_id: String,
     #[serde(flatten)]
     entry: HistoryEntry,
+}
+
+/// A history value, compact or JSON (earlier versions); `None` when it is neither.
+fn decode_history(value: &[u8]) -> Option<Vec<KeptEntry>> {
+    match value.split_first() {
+        Some((&COMPACT_HISTORY, rows)) => {
+            let rows: Vec<CompactEntry> = postcard::from_bytes(rows).ok()?;
+            Some(rows.into_iter().filter_map(CompactEntry::kept).collect())
+        }
+        Some((b'[', _)) => {
+            let rows: Vec<JsonEntry> = serde_json::from_slice(value).ok()?;
+            Some(
+                rows.into_iter()
+                    .map(|row| KeptEntry {
+                        call: call_digest(&row.call_id),
+                        entry: row.entry,
+                    })
+                    .collect(),
+            )
+        }
+        _ => None,
+    }
+}
+
+/// The compact history value of `entries`.
+fn encode_history(entries: &[KeptEntry]) -> Result<bytes::Bytes, StoreError> {
+    struct Rows<'a>(&'a [KeptEntry]);
+    impl Serialize for Rows<'_> {
+        fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+            serializer.collect_seq(self.0.iter().map(CompactEntry::of))
+        }
+    }
+    let mut value = Vec::with_capacity(2 + 24 * entries.len());
+    value.push(COMPACT_HISTORY);
+    postcard::to_extend(&Rows(entries), value)
+        .map(bytes::Bytes::from)
+        .map_err(|e| StoreError::Backend(format!("cannot encode a history: {e}")))
 }
 
 fn encode<T: Serialize>(value: &T) -> Result<bytes::Bytes, StoreError> {
@@ -383,7 +513,7 @@ impl NatsStore {
     ) -> Result<HistorySnapshot, StoreError> {
         let buckets = self.buckets().await?;
         let entry = KeptEntry {
-            call_id: call_id.to_owned(),
+            call: call_digest(call_id),
             entry,
         };
         let k = Self::history_key(tenant, destination);
@@ -395,15 +525,15 @@ impl NatsStore {
             // A retried report replaces its own entry rather than counting twice.
             entries.retain(|e| {
                 e.entry.at >= cutoff
-                    && !(e.entry.attempt == entry.entry.attempt && e.call_id == entry.call_id)
+                    && !(e.entry.attempt == entry.entry.attempt && e.call == entry.call)
             });
             if entry.entry.at >= cutoff {
                 let at = entries.partition_point(|e| e.entry.at <= entry.entry.at);
-                entries.insert(at, entry.clone());
+                entries.insert(at, entry);
             }
             let excess = entries.len().saturating_sub(max_entries);
             entries.drain(..excess);
-            let value = encode(&entries)?;
+            let value = encode_history(&entries)?;
             let written = match &current {
                 Some(e) => Box::pin(buckets.history.update(&k, value, e.revision))
                     .await
@@ -526,6 +656,121 @@ fn check_store(connection: &NatsConnection) -> Result<(), StoreError> {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
+    fn kept(call_id: &str, at_nanos: u64, attempt: u32, category: Category) -> KeptEntry {
+        KeptEntry {
+            call: call_digest(call_id),
+            entry: HistoryEntry {
+                at: SystemTime::UNIX_EPOCH + Duration::from_nanos(at_nanos),
+                attempt,
+                category,
+                sip_code: (category != Category::NoAnswer).then_some(486),
+            },
+        }
+    }
+
+    #[test]
+    fn a_compact_history_reads_back_exactly() {
+        let entries: Vec<KeptEntry> = [0, 1_764_979_200_123_456_789, u64::MAX]
+            .into_iter()
+            .zip(Category::ALL.iter().cycle())
+            .enumerate()
+            .map(|(n, (at, category))| kept(&format!("call-{n}"), at, n as u32, *category))
+            .chain(
+                Category::ALL
+                    .iter()
+                    .map(|c| kept(c.as_str(), 5, u32::MAX, *c)),
+            )
+            .collect();
+        let value = encode_history(&entries).expect("encodes");
+        assert_eq!(value[0], COMPACT_HISTORY);
+        assert_eq!(decode_history(&value), Some(entries));
+        assert_eq!(
+            decode_history(&encode_history(&[]).expect("encodes")),
+            Some(vec![])
+        );
+    }
+
+    #[test]
+    fn every_category_has_its_own_number() {
+        let mut codes: Vec<u8> = Category::ALL.iter().map(|c| category_code(*c)).collect();
+        codes.sort_unstable();
+        codes.dedup();
+        assert_eq!(codes.len(), Category::ALL.len());
+        assert!(!codes.contains(&0), "0 is left unused");
+    }
+
+    /// A destination at the default cap (64 entries) was ~9 KB of JSON, read, parsed,
+    /// rewritten and stored by every report to it.
+    #[test]
+    fn a_full_history_is_several_times_smaller_than_its_json() {
+        let entries: Vec<KeptEntry> = (0..64u64)
+            .map(|n| {
+                kept(
+                    &format!("lg-5f3a9c21-{}", 1_000_000 + n),
+                    1_764_979_200_000_000_000 + n * 1_234_567_891,
+                    1,
+                    Category::Busy,
+                )
+            })
+            .collect();
+        let compact = encode_history(&entries).expect("encodes").len();
+        // As earlier versions wrote them.
+        let json = serde_json::to_vec(
+            &(0..64u64)
+                .zip(&entries)
+                .map(|(n, e)| {
+                    let mut v = serde_json::to_value(e.entry).expect("json");
+                    v["call_id"] = format!("lg-5f3a9c21-{}", 1_000_000 + n).into();
+                    v
+                })
+                .collect::<Vec<_>>(),
+        )
+        .expect("json")
+        .len();
+        eprintln!("64 entries: {compact} bytes compact, {json} bytes JSON");
+        assert!(compact <= 64 * 23, "{compact} bytes for 64 entries");
+        assert!(compact * 6 < json, "{compact} bytes against {json} of JSON");
+    }
+
+    /// What versions before the compact format wrote (a value NATS may still hold): read,
+    /// so that an upgrade keeps every history, and a report retried after the upgrade
+    /// still finds its own entry; the next report rewrites it compact.
+    #[test]
+    fn a_json_history_of_earlier_versions_is_still_read() {
+        let earlier = br#"[{"call_id":"c-1","at":{"secs_since_epoch":1764979200,"nanos_since_epoch":5},"attempt":1,"category":"busy","sip_code":486},{"call_id":"c-2","at":{"secs_since_epoch":1764979260,"nanos_since_epoch":0},"attempt":3,"category":"no_answer","sip_code":null}]"#;
+        assert_eq!(
+            decode_history(earlier),
+            Some(vec![
+                kept("c-1", 1_764_979_200_000_000_005, 1, Category::Busy),
+                kept("c-2", 1_764_979_260_000_000_000, 3, Category::NoAnswer),
+            ])
+        );
+    }
+
+    #[test]
+    fn an_unreadable_value_or_an_unknown_category_is_dropped_not_fatal() {
+        assert_eq!(decode_history(b""), None);
+        assert_eq!(decode_history(b"\x02garbage"), None);
+        assert_eq!(decode_history(b"[{\"call_id\": 1}]"), None);
+        assert_eq!(decode_history(&[COMPACT_HISTORY, 0xff, 0xff]), None);
+        // A row of a category a newer version added: the others stay.
+        let row = |call_id: &str, category| CompactEntry {
+            call: call_digest(call_id),
+            at_nanos: 7,
+            attempt: 1,
+            category,
+            sip_code: Some(486),
+        };
+        let mut value = vec![COMPACT_HISTORY];
+        value.extend(postcard::to_allocvec(&vec![row("a", 2), row("b", 200)]).expect("encodes"));
+        assert_eq!(
+            decode_history(&value),
+            Some(vec![kept("a", 7, 1, Category::Busy)])
+        );
+    }
+
     /// docs/performance.md measures what each request of a report costs with
     /// `benches/nats_bounds.patch`, switches that skip them in a throwaway build of
     /// this file: the patch must keep applying, or the figures cannot be reproduced.
