@@ -27,6 +27,14 @@ use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+/// Nanoseconds since the epoch, how both backends keep a history entry's instant: exact
+/// from 1970 to 2554; earlier instants read as the epoch (always outside any window)
+/// and later ones as 2554.
+pub(crate) fn to_nanos(at: SystemTime) -> u64 {
+    at.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+}
+
 /// The idempotency key of a report. `attempt` is 0 when the caller did not send one.
 ///
 /// A report that came as a provider callback carries the provider's delivery id: the

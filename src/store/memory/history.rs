@@ -54,13 +54,6 @@ impl HistoryKey {
     }
 }
 
-/// Nanoseconds since the epoch: exact from 1970 to 2554; earlier instants read as the
-/// epoch (always outside any window) and later ones as 2554.
-pub(super) fn to_nanos(at: SystemTime) -> u64 {
-    at.duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
-}
-
 #[derive(Default)]
 pub(super) struct Shard {
     pub(super) table: HashTable<Destination>,

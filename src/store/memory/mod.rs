@@ -36,7 +36,7 @@ mod reports;
 #[cfg(test)]
 mod tests;
 
-use super::{Claim, ReportKey, Store, StoreError, StoreLimits, StoredReport};
+use super::{Claim, ReportKey, Store, StoreError, StoreLimits, StoredReport, to_nanos};
 use crate::compact::Compactor;
 use crate::domain::{Category, HistoryEntry, HistorySnapshot};
 use crate::step::Step;
