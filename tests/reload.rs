@@ -5,17 +5,19 @@
 //! are swapped each get one policy (classification, overrides and decision from the same
 //! version); a duplicate keeps its first response whatever is live.
 //!
-//! Tests wait on `RunningServer::policy_status`, the reload's own notification; the
-//! only timeout is a bound on a failure.
+//! Tests wait on `RunningServer::policy_status`, the reload's own notification, counting
+//! the reloads themselves (see [`Reloads`]); the only timeout is a bound on a failure.
 
 mod common;
 
 use call_outcome::config::Config;
 use call_outcome::proto as pb;
 use call_outcome::server::RunningServer;
+use call_outcome::server::reload::ReloadStatus;
 use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+use tokio::sync::watch;
 
 /// A bound on a reload that never comes (inotify delivers in milliseconds).
 const RELOAD_BOUND: Duration = Duration::from_secs(20);
@@ -88,25 +90,46 @@ async fn start(policy_file: &Path) -> RunningServer {
     .await
 }
 
-/// Waits for the next reload (applied or rejected) after `seen` and returns the status.
-async fn next_reload(
-    status: &mut tokio::sync::watch::Receiver<call_outcome::server::reload::ReloadStatus>,
-) -> call_outcome::server::reload::ReloadStatus {
-    let before = {
-        let s = status.borrow_and_update();
-        s.applied + s.rejected
-    };
-    tokio::time::timeout(RELOAD_BOUND, async {
-        loop {
-            status.changed().await.expect("server running");
-            let s = status.borrow_and_update().clone();
-            if s.applied + s.rejected > before {
-                return s;
-            }
-        }
-    })
-    .await
-    .expect("the file change was seen")
+/// The reloads a test has waited for, counted from the server's start. The count is the
+/// test's own, not a snapshot taken when it starts waiting: the watcher's first look at
+/// the file (made once it is watching) may read a change the test has just made and apply
+/// it before the event does; a snapshot taken after the change would then already include
+/// that reload and wait for one that never comes.
+struct Reloads {
+    status: watch::Receiver<ReloadStatus>,
+    seen: u64,
+}
+
+impl Reloads {
+    /// Before the test changes the file: no reload has happened yet.
+    fn of(server: &RunningServer) -> Reloads {
+        let status = server.policy_status();
+        let seen = {
+            let s = status.borrow();
+            s.applied + s.rejected
+        };
+        assert_eq!(seen, 0, "no reload before the file changes");
+        Reloads { status, seen }
+    }
+
+    fn current(&self) -> ReloadStatus {
+        self.status.borrow().clone()
+    }
+
+    /// Waits for the next reload (applied or rejected) and returns the status after it.
+    async fn next(&mut self) -> ReloadStatus {
+        let seen = self.seen;
+        let status = tokio::time::timeout(
+            RELOAD_BOUND,
+            self.status.wait_for(|s| s.applied + s.rejected > seen),
+        )
+        .await
+        .expect("the file change was seen")
+        .expect("server running")
+        .clone();
+        self.seen = status.applied + status.rejected;
+        status
+    }
 }
 
 fn carrier_x_486(call_id: &str) -> pb::ReportOutcomeRequest {
@@ -119,7 +142,7 @@ fn carrier_x_486(call_id: &str) -> pb::ReportOutcomeRequest {
 async fn a_configmap_symlink_swap_reloads_and_an_invalid_one_is_refused() {
     let mut volume = ConfigMapVolume::new(&policy("first", "no_answer"));
     let server = start(&volume.path()).await;
-    let mut status = server.policy_status();
+    let mut reloads = Reloads::of(&server);
     let mut client = common::client(&server).await;
     let first = client
         .report_outcome(carrier_x_486("swap-1"))
@@ -129,7 +152,7 @@ async fn a_configmap_symlink_swap_reloads_and_an_invalid_one_is_refused() {
     assert_eq!(first.decision.as_ref().expect("decision").rule, "first");
 
     volume.update(&policy("second", "unavailable"));
-    let reloaded = next_reload(&mut status).await;
+    let reloaded = reloads.next().await;
     assert_eq!((reloaded.applied, reloaded.rejected), (1, 0));
     let second = client
         .report_outcome(carrier_x_486("swap-2"))
@@ -145,7 +168,7 @@ async fn a_configmap_symlink_swap_reloads_and_an_invalid_one_is_refused() {
 
     // An invalid policy arrives the same way: refused, located, the live one stays.
     volume.update("[[rules]]\nname = \"broken\"\naction = \"teleport\"\nexplanation = \"x\"\n");
-    let refused = next_reload(&mut status).await;
+    let refused = reloads.next().await;
     assert_eq!((refused.applied, refused.rejected), (1, 1));
     let error = refused.last_error.expect("the error");
     assert!(
@@ -182,14 +205,14 @@ async fn an_editors_rename_over_the_file_reloads() {
     let path = dir.path().join("policy.toml");
     std::fs::write(&path, policy("first", "no_answer")).expect("write");
     let server = start(&path).await;
-    let mut status = server.policy_status();
+    let mut reloads = Reloads::of(&server);
     // Unrelated files in the folder are read past, not counted as reloads.
     std::fs::write(dir.path().join("notes.txt"), "x").expect("write");
     // How editors save: a temporary file, renamed over the old one.
     let tmp = dir.path().join(".policy.toml.swp");
     std::fs::write(&tmp, policy("saved", "no_answer")).expect("write");
     std::fs::rename(&tmp, &path).expect("rename");
-    let reloaded = next_reload(&mut status).await;
+    let reloaded = reloads.next().await;
     assert_eq!((reloaded.applied, reloaded.rejected), (1, 0));
     let mut client = common::client(&server).await;
     let response = client
@@ -216,16 +239,13 @@ async fn watching_can_be_turned_off() {
     })
     .await;
     let blind_status = blind.policy_status();
-    let mut watching_status = watching.policy_status();
+    let mut watching_reloads = Reloads::of(&watching);
     let mut client = common::client(&blind).await;
     for (i, rule) in ["second", "third"].into_iter().enumerate() {
         let tmp = dir.path().join("policy.toml.tmp");
         std::fs::write(&tmp, policy(rule, "no_answer")).expect("write");
         std::fs::rename(&tmp, &path).expect("rename");
-        assert_eq!(
-            next_reload(&mut watching_status).await.applied,
-            i as u64 + 1
-        );
+        assert_eq!(watching_reloads.next().await.applied, i as u64 + 1);
         let response = client
             .report_outcome(carrier_x_486(&format!("off-{i}")))
             .await
@@ -248,8 +268,8 @@ async fn reports_during_reloads_each_see_one_policy() {
     let path = dir.path().join("policy.toml");
     std::fs::write(&path, &a).expect("write");
     let server = start(&path).await;
-    let mut status = server.policy_status();
-    let version_a = status.borrow().version.to_string();
+    let mut reloads = Reloads::of(&server);
+    let version_a = reloads.current().version.to_string();
 
     let stop = tokio_util::sync::CancellationToken::new();
     let mut workers = tokio::task::JoinSet::new();
@@ -284,7 +304,7 @@ async fn reports_during_reloads_each_see_one_policy() {
         let tmp = dir.path().join("policy.toml.tmp");
         std::fs::write(&tmp, text).expect("write");
         std::fs::rename(&tmp, &path).expect("rename");
-        let s = next_reload(&mut status).await;
+        let s = reloads.next().await;
         assert_eq!(s.rejected, 0);
         if swap == 0 {
             version_b = s.version.to_string();
