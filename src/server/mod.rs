@@ -594,8 +594,11 @@ impl RunningServer {
         })
     }
 
-    /// The live policy's version and the reloads so far (SIGHUP or a file change);
-    /// `changed().await` on it waits for the next reload, applied or rejected.
+    /// The live policy's version and the reloads so far (SIGHUP or a file change). The
+    /// counts only grow: to wait for the reload of a change you make, note
+    /// `applied + rejected` before making it and `wait_for` a greater sum. Waiting with
+    /// `changed()` after the change can miss it, since the watcher may already have
+    /// applied it.
     pub fn policy_status(&self) -> watch::Receiver<reload::ReloadStatus> {
         self.policy_status.clone()
     }
