@@ -35,6 +35,11 @@ pub(crate) fn to_nanos(at: SystemTime) -> u64 {
         .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
 }
 
+/// The instant [`to_nanos`] kept.
+pub(crate) fn from_nanos(nanos: u64) -> SystemTime {
+    SystemTime::UNIX_EPOCH + Duration::from_nanos(nanos)
+}
+
 /// The idempotency key of a report. `attempt` is 0 when the caller did not send one.
 ///
 /// A report that came as a provider callback carries the provider's delivery id: the

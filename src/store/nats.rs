@@ -14,9 +14,9 @@
 //!   replica that died mid-report and is taken over by revision.
 //! - Histories (bucket `nats.history_bucket`, TTL `store.history_window`), key
 //!   `<tenant token>.<destination, base64url>`, value the list of entries in the compact
-//!   format below. Every update is read-modify-write with `update(key, value,
-//!   revision)` and a retry on conflict, so concurrent replicas never lose an entry. The bucket TTL drops a
-//!   destination idle for a whole window; `max_entries_per_destination` and the window
+//!   format below. Every update is read-modify-write with `update(key, value, revision)`
+//!   and a retry on conflict, so concurrent replicas never lose an entry. The bucket TTL
+//!   drops a destination idle for a whole window; `max_entries_per_destination` and the window
 //!   bound each value. `max_destinations` and `max_report_keys` do not apply: the
 //!   buckets are bounded by age, on disk.
 //!
@@ -35,7 +35,7 @@
 //! `unless_lost`, into its [`Step`]'s box): `memmove` was 17 % of the service's CPU on
 //! NATS. Boxed, a step is a few hundred bytes and each client future is copied once.
 
-use super::{Claim, ReportKey, Store, StoreError, StoreLimits, StoredReport, to_nanos};
+use super::{Claim, ReportKey, Store, StoreError, StoreLimits, StoredReport, from_nanos, to_nanos};
 use crate::domain::{Category, HistoryEntry, HistorySnapshot};
 use crate::nats::{NatsConnection, NatsError, key_token, tenant_token};
 use crate::step::Step;
@@ -304,7 +304,7 @@ impl CompactEntry {
         Some(KeptEntry {
             call: self.call,
             entry: HistoryEntry {
-                at: SystemTime::UNIX_EPOCH + Duration::from_nanos(self.at_nanos),
+                at: from_nanos(self.at_nanos),
                 attempt: self.attempt,
                 category,
                 sip_code: self.sip_code,

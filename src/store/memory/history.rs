@@ -361,7 +361,7 @@ pub(super) struct Row {
 impl Row {
     pub(super) fn to_entry(self) -> HistoryEntry {
         HistoryEntry {
-            at: UNIX_EPOCH + Duration::from_nanos(self.at),
+            at: from_nanos(self.at),
             attempt: self.attempt,
             category: self.category,
             sip_code: self.sip_code,

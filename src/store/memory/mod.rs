@@ -36,7 +36,7 @@ mod reports;
 #[cfg(test)]
 mod tests;
 
-use super::{Claim, ReportKey, Store, StoreError, StoreLimits, StoredReport, to_nanos};
+use super::{Claim, ReportKey, Store, StoreError, StoreLimits, StoredReport, from_nanos, to_nanos};
 use crate::compact::Compactor;
 use crate::domain::{Category, HistoryEntry, HistorySnapshot};
 use crate::step::Step;
@@ -47,7 +47,7 @@ use reports::*;
 use std::collections::VecDeque;
 use std::hash::BuildHasher;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
